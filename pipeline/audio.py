@@ -1,0 +1,88 @@
+"""Decoding any supported recording into 16 kHz mono blocks with bounded memory.
+
+soundfile (libsndfile ≥ 1.1) decodes wav, flac, ogg/vorbis and mp3; the signal
+is read ``block_seconds`` at a time, mixed to mono and resampled with a soxr
+stream, so memory does not grow with the recording's length and block edges
+are seamless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from stores.errors import AgencerdasError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of a recording: native ``sample_rate`` (Hz), ``channels``, ``frames`` (samples per channel)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open(path: Path) -> sf.SoundFile:
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        reason = str(exc).split(": ", 1)[-1] if str(path) in str(exc) else str(exc)
+        raise AgencerdasError(f"{path}: cannot decode audio ({reason})") from None
+    if handle.samplerate <= 0:
+        handle.close()
+        raise AgencerdasError(f"{path}: sample rate {handle.samplerate} in header; the file is damaged")
+    return handle
+
+
+def probe(path: Path) -> AudioInfo:
+    """Header facts of ``path`` without decoding samples. Raises AgencerdasError for undecodable files."""
+    with _open(path) as handle:
+        return AudioInfo(handle.samplerate, handle.channels, handle.frames)
+
+
+def _checked(block: np.ndarray, path: Path) -> np.ndarray:
+    if not np.isfinite(block).all():
+        raise AgencerdasError(f"{path}: decoded samples contain NaN or infinity; the file is damaged")
+    return block
+
+
+def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
+    """Yield the recording as float32 mono blocks at ``sample_rate`` Hz.
+
+    Each block holds about ``block_seconds`` of input audio; concatenated they equal
+    resampling the whole signal at once (soxr streams keep filter state across blocks).
+    Raises AgencerdasError naming the file when it cannot be decoded or holds no samples.
+    """
+    with _open(path) as handle:
+        native = handle.samplerate
+        resampler = None if native == sample_rate else soxr.ResampleStream(native, sample_rate, 1, dtype="float32")
+        block_frames = max(1, int(block_seconds * native))
+        total = 0
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AgencerdasError(f"{path}: cannot decode audio after {total} samples ({exc})") from None
+            last = len(block) < block_frames
+            mono = _checked(block.mean(axis=1, dtype=np.float32), path)
+            total += len(mono)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                yield mono
+            if last:
+                break
+    if total == 0:
+        raise AgencerdasError(f"{path}: no audio samples (empty or truncated file)")

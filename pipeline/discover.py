@@ -1,0 +1,100 @@
+"""Finding recordings under an audio directory and matching their annotations by recording id."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stores.errors import AgencerdasError
+
+from .audio import AUDIO_EXTENSIONS
+from .rttm import Segment, parse_rttm, parse_uem, rttm_safe
+
+
+@dataclass
+class Recording:
+    """One audio file found on disk. ``rec_id`` is the file name without extension."""
+
+    rec_id: str
+    path: Path
+    segments: list[Segment] | None = None  # None: no annotation found
+    uem: list[tuple[float, float]] | None = None
+
+
+@dataclass
+class Discovery:
+    """Recordings found plus problems: (file, reason) pairs reported in the run summary."""
+
+    recordings: list[Recording] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]) -> list[Path]:
+    """Files under ``root`` with one of ``suffixes``, sorted; directory symlinks are not followed
+    (so a symlink loop cannot recurse forever) but file symlinks are."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: problems.append((str(e.filename), e.strerror))):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in suffixes:
+                continue
+            if path.is_symlink() and not path.exists():
+                problems.append((str(path), "broken or looping symlink"))
+                continue
+            found.append(path)
+    return sorted(found)
+
+
+def _annotations(directory: Path, suffix: str, parse, problems: list[tuple[str, str]]) -> dict[str, list]:
+    """Per-recording annotation items from every ``suffix`` file under ``directory``.
+
+    A file that fails to parse is reported and contributes nothing, because a
+    partly read annotation would silently become wrong labels.
+    """
+    merged: dict[str, list] = {}
+    for path in _walk(directory, (suffix,), problems):
+        try:
+            for rec, items in parse(path).items():
+                merged.setdefault(rec, []).extend(items)
+        except AgencerdasError as exc:
+            problems.append((str(path), str(exc).removeprefix(f"{path}").lstrip(": ")))
+    return merged
+
+
+def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None = None) -> Discovery:
+    """Recordings under ``audio_dir`` with their RTTM turns and UEM regions.
+
+    Annotations are searched in ``rttm_dir`` / ``uem_dir`` (default: ``audio_dir``) and
+    matched by recording id, either verbatim or in its RTTM-safe form (whitespace → ``_``).
+    Two files with one id, and annotations naming no recording found, are reported.
+    """
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise AgencerdasError(f"audio directory {audio_dir} does not exist or is not a directory")
+    found = Discovery()
+    by_id: dict[str, Recording] = {}
+    for path in _walk(audio_dir, AUDIO_EXTENSIONS, found.problems):
+        rec_id = path.stem
+        if rec_id in by_id:
+            found.problems.append((str(path), f"duplicate recording id {rec_id!r} (also {by_id[rec_id].path})"))
+            continue
+        by_id[rec_id] = Recording(rec_id, path)
+    safe = {rttm_safe(rec): rec for rec in by_id}
+    turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems)
+    regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems)
+    for name, items in sorted(turns.items()):
+        rec = by_id.get(name) or by_id.get(safe.get(name, ""))
+        if rec is None:
+            found.problems.append((name, f"RTTM names recording {name!r}, which is not in {audio_dir}"))
+        else:
+            rec.segments = (rec.segments or []) + items
+    for name, items in sorted(regions.items()):
+        rec = by_id.get(name) or by_id.get(safe.get(name, ""))
+        if rec is None:
+            found.problems.append((name, f"UEM names recording {name!r}, which is not in {audio_dir}"))
+        else:
+            rec.uem = (rec.uem or []) + items
+    found.recordings = sorted(by_id.values(), key=lambda r: r.rec_id)
+    return found

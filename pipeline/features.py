@@ -1,0 +1,113 @@
+"""Log-mel features computed block by block with exact frame alignment across block edges.
+
+Frame ``t`` describes the base-rate interval [t * hop, (t + 1) * hop) samples; its
+analysis window (``win_length`` samples) is centred on that interval. A signal of
+N samples gives ceil(N / hop) frames, whatever the block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
+
+import librosa
+import numpy as np
+
+from stores.errors import AgencerdasError
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that changes stored features; all of it is part of the features key.
+
+    Defaults: 16 kHz, 80 log-mel bins, 25 ms Hann window, 10 ms base frame shift,
+    natural log with a 1e-10 power floor, stored as float16 (half the bytes of float32
+    at a quantisation error far below the features' own noise; see the README).
+    """
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_length: int = 400
+    hop_length: int = 160
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    log_floor: float = 1e-10
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.hop_length <= 0 or self.win_length < self.hop_length:
+            raise AgencerdasError(
+                f"invalid feature config: sample_rate={self.sample_rate}, hop_length={self.hop_length}, "
+                f"win_length={self.win_length} (need positive values and win_length >= hop_length)"
+            )
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise AgencerdasError(f"invalid feature config: need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+        if self.dtype not in ("float16", "float32"):
+            raise AgencerdasError(f"feature dtype must be float16 or float32, got {self.dtype!r}")
+
+    @property
+    def frame_shift_s(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LogMel:
+    """Streaming log-mel: feed 16 kHz blocks, receive (frames, n_mels) float32 blocks."""
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self._mel = librosa.filters.mel(
+            sr=config.sample_rate, n_fft=config.win_length, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
+        ).astype(np.float32)
+        # Left context so that frame 0's window is centred on the first hop.
+        self._pad = (config.win_length - config.hop_length) // 2
+
+    def _frames(self, signal: np.ndarray) -> np.ndarray:
+        """(n, n_mels) log-mel of every full window in ``signal`` at hop spacing."""
+        cfg = self.config
+        spec = librosa.stft(signal, n_fft=cfg.win_length, hop_length=cfg.hop_length, window="hann", center=False)
+        power = np.abs(spec) ** 2
+        return np.log(np.maximum(self._mel @ power, cfg.log_floor)).T.astype(np.float32)
+
+    def process(self, blocks: Iterable[np.ndarray], frames_per_block: int) -> Iterator[np.ndarray]:
+        """Yield log-mel blocks of exactly ``frames_per_block`` frames (the last may be shorter).
+
+        Memory holds one input block plus one window of carry-over; the output
+        equals processing the whole signal in one block.
+        """
+        cfg = self.config
+        buffer = np.zeros(self._pad, dtype=np.float32)
+        pending: list[np.ndarray] = []
+        pending_frames = 0
+        consumed = 0  # signal samples fed so far
+        emitted = 0  # frames produced so far
+        for block in blocks:
+            consumed += len(block)
+            buffer = np.concatenate([buffer, block])
+            n = 1 + (len(buffer) - cfg.win_length) // cfg.hop_length if len(buffer) >= cfg.win_length else 0
+            if n:
+                pending.append(self._frames(buffer[: (n - 1) * cfg.hop_length + cfg.win_length]))
+                pending_frames += n
+                emitted += n
+                buffer = buffer[n * cfg.hop_length :]
+            while pending_frames >= frames_per_block:
+                out, pending, pending_frames = _take(pending, frames_per_block)
+                yield out
+        total = -(-consumed // cfg.hop_length)  # ceil(N / hop) frames in all
+        if total > emitted:
+            needed = (total - emitted - 1) * cfg.hop_length + cfg.win_length
+            tail = np.concatenate([buffer, np.zeros(max(0, needed - len(buffer)), dtype=np.float32)])
+            pending.append(self._frames(tail[:needed]))
+            pending_frames += total - emitted
+        while pending_frames:
+            out, pending, pending_frames = _take(pending, min(frames_per_block, pending_frames))
+            yield out
+
+
+def _take(pending: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """Split the first ``n`` frames off a list of frame blocks."""
+    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+    rest = joined[n:]
+    return joined[:n], ([rest] if len(rest) else []), len(rest)

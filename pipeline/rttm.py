@@ -1,0 +1,117 @@
+"""NIST RTTM and UEM: parsing with file:line errors, and writing.
+
+RTTM fields are space-separated, so a recording id or speaker name that contains
+whitespace cannot be written verbatim. :func:`rttm_safe` maps every whitespace run
+to ``_``; the mapping is applied consistently wherever the project writes an id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from stores.errors import AgencerdasError
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """One speaker turn: ``start`` and ``duration`` in seconds."""
+
+    start: float
+    duration: float
+    speaker: str
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+def rttm_safe(name: str) -> str:
+    """``name`` with each whitespace run replaced by ``_`` (RTTM fields are space-separated)."""
+    return _WHITESPACE.sub("_", name.strip()) or "_"
+
+
+def _number(text: str, what: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise AgencerdasError(f"{where}: {what} {text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise AgencerdasError(f"{where}: {what} {text!r} is not finite")
+    return value
+
+
+def parse_rttm(path: Path) -> dict[str, list[Segment]]:
+    """Speaker turns per recording id from one RTTM file (several recordings allowed).
+
+    Only ``SPEAKER`` lines are used; blank lines and ``;;`` comments are skipped.
+    Raises AgencerdasError naming ``file:line`` for a line that does not parse, a
+    negative start or a non-positive duration.
+    """
+    turns: dict[str, list[Segment]] = defaultdict(list)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgencerdasError(f"{path}: cannot read RTTM ({exc})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith(";;"):
+            continue
+        where = f"{path}:{number}"
+        if fields[0] != "SPEAKER":
+            continue
+        if len(fields) < 8:
+            raise AgencerdasError(
+                f"{where}: expected 'SPEAKER <file> <chan> <start> <dur> <NA> <NA> <speaker> ...', "
+                f"got {len(fields)} fields"
+            )
+        start = _number(fields[3], "start", where)
+        duration = _number(fields[4], "duration", where)
+        if start < 0:
+            raise AgencerdasError(f"{where}: negative start time {start}")
+        if duration <= 0:
+            raise AgencerdasError(f"{where}: duration {duration} is not positive")
+        turns[fields[1]].append(Segment(start, duration, fields[7]))
+    return {rec: sorted(segs) for rec, segs in turns.items()}
+
+
+def parse_uem(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Scored regions per recording id from a UEM file: ``<file> <chan> <start> <end>`` (seconds)."""
+    regions: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgencerdasError(f"{path}: cannot read UEM ({exc})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith(";;"):
+            continue
+        where = f"{path}:{number}"
+        if len(fields) != 4:
+            raise AgencerdasError(f"{where}: expected '<file> <chan> <start> <end>', got {len(fields)} fields")
+        start, end = _number(fields[2], "start", where), _number(fields[3], "end", where)
+        if start < 0 or end < start:
+            raise AgencerdasError(f"{where}: invalid region [{start}, {end}]")
+        regions[fields[0]].append((start, end))
+    return dict(regions)
+
+
+def format_rttm(recording: str, segments: Iterable[Segment]) -> str:
+    """RTTM text, one ``SPEAKER`` line per segment, ids and speakers made :func:`rttm_safe`."""
+    rec = rttm_safe(recording)
+    return "".join(
+        f"SPEAKER {rec} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {rttm_safe(seg.speaker)} <NA> <NA>\n"
+        for seg in sorted(segments)
+    )
+
+
+def write_rttm(path: Path, recording: str, segments: Iterable[Segment]) -> None:
+    """Write :func:`format_rttm` to ``path`` (parent directories created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_rttm(recording, segments), encoding="utf-8")

@@ -1,0 +1,187 @@
+"""`agencerdas features`: plan what changed, run one task per recording in parallel, report.
+
+The parent process hashes files (through the stat cache), decides per recording
+whether features and/or labels are missing from the store, and hands only that
+work to joblib. Results stream back as they finish behind one tqdm bar; the run
+ends with a dataset view and a one-screen summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+from tqdm.auto import tqdm
+
+from stores import DatasetView, Store, ViewRecording, feature_key, label_key, save_view
+from stores.errors import AgencerdasError
+
+from .discover import Recording, discover
+from .features import FeatureConfig
+from .labels import LabelConfig, canonical_annotation
+from .statcache import StatCache
+from .tasks import Task, TaskResult, run_task
+
+
+@dataclass
+class RunSummary:
+    """Counts, failures and speed of one features run (printed by :meth:`format`)."""
+
+    found: int = 0
+    computed: int = 0
+    labels_only: int = 0
+    reused: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    audio_s: float = 0.0  # seconds of audio whose features were computed this run
+    wall_s: float = 0.0
+    jobs: int = 1
+    startup_s: float = 0.0
+    view: str = ""
+    view_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def format(self) -> str:
+        """The end-of-run report: fits one screen, failures named by file with their reason."""
+        speed = self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+        lines = [
+            f"agencerdas features: {self.found} recordings found",
+            f"  computed {self.computed}  labels-only {self.labels_only}  reused {self.reused}  failed {len(self.failures)}",
+            f"  audio computed {self.audio_s / 3600:.2f} h in {self.wall_s:.1f} s wall = {speed:.1f}x real time "
+            f"({self.jobs} job(s); worker start-up {self.startup_s:.1f} s, librosa/numba warm-up)",
+        ]
+        if self.view:
+            counts = self.view_counts
+            lines.append(
+                f"  view '{self.view}': {counts.get('all', 0)} recordings "
+                f"({counts.get('train', 0)} train / {counts.get('validation', 0)} validation, "
+                f"{counts.get('unlabelled', 0)} without labels)"
+            )
+        for name, note in self.notes:
+            lines.append(f"  note  {name}: {note}")
+        if self.failures:
+            lines.append(f"  {len(self.failures)} failed (the other recordings are committed; a rerun retries only these):")
+            width = min(48, max(len(name) for name, _ in self.failures))
+            lines += [f"    {name:<{width}}  {reason.splitlines()[0]}" for name, reason in self.failures]
+        return "\n".join(lines)
+
+
+@dataclass
+class FeaturesRequest:
+    """Inputs of one features run; the CLI fills it from flags."""
+
+    audio_dir: Path
+    store: str
+    rttm_dir: Path | None = None
+    uem_dir: Path | None = None
+    jobs: int = 1
+    view: str = "default"
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    label_config: LabelConfig = field(default_factory=LabelConfig)
+    storage_options: dict = field(default_factory=dict)
+    progress: bool = True
+
+
+def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], summary: RunSummary):
+    """Tasks for recordings with missing entries, and the view entry of every recording."""
+    cache = StatCache()
+    features_cfg, labels_cfg = request.feature_config.to_dict(), request.label_config.to_dict()
+    tasks, keys = [], {}
+    for rec in recordings:
+        try:
+            fkey = feature_key(cache.content_hash(rec.path), features_cfg)
+        except OSError as exc:
+            summary.failures.append((str(rec.path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        lkey = (
+            label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
+            if rec.segments is not None
+            else None
+        )
+        keys[rec.rec_id] = (fkey, lkey)
+        need_features = not store.has("features", fkey)
+        need_labels = lkey is not None and not store.has("labels", lkey)
+        if need_features or need_labels:
+            tasks.append(
+                Task(rec.rec_id, str(rec.path), store.url, store.storage_options, features_cfg, labels_cfg,
+                     fkey, lkey, need_features, need_labels, rec.segments, rec.uem)
+            )
+        else:
+            summary.reused += 1
+    cache.save()
+    return tasks, keys
+
+
+def _run(tasks: list[Task], request: FeaturesRequest, summary: RunSummary) -> list[TaskResult]:
+    """Run tasks on joblib's loky processes (one process per job, kept alive across tasks)."""
+    results = []
+    bar = tqdm(total=len(tasks), unit="rec", desc="features", disable=not request.progress or not tasks)
+    start = time.perf_counter()
+    # Workers each use one BLAS/OpenMP thread: parallelism comes from processes.
+    with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+        parallel = joblib.Parallel(n_jobs=request.jobs, return_as="generator_unordered", batch_size=1)
+        for result in parallel(joblib.delayed(run_task)(task) for task in tasks):
+            results.append(result)
+            if result.status == "computed":
+                summary.audio_s += result.duration_s
+            summary.startup_s = max(summary.startup_s, result.startup_s)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(audio_h=f"{summary.audio_s / 3600:.2f}", xRT=f"{summary.audio_s / max(elapsed, 1e-9):.0f}")
+            bar.update()
+    bar.close()
+    return results
+
+
+def build_features(request: FeaturesRequest) -> RunSummary:
+    """Bring the store up to date with ``request.audio_dir`` and write the dataset view."""
+    start = time.perf_counter()
+    if request.jobs < 1:
+        raise AgencerdasError(f"--jobs must be at least 1, got {request.jobs}")
+    summary = RunSummary(jobs=request.jobs)
+    store = Store(request.store, request.storage_options, create=True)
+    found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
+    summary.found = len(found.recordings)
+    summary.failures += found.problems
+    tasks, keys = _plan(request, store, found.recordings, summary)
+    results = {r.rec_id: r for r in _run(tasks, request, summary)}
+    for result in results.values():
+        if result.status == "failed":
+            summary.failures.append((result.path, result.reason))
+            keys.pop(result.rec_id, None)
+        else:
+            summary.computed += result.status == "computed"
+            summary.labels_only += result.status == "labels-only"
+            summary.notes += [(result.path, note) for note in result.notes]
+    if keys:
+        view = _view(request, store, found.recordings, keys)
+        save_view(store, view)
+        summary.view = view.name
+        summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
+        summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict) -> DatasetView:
+    """The dataset view over every recording with committed entries (attributes read from the store)."""
+    entries = {}
+    paths = {rec.rec_id: str(rec.path) for rec in recordings}
+    for rec_id, (fkey, lkey) in sorted(keys.items()):
+        fattrs = store.attrs("features", fkey)
+        speakers = store.attrs("labels", lkey)["speakers"] if lkey else []
+        entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], speakers, False, paths[rec_id])
+    return DatasetView(
+        name=request.view,
+        recordings=entries,
+        feature_config=request.feature_config.to_dict(),
+        label_config=request.label_config.to_dict(),
+        validation_fraction=request.validation_fraction,
+        split_seed=request.split_seed,
+    )

@@ -1,0 +1,153 @@
+"""Parameters of a simulated corpus, validated when constructed."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+from pipeline.simulate.speakers import POOLS
+from stores.errors import AgencerdasError
+
+#: Output format name -> (libsndfile container, subtype).
+FORMATS: dict[str, tuple[str, str]] = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+}
+# MPEG audio defines only these sample rates (Hz).
+_MP3_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that determines a simulated corpus; same config -> same corpus.
+
+    Recording layout: ``n_recordings`` conversations named ``<prefix>_0001`` ...,
+    each ``min_duration_s``..``max_duration_s`` seconds long (uniform), with a number
+    of speakers drawn from ``speakers_per_rec`` (speaker count -> weight) out of the
+    ``pool`` speaker pool. Train and test pools are disjoint when both corpora use
+    the same ``pool_seed``, ``train_pool_size`` and ``test_pool_size``.
+
+    Turn taking (after Landini et al., 2022): the next speaker is the current one
+    with probability ``p_same_speaker`` (after an exponential pause of mean
+    ``pause_same_mean_s``); otherwise another speaker takes the turn and, with
+    probability ``p_overlap``, starts before the current turn ends by an exponential
+    overlap of mean ``overlap_mean_s`` seconds (capped by the length of that turn),
+    else after an exponential pause of mean ``pause_mean_s``. A turn has a geometric
+    number of words with mean ``mean_words``.
+
+    Output: each recording gets one (format, rate in Hz, channel count) of the
+    cartesian product of ``formats``, ``rates`` and (mono, and stereo when
+    ``stereo``), cycling through it by recording index. ``noise_snr_db`` adds
+    coloured background noise at that signal-to-noise ratio in dB (None: none);
+    ``reverb`` convolves each speaker with a synthetic room impulse response.
+    ``seed`` fixes everything random about the recordings, ``jobs`` is the number
+    of worker processes (joblib convention: -1 = all cores).
+    """
+
+    n_recordings: int = 10
+    pool: str = "train"
+    prefix: str | None = None
+    pool_seed: int = 0
+    train_pool_size: int = 40
+    test_pool_size: int = 12
+    speakers_per_rec: Mapping[int, float] = field(default_factory=lambda: {2: 0.5, 3: 0.3, 4: 0.2})
+    min_duration_s: float = 60.0
+    max_duration_s: float = 240.0
+    formats: tuple[str, ...] = ("wav",)
+    rates: tuple[int, ...] = (16000,)
+    stereo: bool = False
+    noise_snr_db: float | None = None
+    reverb: bool = False
+    p_same_speaker: float = 0.1
+    p_overlap: float = 0.3
+    overlap_mean_s: float = 0.8
+    pause_mean_s: float = 0.4
+    pause_same_mean_s: float = 0.6
+    mean_words: float = 8.0
+    seed: int = 0
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        # Accept lists and mixed-case names from a command line; store canonical values.
+        object.__setattr__(self, "formats", tuple(str(f).lower().lstrip(".") for f in self.formats))
+        object.__setattr__(self, "rates", tuple(int(r) if _is_int(r) else r for r in self.rates))
+        object.__setattr__(
+            self, "speakers_per_rec", {int(k) if _is_int(k) else k: w for k, w in self.speakers_per_rec.items()}
+        )
+        if self.prefix is None:
+            object.__setattr__(self, "prefix", self.pool)
+        self._validate()
+
+    def _validate(self) -> None:
+        def fail(message: str) -> None:
+            raise AgencerdasError(f"simulation config: {message}")
+
+        if self.n_recordings < 1:
+            fail(f"n_recordings must be at least 1, got {self.n_recordings}")
+        if self.pool not in POOLS:
+            fail(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if not self.prefix or any(c.isspace() or c in "/\\" for c in self.prefix):
+            fail(f"prefix {self.prefix!r} must be non-empty, without whitespace or path separators")
+        if self.train_pool_size < 1 or self.test_pool_size < 1:
+            fail(f"pool sizes must be at least 1, got train={self.train_pool_size} test={self.test_pool_size}")
+        weights = self.speakers_per_rec
+        if not weights or any(not _is_int(k) or k < 1 for k in weights):
+            fail(f"speakers_per_rec needs positive integer speaker counts as keys, got {weights}")
+        if any(not w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            fail(f"speakers_per_rec weights must be >= 0 with a positive sum, got {weights}")
+        pool_size = self.train_pool_size if self.pool == "train" else self.test_pool_size
+        most = max(k for k, w in weights.items() if w > 0)
+        if most > pool_size:
+            fail(
+                f"conversations with up to {most} speakers need a {self.pool} pool of at least {most} "
+                f"speakers, but {self.pool}_pool_size is {pool_size}; enlarge the pool or lower speakers_per_rec"
+            )
+        if not 0 < self.min_duration_s <= self.max_duration_s or not math.isfinite(self.max_duration_s):
+            fail(f"need 0 < min_duration_s <= max_duration_s, got {self.min_duration_s} and {self.max_duration_s}")
+        if not self.formats:
+            fail("formats is empty; choose from " + ", ".join(FORMATS))
+        for name in self.formats:
+            if name not in FORMATS:
+                fail(f"unknown audio format {name!r}; choose from {', '.join(FORMATS)}")
+        if not self.rates:
+            fail("rates is empty; give at least one sample rate in Hz, e.g. 16000")
+        for rate in self.rates:
+            if not _is_int(rate) or rate <= 0:
+                fail(f"sample rate {rate!r} must be a positive integer number of Hz")
+            if "mp3" in self.formats and rate not in _MP3_RATES_HZ:
+                fail(f"mp3 cannot store {rate} Hz; MPEG audio rates are {sorted(_MP3_RATES_HZ)}")
+        if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):
+            fail(f"noise_snr_db must be a finite number of dB or None, got {self.noise_snr_db}")
+        for name in ("p_same_speaker", "p_overlap"):
+            if not 0 <= getattr(self, name) <= 1:
+                fail(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("overlap_mean_s", "pause_mean_s", "pause_same_mean_s"):
+            if not 0 <= getattr(self, name) < math.inf:
+                fail(f"{name} must be a finite number of seconds >= 0, got {getattr(self, name)}")
+        if not 1 <= self.mean_words < math.inf:
+            fail(f"mean_words must be at least 1, got {self.mean_words}")
+        if self.jobs == 0:
+            fail("jobs must be a positive number of processes, or negative as in joblib (-1 = all cores)")
+
+    def layout(self, index: int) -> tuple[str, int, int]:
+        """(format, sample rate in Hz, channels) of recording ``index`` (0-based)."""
+        channels = (1, 2) if self.stereo else (1,)
+        combos = list(itertools.product(channels, self.rates, self.formats))
+        n_channels, rate, name = combos[index % len(combos)]
+        return name, rate, n_channels
+
+    def to_json(self) -> dict:
+        """The config as JSON-ready values (speaker-count keys become strings)."""
+        values = asdict(self)
+        values["speakers_per_rec"] = {str(k): w for k, w in sorted(self.speakers_per_rec.items())}
+        values["formats"], values["rates"] = list(self.formats), list(self.rates)
+        return values

@@ -1,0 +1,186 @@
+"""One recording's work, run inside a worker process: decode → log-mel → labels → store."""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stores import ArraySpec, Store
+from stores.errors import AgencerdasError
+from stores.store import default_codec
+
+from .audio import probe, stream_mono
+from .features import FeatureConfig, LogMel
+from .labels import LabelConfig, frame_labels
+from .rttm import Segment
+
+#: Frames per stored chunk (80 s at 10 ms); also the block size of feature work. See README "Store".
+CHUNK_FRAMES = 8000
+
+
+@dataclass
+class Task:
+    """What one worker must do for one recording; plain data so it pickles to any backend."""
+
+    rec_id: str
+    path: str
+    store_url: str
+    storage_options: dict
+    feature_config: dict
+    label_config: dict
+    features_key: str
+    labels_key: str | None
+    need_features: bool
+    need_labels: bool
+    segments: list[Segment] | None = None
+    uem: list[tuple[float, float]] | None = None
+
+
+@dataclass
+class TaskResult:
+    """What happened to one recording; ``status`` is computed, labels-only or failed."""
+
+    rec_id: str
+    path: str
+    status: str
+    reason: str = ""
+    frames: int = 0
+    duration_s: float = 0.0
+    speakers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    startup_s: float = 0.0
+
+
+_WORKER_WARM = False
+
+
+def _warm_up(config: FeatureConfig) -> float:
+    """Pay the one-off librosa/numba start-up cost once per worker process; returns its seconds."""
+    global _WORKER_WARM
+    if _WORKER_WARM:
+        return 0.0
+    start = time.perf_counter()
+    list(LogMel(config).process([np.zeros(config.sample_rate, dtype=np.float32)], 1000))
+    _WORKER_WARM = True
+    return time.perf_counter() - start
+
+
+def provenance() -> dict[str, Any]:
+    """Library versions and host recorded with every entry."""
+    import librosa
+    import soundfile
+    import zarr
+
+    return {
+        "librosa": librosa.__version__,
+        "soundfile": soundfile.__version__,
+        "zarr": zarr.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+
+
+def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int, float]:
+    """Compute and commit the features entry; returns (frames, duration in seconds)."""
+    info = probe(Path(task.path))
+    attrs = {
+        "recording_id": task.rec_id,
+        "source_path": task.path,
+        "duration_s": info.duration_s,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "frame_shift_s": config.frame_shift_s,
+        "feature_config": config.to_dict(),
+        "versions": provenance(),
+        "created_at": time.time(),
+    }
+    blocks = stream_mono(Path(task.path), config.sample_rate, CHUNK_FRAMES * config.frame_shift_s)
+    frames = 0
+    with store.write("features", task.features_key, attrs) as writer:
+        writer.create("feats", ArraySpec(config.n_mels, config.dtype, CHUNK_FRAMES, default_codec()))
+        for block in LogMel(config).process(blocks, CHUNK_FRAMES):
+            writer.append("feats", block)
+            frames += len(block)
+        writer.set_attrs({"frames": frames})
+    return frames, info.duration_s
+
+
+def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) -> tuple[list[str], list[str]]:
+    """Compute and commit the labels entry; returns (speakers kept, notes for the report)."""
+    config = LabelConfig(**task.label_config)
+    segments = _inside_uem(task.segments or [], task.uem, task.path)
+    labels = frame_labels(segments, frames, frame_shift_s, config)
+    notes = []
+    if labels.dropped_speakers:
+        notes.append(
+            f"{len(labels.dropped_speakers)} speaker(s) beyond max_speakers={config.max_speakers} left out "
+            f"({labels.dropped_seconds:.1f} s of speech): {', '.join(labels.dropped_speakers)}"
+        )
+    if labels.clipped_seconds > 0.005:
+        notes.append(f"{labels.clipped_seconds:.2f} s of annotated speech lies past the end of the audio")
+    attrs = {
+        "recording_id": task.rec_id,
+        "features_key": task.features_key,
+        "speakers": labels.speakers,
+        "n_speakers": len(labels.speakers),
+        "dropped_speakers": labels.dropped_speakers,
+        "frame_shift_s": frame_shift_s,
+        "pseudo": False,
+        "uem": [list(r) for r in task.uem] if task.uem else None,
+        "label_config": config.to_dict(),
+        "created_at": time.time(),
+    }
+    with store.write("labels", task.labels_key, attrs) as writer:
+        writer.create("labels", ArraySpec(config.max_speakers, "uint8", CHUNK_FRAMES, default_codec()))
+        writer.append("labels", labels.activity)
+    return labels.speakers, notes
+
+
+def _inside_uem(segments: list[Segment], uem: list[tuple[float, float]] | None, path: str) -> list[Segment]:
+    """Turns cut to the UEM's scored regions (all turns when there is no UEM)."""
+    if not uem:
+        return segments
+    if sum(end - start for start, end in uem) <= 0:
+        raise AgencerdasError(f"{path}: its UEM excludes the whole recording; fix the UEM or remove it")
+    cut = []
+    for seg in segments:
+        for start, end in uem:
+            lo, hi = max(seg.start, start), min(seg.end, end)
+            if hi > lo:
+                cut.append(Segment(lo, hi - lo, seg.speaker))
+    return cut
+
+
+def run_task(task: Task) -> TaskResult:
+    """Do one recording's work; every failure becomes a failed result, never a lost batch."""
+    start = time.perf_counter()
+    config = FeatureConfig(**task.feature_config)
+    result = TaskResult(task.rec_id, task.path, "computed")
+    try:
+        result.startup_s = _warm_up(config)
+        store = Store(task.store_url, task.storage_options, create=False)
+        if task.need_features:
+            result.frames, result.duration_s = write_features(store, task, config)
+        else:
+            result.status = "labels-only"
+            attrs = store.attrs("features", task.features_key)
+            result.frames, result.duration_s = attrs["frames"], attrs["duration_s"]
+        if task.need_labels:
+            result.speakers, result.notes = write_labels(store, task, result.frames, config.frame_shift_s)
+    except AgencerdasError as exc:
+        result.status, result.reason = "failed", str(exc).removeprefix(f"{task.path}: ")
+    except OSError as exc:  # disk full, permission denied: the user's environment, not a bug
+        result.status, result.reason = "failed", f"I/O error: {exc}"
+    except Exception as exc:  # a bug in our code: keep the traceback for the report
+        result.status = "failed"
+        result.reason = f"internal error {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    result.seconds = time.perf_counter() - start - result.startup_s
+    return result

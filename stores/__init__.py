@@ -1,0 +1,31 @@
+"""Content-addressed Zarr feature store: keys, atomic entries, dataset views, window reads.
+
+Imports neither ``pipeline`` nor ``training``.
+"""
+
+from .errors import AgencerdasError
+from .keys import FORMAT_VERSION, content_key, feature_key, hash_file, label_key
+from .store import ArraySpec, Store, VerifyReport
+from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
+from .windows import EntryReader, downsample_features, downsample_labels, read_rows
+
+__all__ = [
+    "AgencerdasError",
+    "ArraySpec",
+    "DatasetView",
+    "EntryReader",
+    "FORMAT_VERSION",
+    "Store",
+    "VerifyReport",
+    "ViewRecording",
+    "content_key",
+    "downsample_features",
+    "downsample_labels",
+    "feature_key",
+    "hash_file",
+    "label_key",
+    "load_view",
+    "read_rows",
+    "referenced_keys",
+    "save_view",
+]

@@ -1,0 +1,126 @@
+"""Dataset views: small JSON manifests naming the entries that form one training set.
+
+A view says *what* a corpus is (recording id → features key, labels key, frames,
+duration, speakers) and how it splits into train / validation; the store says
+*where* the bytes live. Several experiments, presets and machines share one
+store through their own views.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import xxhash
+
+from .errors import AgencerdasError
+from .keys import content_key
+from .store import Store
+
+VIEW_VERSION = 1
+
+
+@dataclass
+class ViewRecording:
+    """One recording of a view. ``frames`` are base-rate feature frames."""
+
+    features: str
+    labels: str | None
+    frames: int
+    duration_s: float
+    speakers: list[str] = field(default_factory=list)
+    pseudo: bool = False
+    source: str = ""
+
+
+@dataclass
+class DatasetView:
+    """Recordings of one corpus and their deterministic train/validation split."""
+
+    name: str
+    recordings: dict[str, ViewRecording]
+    feature_config: dict[str, Any]
+    label_config: dict[str, Any]
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    def split(self, part: str) -> list[str]:
+        """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
+
+        Recordings are ranked by a seeded hash of their id, so the split depends
+        only on the ids and the seed, never on directory order or machine. With two
+        or more labelled recordings, validation gets at least one.
+        """
+        ids = sorted(self.recordings)
+        if part == "all":
+            return ids
+        if part not in ("train", "validation"):
+            raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
+        ranked = sorted(ids, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
+        n_val = round(self.validation_fraction * len(ids))
+        if self.validation_fraction > 0 and len(ids) >= 2:
+            n_val = min(max(n_val, 1), len(ids) - 1)
+        validation = set(ranked[:n_val])
+        return [rec for rec in ids if (rec in validation) == (part == "validation")]
+
+    def fingerprint(self) -> str:
+        """Content key of the entries this view names (for reports and resume checks)."""
+        return content_key(
+            "view", {rec: [r.features, r.labels or ""] for rec, r in sorted(self.recordings.items())}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["version"] = VIEW_VERSION
+        payload["splits"] = {part: self.split(part) for part in ("train", "validation")}
+        payload["fingerprint"] = self.fingerprint()
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "DatasetView":
+        if int(payload.get("version", 0)) > VIEW_VERSION:
+            raise AgencerdasError(
+                f"view {payload.get('name')!r} has version {payload['version']}, newer than this agencerdas "
+                f"understands ({VIEW_VERSION}); upgrade agencerdas"
+            )
+        recordings = {rec: ViewRecording(**fields) for rec, fields in payload["recordings"].items()}
+        return cls(
+            name=payload["name"],
+            recordings=recordings,
+            feature_config=payload["feature_config"],
+            label_config=payload["label_config"],
+            validation_fraction=payload["validation_fraction"],
+            split_seed=payload["split_seed"],
+            created_at=payload["created_at"],
+        )
+
+
+def save_view(store: Store, view: DatasetView) -> str:
+    """Write ``view`` into the store (atomically); returns its path in the store."""
+    path = store.view_path(view.name)
+    store.put_json(path, view.to_dict())
+    return path
+
+
+def load_view(store: Store, name: str) -> DatasetView:
+    """The view ``name`` of ``store``; the error lists the views that exist."""
+    path = store.view_path(name)
+    if not store.fs.exists(path):
+        known = ", ".join(store.view_names()) or "none"
+        raise AgencerdasError(
+            f"store {store.url} has no view {name!r} (views: {known}); `agencerdas features` writes one"
+        )
+    return DatasetView.from_dict(store.get_json(path))
+
+
+def referenced_keys(store: Store) -> set[str]:
+    """Every entry key named by any view of the store (what ``gc`` keeps)."""
+    keys: set[str] = set()
+    for name in store.view_names():
+        for rec in load_view(store, name).recordings.values():
+            keys.add(rec.features)
+            if rec.labels:
+                keys.add(rec.labels)
+    return keys

@@ -1,0 +1,113 @@
+"""The `agencerdas` command. Subcommands import their packages lazily, so `agencerdas features`
+and `agencerdas store` never load torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stores.errors import AgencerdasError
+
+
+def _storage_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise AgencerdasError(f"--storage-option expects key=value, got {pair!r}")
+        options[key] = value
+    return options
+
+
+def _features(args: argparse.Namespace) -> int:
+    from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
+
+    request = FeaturesRequest(
+        audio_dir=Path(args.audio_dir),
+        store=args.store,
+        rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None,
+        uem_dir=Path(args.uem_dir) if args.uem_dir else None,
+        jobs=args.jobs,
+        view=args.view,
+        validation_fraction=args.validation_fraction,
+        split_seed=args.split_seed,
+        feature_config=FeatureConfig(n_mels=args.n_mels, dtype=args.dtype),
+        label_config=LabelConfig(max_speakers=args.max_speakers),
+        storage_options=_storage_options(args.storage_option),
+        progress=not args.quiet,
+    )
+    summary = build_features(request)
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def _store(args: argparse.Namespace) -> int:
+    from stores import Store, referenced_keys
+
+    store = Store(args.store, _storage_options(args.storage_option), create=False)
+    if args.action == "ls":
+        for kind in ("features", "labels"):
+            print(f"{kind}: {len(store.keys(kind))} entries")
+        for name in store.view_names():
+            print(f"view {name}")
+        return 0
+    if args.action == "verify":
+        report = store.verify(checksums=not args.fast)
+        print(f"verified {report.checked} committed entries in {store.url}: {len(report.problems)} problem(s)")
+        for path, reason in report.problems:
+            print(f"  {path}: {reason}")
+        return 0 if report.ok else 1
+    removed = store.gc(keep=None if args.keep_unreferenced else referenced_keys(store), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} path(s) from {store.url}")
+    for path in removed:
+        print(f"  {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agencerdas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    feats = sub.add_parser("features", help="build or update the feature store from an audio directory")
+    feats.add_argument("audio_dir")
+    feats.add_argument("--store", required=True, help="store directory or fsspec URL")
+    feats.add_argument("--rttm-dir", help="where RTTM files are (default: AUDIO_DIR)")
+    feats.add_argument("--uem-dir", help="where UEM files are (default: AUDIO_DIR)")
+    feats.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    feats.add_argument("--view", default="default", help="name of the dataset view to write")
+    feats.add_argument("--validation-fraction", type=float, default=0.1)
+    feats.add_argument("--split-seed", type=int, default=0)
+    feats.add_argument("--n-mels", type=int, default=80)
+    feats.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    feats.add_argument("--max-speakers", type=int, default=4)
+    feats.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    feats.add_argument("--quiet", action="store_true", help="no progress bar")
+    feats.set_defaults(func=_features)
+
+    store = sub.add_parser("store", help="inspect and maintain a store")
+    store.add_argument("action", choices=("ls", "verify", "gc"))
+    store.add_argument("--store", required=True)
+    store.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    store.add_argument("--fast", action="store_true", help="verify: skip re-reading arrays for checksums")
+    store.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
+    store.add_argument("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes")
+    store.set_defaults(func=_store)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AgencerdasError as exc:
+        print(f"agencerdas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agencerdas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Self-attention end-to-end neural diarization (SA-EEND, Fujita et al. 2019).
+
+The network maps a sequence of feature frames (log-mel filterbanks, already
+spliced with their neighbours and subsampled by the feature pipeline) to one
+speech-activity logit per frame and speaker slot. Speaker slots carry no
+identity: the permutation-invariant loss in :mod:`training.loss` decides which
+reference speaker each slot is scored against.
+
+Shapes use B = batch size, T = frames, F = input features per frame,
+S = ``max_speakers`` output slots, H = attention heads, D = model width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over frames, with an optional key mask.
+
+    Args:
+        dim: model width D; must be divisible by ``heads``.
+        heads: number of attention heads H.
+        dropout: dropout on the attention weights (training only).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, return_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend every frame to every valid frame of the same sequence.
+
+        Args:
+            x: (B, T, D) frame embeddings.
+            key_mask: (B, 1, 1, T) bool, True = frame may be attended to, or
+                None when every frame is valid. Each sequence must have at
+                least one True entry (see :meth:`EEND.forward`).
+            return_attention: compute the softmax explicitly and return it.
+
+        Returns:
+            (B, T, D) attended embeddings, and the (B, H, T, T) float32
+            attention weights (rows sum to 1, before dropout) when
+            ``return_attention`` is set, otherwise None.
+        """
+        batch, frames, dim = x.shape
+        # (B, T, 3D) -> 3 x (B, H, T, D/H)
+        q, k, v = (
+            self.qkv(x)
+            .view(batch, frames, 3, self.heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
+        dropout_p = self.dropout if self.training else 0.0
+        weights: Tensor | None = None
+        if return_attention:
+            # Scores grow with T and the activations' scale; under fp16
+            # autocast they can exceed 65504, so the whole softmax path runs
+            # in float32 with autocast disabled (matmul would otherwise be
+            # cast back down to the low-precision dtype).
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.head_dim)
+                if key_mask is not None:
+                    scores = scores.masked_fill(~key_mask, float("-inf"))
+                weights = scores.softmax(dim=-1)
+                out = F.dropout(weights, dropout_p, self.training) @ v.float()
+            out = out.to(q.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        out = out.transpose(1, 2).reshape(batch, frames, dim)
+        return self.proj(out), weights
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm Transformer encoder layer: x + MHSA(LN(x)), then x + FF(LN(x)).
+
+    Pre-norm keeps the residual path an identity, which trains stably without
+    the learning-rate warm-up tuning post-norm layers need.
+
+    Args:
+        dim: model width D.
+        heads: attention heads H.
+        ff_mult: feed-forward hidden width as a multiple of D.
+        dropout: dropout on attention weights and on both residual branches.
+    """
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, dim * ff_mult),
+            nn.GELU(),
+            nn.Linear(dim * ff_mult, dim),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, return_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Apply the layer.
+
+        Args:
+            x: (B, T, D) frame embeddings.
+            key_mask: (B, 1, 1, T) bool key mask or None, as for
+                :meth:`SelfAttention.forward`.
+            return_attention: also return the (B, H, T, T) attention weights.
+
+        Returns:
+            (B, T, D) embeddings and the attention weights or None.
+        """
+        attended, weights = self.attn(self.attn_norm(x), key_mask, return_attention)
+        x = x + self.dropout(attended)
+        x = x + self.dropout(self.ff(self.ff_norm(x)))
+        return x, weights
+
+
+class EEND(nn.Module):
+    """SA-EEND: Transformer encoder with per-frame multi-label speaker outputs.
+
+    Input projection (Linear + LayerNorm) -> ``blocks`` pre-norm encoder
+    layers -> LayerNorm -> Linear to ``max_speakers`` logits per frame.
+
+    There is no positional encoding, as in the original SA-EEND: each input
+    frame is already a spliced context window, so local temporal order is in
+    the features themselves, and the attention layers only need to relate
+    frames by *who* is speaking, which is order-free. Leaving it out also
+    makes the model indifferent to chunk length and offset, so it runs on
+    sequences longer than those it was trained on.
+
+    Args:
+        in_features: F, features per input frame.
+        dim: model width D; must be divisible by ``heads``.
+        blocks: number of encoder layers.
+        heads: attention heads H per layer.
+        max_speakers: S, output speaker slots.
+        ff_mult: feed-forward hidden width as a multiple of D.
+        dropout: dropout probability used throughout (training only).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        dim: int = 128,
+        blocks: int = 3,
+        heads: int = 4,
+        max_speakers: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("in_features", in_features),
+            ("dim", dim),
+            ("blocks", blocks),
+            ("heads", heads),
+            ("max_speakers", max_speakers),
+            ("ff_mult", ff_mult),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_features = in_features
+        self.max_speakers = max_speakers
+        self.input_proj = nn.Sequential(nn.Linear(in_features, dim), nn.LayerNorm(dim))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, heads, ff_mult, dropout) for _ in range(blocks)
+        )
+        self.out_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, max_speakers)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """Compute speech-activity logits for every frame and speaker slot.
+
+        Args:
+            x: (B, T, F) float input frames.
+            mask: (B, T) bool, True = valid frame, False = padding. Padded
+                frames are never attended to, so they cannot influence the
+                valid frames' outputs; their own logits are meaningless and
+                must be masked out by the caller. Pass None when nothing is
+                padded: an absent mask lets fused attention pick its fastest
+                kernel.
+            return_attention: also return every layer's attention weights.
+                This computes the softmax explicitly, using O(B*H*T^2) memory;
+                meant for inspection, not training.
+
+        Returns:
+            (B, T, S) logits (sigmoid gives per-speaker activity probability),
+            and, only when ``return_attention`` is set, a list with one
+            (B, H, T, T) float32 tensor per block whose rows (queries) sum to 1
+            over the keys (last dim); otherwise None.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"expected input of shape (batch, frames, {self.in_features}), got {tuple(x.shape)}"
+            )
+        key_mask: Tensor | None = None
+        if mask is not None:
+            if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+                raise ValueError(
+                    f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            # A sequence with no valid frame would give every query an empty
+            # key set, and softmax over nothing is NaN, which would poison the
+            # whole batch's gradients. Such a sequence is all padding, so let
+            # it attend everywhere: its outputs are finite and ignored anyway.
+            key_mask = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None, :]
+
+        h = self.input_proj(x)
+        maps: list[Tensor] = []
+        for block in self.blocks:
+            h, weights = block(h, key_mask, return_attention)
+            if weights is not None:
+                maps.append(weights)
+        logits = self.head(self.out_norm(h))
+        return logits, (maps if return_attention else None)
