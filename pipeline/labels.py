@@ -68,9 +68,10 @@ def frame_labels(segments: list[Segment], frames: int, frame_shift_s: float, con
         if seg.speaker not in kept:
             dropped_seconds += seg.duration
             continue
-        # first/last frame whose centre lies in [start, end)
-        first = max(0, int(np.ceil(seg.start / frame_shift_s - 0.5)))
-        last = min(frames, int(np.ceil(seg.end / frame_shift_s - 0.5)))
+        # first/last frame whose centre lies in [start, end); positions in frames are rounded to
+        # 1e-6 so float noise (0.035 / 0.01 = 3.4999...) cannot move a turn edge that is on a centre
+        first = max(0, int(np.ceil(round(seg.start / frame_shift_s - 0.5, 6))))
+        last = min(frames, int(np.ceil(round(seg.end / frame_shift_s - 0.5, 6))))
         if last > first:
             activity[first:last, kept.index(seg.speaker)] = 1
     return FrameLabels(activity, kept, order[config.max_speakers :], dropped_seconds, clipped_seconds)

@@ -61,7 +61,7 @@ def zarr_store(fs: fsspec.AbstractFileSystem, path: str, read_only: bool) -> zar
     if not fs.async_impl:
         from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
-        fs = AsyncFileSystemWrapper(fs)
+        fs = AsyncFileSystemWrapper(fs, asynchronous=True)
     return zarr.storage.FsspecStore(fs, path=path, read_only=read_only)
 
 
@@ -146,7 +146,10 @@ class Store:
         if self.local and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise AgencerdasError(f"store path {self.url} is a file; give a directory (new or existing store)")
         if self.fs.exists(marker):
-            info = json.loads(self.fs.cat_file(marker))
+            try:
+                info = json.loads(self.fs.cat_file(marker))
+            except ValueError as exc:
+                raise AgencerdasError(f"{self.url}: store.json is damaged ({exc}); restore it or use a new store") from None
             if info.get("format") != STORE_FORMAT:
                 raise AgencerdasError(f"{self.url} is not an agencerdas store (store.json format {info.get('format')!r})")
             if int(info.get("version", 0)) > STORE_VERSION:
@@ -211,12 +214,18 @@ class Store:
             raise
         if self.local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            try:
-                os.rename(target, final)
-            except OSError:
-                if not self.has(kind, key):
-                    raise
-                shutil.rmtree(target, ignore_errors=True)
+            for attempt in range(2):
+                try:
+                    os.rename(target, final)
+                    break
+                except OSError:
+                    if self.has(kind, key):
+                        shutil.rmtree(target, ignore_errors=True)
+                        break
+                    if attempt or not os.path.isdir(final):
+                        raise
+                    # An uncommitted leftover (an interrupted copy or gc) holds the name: replace it.
+                    shutil.rmtree(final, ignore_errors=True)
 
     def open(self, kind: str, key: str) -> zarr.Group:
         """The committed entry ``kind/key`` as a read-only Zarr group."""

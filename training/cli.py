@@ -66,6 +66,22 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .config import resolve
+    from .loop import train
+
+    cfg = resolve(args.preset, args.overrides)
+    out = Path(args.out or f"runs/{args.preset}")
+    history = train(cfg, args.store, args.view, out, resume=args.resume,
+                    storage_options=_storage_options(args.storage_option), progress=not args.quiet)
+    if history:
+        last = history[-1]
+        print(f"agencerdas train: {len(history)} epoch(s) of preset {cfg.preset} in {out}; "
+              f"last train loss {last['train_loss']:.4f}"
+              + (f", validation DER {100 * last['val_der']:.1f}%" if last.get("val_der") is not None else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agencerdas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
     store.add_argument("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes")
     store.set_defaults(func=_store)
+
+    tr = sub.add_parser("train", help="train SA-EEND on windows streamed from a store")
+    tr.add_argument("--store", required=True)
+    tr.add_argument("--view", default="default")
+    tr.add_argument("--preset", default="optimized")
+    tr.add_argument("--out", help="run directory (default runs/PRESET)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. EPOCHS=3 lr=5e-4")
+    tr.set_defaults(func=_train)
     return parser
 
 

@@ -68,8 +68,8 @@ class SimulationConfig:
     noise_snr_db: float | None = None
     reverb: bool = False
     p_same_speaker: float = 0.1
-    p_overlap: float = 0.3
-    overlap_mean_s: float = 0.8
+    p_overlap: float = 0.5
+    overlap_mean_s: float = 1.0
     pause_mean_s: float = 0.4
     pause_same_mean_s: float = 0.6
     mean_words: float = 8.0

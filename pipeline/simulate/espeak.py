@@ -56,6 +56,12 @@ def available_variants() -> frozenset[str]:
     return frozenset(path.name for path in (data_path() / "voices" / "!v").iterdir() if path.is_file())
 
 
+def espeak_version() -> str:
+    """Version of the shipped eSpeak NG, e.g. ``1.52.0`` (audio differs between versions)."""
+    with Espeak() as tts:
+        return tts.version
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int

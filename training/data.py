@@ -1,0 +1,221 @@
+"""Fixed-length training windows streamed from the store.
+
+Nothing is decoded or resampled here: windows are cut from stored base-rate
+features and labels, normalised, and downsampled to the model frame rate.
+
+Read throughput is a design problem: every Zarr chunk read carries a fixed
+cost, so reading each window on its own runs at a fraction of in-memory speed.
+Two things close the gap:
+
+* the epoch plan is *chunk-aware*: recordings are visited in shuffled groups of
+  ``shuffle_group`` and their windows shuffled within the group, so consecutive
+  batches touch few recordings;
+* each DataLoader worker keeps a bounded LRU cache (``cache_mb``) of whole decoded
+  entries, so a recording is read from the store once and then sliced in memory.
+
+Memory per worker is bounded by ``cache_mb`` plus one batch, whatever the
+recordings' lengths (an entry larger than the cache is read window by window).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from stores import EntryReader, Store, ViewRecording, downsample_features, downsample_labels, read_rows
+from stores.errors import AgencerdasError
+
+Window = tuple[int, int]  # (recording index, start in base frames)
+
+
+@dataclass
+class Normalizer:
+    """Per-bin mean and standard deviation of the base-rate log-mel features (n_mels,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        return (feats - self.mean) / self.std
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "Normalizer":
+        return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32))
+
+    @classmethod
+    def fit(cls, store: Store, recordings: list[ViewRecording], max_frames_each: int = 20000) -> "Normalizer":
+        """Statistics over the first ``max_frames_each`` frames of every recording (float64 sums)."""
+        total, sq, count = 0.0, 0.0, 0
+        for rec in recordings:
+            feats = store.open("features", rec.features)["feats"]
+            block = np.asarray(feats[: min(max_frames_each, feats.shape[0])], dtype=np.float64)
+            total = total + block.sum(axis=0)
+            sq = sq + (block**2).sum(axis=0)
+            count += len(block)
+        if count == 0:
+            raise AgencerdasError("no feature frames to normalise with; the training split is empty")
+        mean = total / count
+        std = np.sqrt(np.maximum(sq / count - mean**2, 1e-8))
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+
+def plan_windows(lengths: list[int], window: int, rng: np.random.Generator | None) -> list[Window]:
+    """Windows of ``window`` base frames that cover every frame of every recording.
+
+    A recording of n frames gets ceil(n / window) windows on a tiling whose phase is
+    random per epoch (``rng``) or zero (``rng=None``, validation); windows are clamped
+    inside the recording, and a recording shorter than one window gets one padded window.
+    """
+    windows = []
+    for index, n in enumerate(lengths):
+        count = max(1, -(-n // window))
+        phase = int(rng.integers(0, count * window - n + 1)) if rng is not None and n > window else 0
+        for j in range(count):
+            windows.append((index, int(min(max(j * window - phase, 0), max(n - window, 0)))))
+    return windows
+
+
+class WindowPlan(Sampler[list[Window]]):
+    """Batch sampler: the epoch's windows in a seeded, chunk-aware order, split across ranks.
+
+    The plan depends only on (seed, epoch, recording lengths), so it is identical on
+    every rank and after a resume; ``start_batch`` skips the batches already trained.
+    Each rank takes every ``world``-th batch; the batch list is padded by wrapping so
+    all ranks run the same number of steps, and an epoch is the same data whatever
+    the number of processes.
+    """
+
+    def __init__(self, lengths: list[int], window: int, batch: int, seed: int, shuffle_group: int,
+                 shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.lengths, self.window, self.batch = lengths, window, batch
+        self.seed, self.shuffle_group, self.shuffle = seed, shuffle_group, shuffle
+        self.rank, self.world = rank, world
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _global_batches(self) -> list[list[Window]]:
+        rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
+        windows = plan_windows(self.lengths, self.window, rng)
+        if rng is not None:
+            by_rec: dict[int, list[Window]] = {}
+            for w in windows:
+                by_rec.setdefault(w[0], []).append(w)
+            order = rng.permutation(len(self.lengths))
+            windows = []
+            for g in range(0, len(order), self.shuffle_group):
+                group = [w for rec in order[g : g + self.shuffle_group] for w in by_rec.get(int(rec), [])]
+                windows += [group[i] for i in rng.permutation(len(group))]
+        batches = [windows[i : i + self.batch] for i in range(0, len(windows), self.batch)]
+        if self.world > 1 and len(batches) % self.world:
+            batches += batches[: self.world - len(batches) % self.world]
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._global_batches()[self.rank :: self.world])
+
+    def __iter__(self):
+        yield from self._global_batches()[self.rank :: self.world][self.start_batch :]
+
+
+class WindowDataset(Dataset):
+    """Map-style dataset: ``dataset[(rec, start)]`` is one training window.
+
+    Returns a dict of float32 ``feats`` (window, D), float32 ``labels`` (window, S) and
+    bool ``mask`` (window,) at the model frame rate; D = downsample * n_mels for ``stack``
+    pooling, n_mels for ``mean``. Frames past a recording's (capped) end are zero and masked.
+    """
+
+    def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
+                 downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
+                 cache_mb: int):
+        self.store_url, self.storage_options = store_url, storage_options
+        self.recordings, self.lengths = recordings, lengths
+        self.downsample, self.window, self.pooling = downsample, window, pooling
+        self.max_speakers, self.normalizer = max_speakers, normalizer
+        self.cache_bytes = cache_mb * 2**20
+        self._store: Store | None = None
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cached_bytes = 0
+        self.reads = 0  # store reads by this process (cache misses), for benchmarks
+
+    def __getstate__(self) -> dict:
+        # Each worker opens the store itself and starts with an empty cache.
+        state = self.__dict__.copy()
+        state.update(_store=None, _cache=OrderedDict(), _cached_bytes=0, reads=0)
+        return state
+
+    def _entry(self, index: int) -> tuple[np.ndarray, np.ndarray] | EntryReader:
+        """The whole (capped) entry from the LRU cache, or a reader when it does not fit."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        if self._store is None:
+            self._store = Store(self.store_url, self.storage_options, create=False)
+        rec = self.recordings[index]
+        reader = EntryReader(self._store, rec.features, rec.labels)
+        n = self.lengths[index]
+        size = n * (reader.features.shape[1] * reader.features.dtype.itemsize + reader.labels.shape[1])
+        if size > self.cache_bytes:
+            return reader
+        self.reads += 1
+        entry = (np.asarray(reader.features[:n]), np.asarray(reader.labels[:n]))
+        self._cache[index] = entry
+        self._cached_bytes += size
+        while self._cached_bytes > self.cache_bytes:
+            _, (f, y) = self._cache.popitem(last=False)
+            self._cached_bytes -= f.nbytes + y.nbytes
+        return entry
+
+    def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
+        index, start = item
+        frames = self.window * self.downsample
+        n = self.lengths[index]
+        entry = self._entry(index)
+        if isinstance(entry, EntryReader):
+            self.reads += 1
+            feats, labels = read_rows(entry.features, start, frames), read_rows(entry.labels, start, frames)
+        else:
+            feats, labels = entry[0][start : start + frames], entry[1][start : start + frames]
+        valid = min(frames, max(0, n - start))
+        feats = _pad(self.normalizer(feats[:valid].astype(np.float32)), frames)
+        labels = _pad(labels[:valid], frames)
+        mask = np.arange(frames) < valid
+        labels = _fit_speakers(downsample_labels(labels, self.downsample), self.max_speakers)
+        return {
+            "feats": torch.from_numpy(np.ascontiguousarray(downsample_features(feats, self.downsample, self.pooling))),
+            "labels": torch.from_numpy(labels.astype(np.float32)),
+            "mask": torch.from_numpy(downsample_labels(mask[:, None].astype(np.uint8), self.downsample)[:, 0].astype(bool)),
+        }
+
+
+def _pad(x: np.ndarray, frames: int) -> np.ndarray:
+    """``x`` (n, C) zero-padded to (frames, C)."""
+    if len(x) == frames:
+        return x
+    out = np.zeros((frames, x.shape[1]), dtype=x.dtype)
+    out[: len(x)] = x
+    return out
+
+
+def _fit_speakers(labels: np.ndarray, speakers: int) -> np.ndarray:
+    """Labels (frames, S_stored) → (frames, speakers): extra columns must be silent, missing ones are zero."""
+    if labels.shape[1] == speakers:
+        return labels
+    if labels.shape[1] > speakers:
+        if labels[:, speakers:].any():
+            raise AgencerdasError(
+                f"labels have {labels.shape[1]} speakers but the model has max_speakers={speakers}; "
+                "raise MAX_SPEAKERS or rebuild labels with --max-speakers"
+            )
+        return labels[:, :speakers]
+    return np.pad(labels, ((0, 0), (0, speakers - labels.shape[1])))

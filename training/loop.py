@@ -1,0 +1,271 @@
+"""`agencerdas train`: read windows from the store, train SA-EEND with PIT loss, checkpoint, validate.
+
+One loop, top to bottom: build data, model, optimizer; for each epoch: train
+steps (autocast, GradScaler for fp16, accumulation, clipping, warmup + cosine
+LR), validate, checkpoint atomically, append metrics. Resume restores model,
+optimizer, scheduler, scaler, RNG states and the sampler position, so a resumed
+run is identical to an uninterrupted one. DDP is switched on by torchrun's
+environment; only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from stores import Store, load_view
+from stores.errors import AgencerdasError
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import Normalizer, WindowDataset, WindowPlan
+from .loss import pit_bce
+from .model import EEND
+from .runtime import Runtime, setup, teardown
+from .validate import validate
+
+#: Fields that may differ between a checkpoint and the run resuming it.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "cache_mb", "device", "log_every", "der_every",
+                     "checkpoint_every"}
+
+
+@dataclass
+class Data:
+    """The training inputs resolved from a store and a view."""
+
+    store: Store
+    view_name: str
+    feature_config: dict
+    train: list = field(default_factory=list)  # ViewRecording, labelled, train split
+    validation: list = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
+    fingerprint: str = ""
+
+
+def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
+    """Labelled train/validation recordings of the view; clear errors for what cannot train."""
+    store = Store(store_url, storage_options, create=False)
+    view = load_view(store, view_name)
+    pick = lambda part: [view.recordings[r] for r in view.split(part) if view.recordings[r].labels]  # noqa: E731
+    data = Data(store, view_name, view.feature_config, pick("train"), pick("validation"), fingerprint=view.fingerprint())
+    if not data.train:
+        raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
+    shift = view.feature_config["hop_length"] / view.feature_config["sample_rate"]
+    cap = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
+    data.lengths = [min(r.frames, cap) if cap else r.frames for r in data.train]
+    if max(data.lengths) < cfg.window_base_frames:
+        raise AgencerdasError(
+            f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "
+            f"training recording (longest {max(data.lengths) * shift:.0f} s); set WINDOW smaller"
+        )
+    return data
+
+
+def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data) -> None:
+    if ckpt["feature_config"] != data.feature_config:
+        raise AgencerdasError(
+            f"view {data.view_name!r} was built with feature config {data.feature_config}, but the checkpoint was "
+            f"trained on {ckpt['feature_config']}; resume on a view with the same features or start a new run"
+        )
+    changed = sorted(k for k, v in cfg.to_dict().items() if ckpt["config"].get(k) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise AgencerdasError(
+            f"cannot resume with changed settings {', '.join(changed)} "
+            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); start a new run in another --out"
+        )
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``total_steps``."""
+    warmup = min(cfg.warmup_steps, max(1, total_steps // 10))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
+    in_features = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
+    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout)
+
+
+def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
+    dataset = WindowDataset(data.store.url, data.store.storage_options, data.train, data.lengths, cfg.downsample,
+                            cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb)
+    plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
+                      rank=rt.rank, world=rt.world)
+    workers = cfg.num_workers
+    loader = DataLoader(
+        dataset, batch_sampler=plan, num_workers=workers, pin_memory=rt.device.type == "cuda",
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        worker_init_fn=_one_thread,
+        # A private generator: the loader must not draw from the global RNG, or a
+        # resumed run's dropout masks would differ from an uninterrupted one's.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return loader, plan
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    """State of one run; :meth:`fit` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, data: Data, out_dir: Path, rt: Runtime, resume: bool, progress: bool):
+        self.cfg, self.data, self.out, self.rt, self.progress = cfg, data, Path(out_dir), rt, progress
+        ckpt = load_checkpoint(self.out / "last.pt") if resume else None
+        if ckpt:
+            _check_resume(cfg, ckpt, data)
+        self.normalizer = Normalizer.from_dict(ckpt["normalizer"]) if ckpt else Normalizer.fit(data.store, data.train)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
+        self.loader, self.plan = _loader(cfg, data, self.normalizer, rt)
+        self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           fused=rt.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+        self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, math.inf
+        if ckpt:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+            self.best = ckpt["best"]
+            set_rng_state(ckpt["rng"])
+        self.net = self.model
+        if rt.world > 1:
+            self.net = DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    # ------------------------------------------------------------------ output
+
+    def _log(self, record: dict) -> None:
+        if self.rt.main:
+            with open(self.out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _save(self, name: str) -> None:
+        if not self.rt.main:
+            return
+        save_checkpoint(self.out / name, {
+            "config": self.cfg.to_dict(), "feature_config": self.data.feature_config,
+            "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "store": self.data.store.url,
+            "normalizer": self.normalizer.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
+        })
+
+    # -------------------------------------------------------------------- loop
+
+    def _train_step(self, batch: dict, micro: int) -> torch.Tensor:
+        feats, labels, mask = (batch[k].to(self.rt.device, non_blocking=True) for k in ("feats", "labels", "mask"))
+        sync = (micro + 1) % self.cfg.accumulate == 0
+        context = self.net.no_sync() if self.rt.world > 1 and not sync else torch.enable_grad()
+        with context:
+            with self.rt.autocast():
+                logits, _ = self.net(feats, None if bool(mask.all()) else mask)
+            result = pit_bce(logits, labels, mask)
+            self.scaler.scale(result.loss / self.cfg.accumulate).backward()
+        if sync:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+        return result.diar
+
+    def _epoch(self) -> dict:
+        cfg = self.cfg
+        self.net.train()
+        self.plan.set_epoch(self.epoch, self.batch_in_epoch)
+        total = len(self.plan)
+        bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   unit="batch", disable=not (self.progress and self.rt.main), leave=False)
+        loss_sum, windows, start = torch.zeros((), device=self.rt.device), 0, time.perf_counter()
+        for batch in self.loader:
+            loss_sum += self._train_step(batch, self.batch_in_epoch)
+            self.batch_in_epoch += 1
+            windows += len(batch["feats"])
+            bar.update()
+            if self.batch_in_epoch % 10 == 0 or self.batch_in_epoch == total:
+                rate = windows * self.rt.world / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / max(1, windows / cfg.batch):.4f}", win_s=f"{rate:.0f}",
+                                mem_mb=f"{self.rt.peak_memory_mb():.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+            if self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
+                self._log({"kind": "step", "epoch": self.epoch, "step": self.step,
+                           "loss": loss_sum.item() / max(1, windows / cfg.batch), "lr": self.scheduler.get_last_lr()[0]})
+            if cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0:
+                self._save("last.pt")
+            if cfg.max_steps and self.step >= cfg.max_steps:
+                break
+        bar.close()
+        seconds = time.perf_counter() - start
+        batches = max(1, round(windows / cfg.batch))
+        return {"train_loss": loss_sum.item() / batches, "windows": windows * self.rt.world, "seconds": seconds,
+                "windows_per_s": windows * self.rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
+
+    def fit(self) -> list[dict]:
+        cfg, history = self.cfg, []
+        if self.rt.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
+            record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
+            if self.rt.main:
+                record.update(validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0))
+            record.update(step=self.step, peak_mem_mb=self.rt.peak_memory_mb(), precision=self.rt.precision)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            score = record.get("val_der", record.get("val_loss"))
+            improved = score is not None and score < self.best
+            if improved:
+                self.best = score
+            self._save("last.pt")
+            if improved or self.epoch == 1:
+                self._save("best.pt")
+            self._log(record)
+            history.append(record)
+            if self.rt.main and self.progress:
+                tqdm.write(_epoch_line(record))
+            self.rt.barrier()
+        return history
+
+
+def _epoch_line(r: dict) -> str:
+    parts = [f"epoch {r['epoch']:>3}", f"train {r['train_loss']:.4f}"]
+    if r.get("val_loss") is not None:
+        parts.append(f"val {r['val_loss']:.4f}  frame-err {100 * r['val_frame_error']:.1f}%")
+    if r.get("val_der") is not None:
+        parts.append(f"DER {100 * r['val_der']:.1f}%")
+    parts.append(f"{r['windows_per_s']:.0f} win/s  {r['seconds']:.1f} s  peak {r['peak_mem_mb']:.0f} MB")
+    return "  ".join(parts)
+
+
+def train(cfg: TrainConfig, store_url: str, view_name: str, out_dir: Path, resume: bool = False,
+          storage_options: dict | None = None, progress: bool = True) -> list[dict]:
+    """Train (or resume) a run in ``out_dir``; returns the per-epoch records written to metrics.jsonl."""
+    rt = setup(cfg.device, cfg.precision)
+    try:
+        data = load_data(cfg, store_url, view_name, storage_options or {})
+        return Trainer(cfg, data, out_dir, rt, resume, progress).fit()
+    finally:
+        teardown()

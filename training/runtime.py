@@ -1,0 +1,90 @@
+"""Where and how a run executes: device, precision, torchrun's process group."""
+
+from __future__ import annotations
+
+import os
+import resource
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from stores.errors import AgencerdasError
+
+
+@dataclass
+class Runtime:
+    """Device, autocast dtype (None = fp32) and DDP rank/world, chosen once per run."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    def autocast(self):
+        """The autocast context for forward passes (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def peak_memory_mb(self) -> float:
+        """Peak allocated GPU memory on CUDA, else the process's peak RSS, in MiB."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device(request: str, local_rank: int) -> torch.device:
+    if request == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(request)
+    except RuntimeError:
+        raise AgencerdasError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AgencerdasError(f"device {request!r} requested but this machine has no CUDA GPU; use DEVICE=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def _amp_dtype(request: str, device: torch.device) -> torch.dtype | None:
+    if request == "auto":
+        # bf16 where the GPU supports it, else fp16 with a GradScaler; fp32 on CPU,
+        # where autocast slows training down.
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[request]
+
+
+def setup(device: str = "auto", precision: str = "auto") -> Runtime:
+    """Pick device and precision; join torchrun's process group when RANK/WORLD_SIZE are set."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    dev = _device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Runtime(dev, _amp_dtype(precision, dev), rank, world, local_rank)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,73 @@
+"""Validation inside training: window loss and frame error, plus full-recording DER (pyannote.metrics)."""
+
+from __future__ import annotations
+
+import torch
+
+from .data import WindowDataset, WindowPlan
+from .der import DERSettings, score
+from .infer import activity_to_segments, binarize
+from .loss import frame_error, pit_bce
+from .predict import predictor, recording_posteriors, reference_segments
+
+
+def _capped(trainer, rec) -> int:
+    data, cfg = trainer.data, trainer.cfg
+    shift = data.feature_config["hop_length"] / data.feature_config["sample_rate"]
+    return min(rec.frames, round(cfg.audio_cap_s / shift)) if cfg.audio_cap_s > 0 else rec.frames
+
+
+@torch.no_grad()
+def window_metrics(trainer) -> dict:
+    """Mean PIT loss and frame-level error over validation windows (a fixed tiling, no shuffling)."""
+    cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
+    lengths = [_capped(trainer, r) for r in data.validation]
+    dataset = WindowDataset(data.store.url, data.store.storage_options, data.validation, lengths, cfg.downsample,
+                            cfg.window, cfg.pooling, cfg.max_speakers, trainer.normalizer, cfg.cache_mb)
+    plan = WindowPlan(lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group, shuffle=False)
+    loss_sum, batches = 0.0, 0
+    counts = {"miss": 0, "false_alarm": 0, "confusion": 0, "speech": 0}
+    for windows in plan:
+        items = [dataset[w] for w in windows]
+        feats, labels, mask = (torch.stack([i[k] for i in items]).to(rt.device) for k in ("feats", "labels", "mask"))
+        with rt.autocast():
+            logits, _ = trainer.model(feats, mask)
+        result = pit_bce(logits, labels, mask)
+        loss_sum += float(result.loss)
+        batches += 1
+        for key, value in frame_error(logits, result.permuted_labels, mask, cfg.threshold).items():
+            counts[key] += value
+    errors = counts["miss"] + counts["false_alarm"] + counts["confusion"]
+    return {"val_loss": loss_sum / batches, "val_frame_error": errors / max(1, counts["speech"])}
+
+
+@torch.no_grad()
+def der_metrics(trainer) -> dict:
+    """DER of whole validation recordings (stitched inference), scored by pyannote.metrics."""
+    cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
+    predict = predictor(trainer.model, rt.device, rt.autocast())
+    shift = cfg.downsample * data.feature_config["hop_length"] / data.feature_config["sample_rate"]
+    refs, hyps, uems = {}, {}, {}
+    for rec in data.validation:
+        frames = _capped(trainer, rec)
+        feats = data.store.open("features", rec.features)["feats"]
+        post = recording_posteriors(predict, feats, trainer.normalizer, cfg.downsample, cfg.pooling, frames, cfg.window)
+        name = rec.source or rec.features
+        hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames), shift)
+        refs[name], uem = reference_segments(data.store, rec, frames)
+        uems[name] = uem or [(0.0, frames * data.feature_config["hop_length"] / data.feature_config["sample_rate"])]
+    report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
+    return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
+            "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"]}
+
+
+def validate(trainer, with_der: bool) -> dict:
+    """Validation record for metrics.jsonl; empty when the view has no validation recordings."""
+    if not trainer.data.validation:
+        return {}
+    trainer.model.eval()
+    record = window_metrics(trainer)
+    if with_der:
+        record.update(der_metrics(trainer))
+    trainer.model.train()
+    return record
