@@ -115,3 +115,12 @@ def write_rttm(path: Path, recording: str, segments: Iterable[Segment]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(format_rttm(recording, segments), encoding="utf-8")
+
+
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_safe(name: str) -> str:
+    """``name`` usable as one file name: runs of characters outside [A-Za-z0-9._-] become ``_``
+    and leading dots are dropped, so an id like ``../../x`` can never leave its directory."""
+    return _UNSAFE_FILE_CHARS.sub("_", name).lstrip(".") or "_"

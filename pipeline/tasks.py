@@ -184,3 +184,22 @@ def run_task(task: Task) -> TaskResult:
         result.reason = f"internal error {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     result.seconds = time.perf_counter() - start - result.startup_s
     return result
+
+
+def ensure_features(store: Store, path: Path, config: FeatureConfig) -> tuple[str, dict[str, Any]]:
+    """Features of one audio file in ``store`` (computed in this process when missing).
+
+    Returns (features key, entry attributes). Used to diarize or evaluate new audio
+    through the same cache the training corpus uses.
+    """
+    from stores import feature_key, hash_file
+
+    try:
+        key = feature_key(hash_file(path), config.to_dict())
+    except OSError as exc:
+        raise AgencerdasError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not store.has("features", key):
+        task = Task(Path(path).stem, str(path), store.url, store.storage_options, config.to_dict(), {}, key,
+                    None, True, False)
+        write_features(store, task, config)
+    return key, store.attrs("features", key)

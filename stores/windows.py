@@ -74,6 +74,8 @@ class EntryReader:
         True where the model frame lies inside the recording (windows past the end are
         zero-padded, never dropped).
         """
+        if downsample < 1:
+            raise AgencerdasError(f"downsample factor must be >= 1, got {downsample}")
         feats = read_rows(self.features, start, frames).astype(np.float32)
         mask = np.arange(start, start + frames) < self.frames
         labels = read_rows(self.labels, start, frames) if self.labels is not None else None

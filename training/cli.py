@@ -82,6 +82,41 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EvalRequest, evaluate
+
+    report = evaluate(EvalRequest(
+        model=Path(args.model), store=args.store, view=args.view, split=args.split,
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
+        out=Path(args.out) if args.out else None, collar_s=args.collar, skip_overlap=args.skip_overlap,
+        tune=args.tune, attention=args.attention, device=args.device, jobs=args.jobs))
+    print(report["table"])
+    t = report["timing"]
+    print(f"inference: {t['audio_s'] / 60:.1f} min of audio, {t['x_real_time']:.0f}x real time "
+          f"(model {t['model_s']:.1f} s, read+stitch {t['read_and_stitch_s']:.1f} s, post {t['postprocess_s']:.1f} s)")
+    if report["tuned"]:
+        print(f"tuned: threshold {report['tuned']['threshold']}, median {report['tuned']['median_frames']} frames")
+    print(f"report, RTTMs and plots in {Path(report['checkpoint']).parent / 'eval' if not args.out else args.out}")
+    return 0
+
+
+def _diarize(args: argparse.Namespace) -> int:
+    from .diarize import diarize
+
+    summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device)
+    print(summary.format())
+    return 0 if not summary.failures else 1
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import plot_losses
+
+    out = Path(args.out or Path(args.runs[0]) / "plots" / "loss.png")
+    print(f"wrote {plot_losses([Path(r) for r in args.runs], out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agencerdas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. EPOCHS=3 lr=5e-4")
     tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="DER of a checkpoint (pyannote.metrics), RTTMs, plots")
+    ev.add_argument("--model", required=True, help="runs/NAME/best.pt or last.pt")
+    ev.add_argument("--store", default="store")
+    ev.add_argument("--view", help="view to score (default: 'default'; 'test' with --audio-dir)")
+    ev.add_argument("--split", default="validation", choices=("validation", "train", "all"))
+    ev.add_argument("--audio-dir", help="score these recordings (features go through the store)")
+    ev.add_argument("--rttm-dir")
+    ev.add_argument("--uem-dir")
+    ev.add_argument("--out", help="default: the run's eval/ directory")
+    ev.add_argument("--collar", type=float, default=0.25, help="seconds on EACH side of a boundary (default 0.25)")
+    ev.add_argument("--skip-overlap", action="store_true", help="do not score overlapped speech")
+    ev.add_argument("--tune", action="store_true", help="search threshold and median width; save for diarize")
+    ev.add_argument("--attention", action="store_true", help="save an attention map of one window")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--jobs", type=int, default=1)
+    ev.set_defaults(func=_evaluate)
+
+    di = sub.add_parser("diarize", help="write one RTTM per audio file")
+    di.add_argument("audio", nargs="+")
+    di.add_argument("--model", required=True)
+    di.add_argument("--out", required=True)
+    di.add_argument("--store", help="feature store to reuse (default: a temporary one)")
+    di.add_argument("--device", default="auto")
+    di.set_defaults(func=_diarize)
+
+    pl = sub.add_parser("plot", help="loss curves of one or several runs on one figure")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("--out", help="default: RUN/plots/loss.png of the first run")
+    pl.set_defaults(func=_plot)
     return parser
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,8 +13,10 @@ import torch
 from pipeline.rttm import Segment
 from stores import Store, ViewRecording, downsample_features, read_rows
 
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
 from .data import Normalizer
-from .infer import activity_to_segments, stitched_posteriors
+from .infer import InferenceConfig, activity_to_segments, stitched_posteriors
 
 
 def model_rate_reader(features, normalizer: Normalizer, downsample: int, pooling: str, frames: int):
@@ -60,3 +65,37 @@ def reference_segments(store: Store, rec: ViewRecording, frames: int) -> tuple[l
     segments = activity_to_segments(labels, attrs["frame_shift_s"], names)
     uem = [tuple(r) for r in attrs["uem"]] if attrs.get("uem") else None
     return segments, uem
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, with everything needed to feed it."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    feature_config: dict
+    normalizer: Normalizer
+    checkpoint: dict
+    inference: InferenceConfig
+
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds per model frame."""
+        return self.config.downsample * self.feature_config["hop_length"] / self.feature_config["sample_rate"]
+
+
+def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """Model, config and normaliser from a checkpoint; threshold and median width from the
+    run's ``tuned.json`` (written by ``evaluate --tune``) when present, else the config's."""
+    from .loop import build_model
+
+    ckpt = load_checkpoint(path)
+    config = TrainConfig(**ckpt["config"])
+    model = build_model(config, ckpt["feature_config"]["n_mels"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    tuned_path = Path(path).parent / "tuned.json"
+    tuned = json.loads(tuned_path.read_text()) if tuned_path.is_file() else {}
+    inference = InferenceConfig(window=config.window, threshold=tuned.get("threshold", config.threshold),
+                                median_frames=tuned.get("median_frames", config.median_frames))
+    return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference)

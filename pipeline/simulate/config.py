@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
@@ -20,6 +22,26 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 # MPEG audio defines only these sample rates (Hz).
 _MP3_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+
+
+@functools.lru_cache(maxsize=16)
+def _balanced_cycle(dimensions: tuple[tuple, ...]) -> tuple[tuple, ...]:
+    """Every combination of one value per dimension, ordered so each prefix is balanced.
+
+    Each next combination is the one whose values have been used least so far (ties
+    in product order), so even a handful of recordings covers every format, rate and
+    channel count, and a full cycle covers every combination once.
+    """
+    remaining = list(itertools.product(*dimensions))
+    used = [Counter() for _ in dimensions]
+    order = []
+    while remaining:
+        best = min(remaining, key=lambda combo: sum(used[d][v] for d, v in enumerate(combo)))
+        remaining.remove(best)
+        for d, value in enumerate(best):
+            used[d][value] += 1
+        order.append(best)
+    return tuple(order)
 
 
 def _is_int(value: object) -> bool:
@@ -46,7 +68,7 @@ class SimulationConfig:
 
     Output: each recording gets one (format, rate in Hz, channel count) of the
     cartesian product of ``formats``, ``rates`` and (mono, and stereo when
-    ``stereo``), cycling through it by recording index. ``noise_snr_db`` adds
+    ``stereo``), cycling through it by recording index in a balanced order. ``noise_snr_db`` adds
     coloured background noise at that signal-to-noise ratio in dB (None: none);
     ``reverb`` convolves each speaker with a synthetic room impulse response.
     ``seed`` fixes everything random about the recordings, ``jobs`` is the number
@@ -140,10 +162,8 @@ class SimulationConfig:
 
     def layout(self, index: int) -> tuple[str, int, int]:
         """(format, sample rate in Hz, channels) of recording ``index`` (0-based)."""
-        channels = (1, 2) if self.stereo else (1,)
-        combos = list(itertools.product(channels, self.rates, self.formats))
-        n_channels, rate, name = combos[index % len(combos)]
-        return name, rate, n_channels
+        cycle = _balanced_cycle((self.formats, self.rates, (1, 2) if self.stereo else (1,)))
+        return cycle[index % len(cycle)]
 
     def to_json(self) -> dict:
         """The config as JSON-ready values (speaker-count keys become strings)."""

@@ -1,0 +1,141 @@
+"""Dataset views: deterministic splits, fingerprints, persistence and error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stores import DatasetView, Store, ViewRecording, content_key, load_view, save_view
+from stores.errors import AgencerdasError
+
+
+def recording(i: int, labelled: bool = True) -> ViewRecording:
+    return ViewRecording(
+        features=content_key("f", i),
+        labels=content_key("l", i) if labelled else None,
+        frames=100 + i,
+        duration_s=1.0 + i / 100,
+        speakers=["alice", "bob"][: 1 + i % 2],
+        source=f"/audio/rec{i:03d}.wav",
+    )
+
+
+def view(ids, name: str = "default", **kwargs) -> DatasetView:
+    return DatasetView(
+        name=name,
+        recordings={rec: recording(i) for i, rec in enumerate(ids)},
+        feature_config={"n_mels": 80},
+        label_config={"max_speakers": 4},
+        **kwargs,
+    )
+
+
+IDS = [f"rec{i:03d}" for i in range(40)]
+
+
+def test_split_is_disjoint_covers_all_and_sorted():
+    v = view(IDS, validation_fraction=0.25)
+    train, validation = v.split("train"), v.split("validation")
+    assert set(train).isdisjoint(validation)
+    assert sorted(train + validation) == v.split("all") == sorted(IDS)
+    assert train == sorted(train) and validation == sorted(validation)
+    assert len(validation) == 10
+
+
+def test_split_is_deterministic_and_independent_of_insertion_order():
+    a = view(IDS, split_seed=3)
+    b = view(list(reversed(IDS)), split_seed=3)
+    assert a.split("validation") == b.split("validation") == view(IDS, split_seed=3).split("validation")
+    # the seed changes which recordings validate, not how many
+    assert any(view(IDS, split_seed=s).split("validation") != a.split("validation") for s in range(4, 10))
+    assert all(len(view(IDS, split_seed=s).split("validation")) == 4 for s in range(4, 10))
+
+
+def test_removing_a_training_recording_does_not_reshuffle_validation():
+    # Ranking is by a per-id hash, so dropping one training recording (same validation count)
+    # leaves the validation set exactly as it was.
+    full = view(IDS, validation_fraction=0.25)
+    dropped = full.split("train")[0]
+    fewer = view([rec for rec in IDS if rec != dropped], validation_fraction=0.25)
+    assert round(0.25 * 39) == len(full.split("validation"))
+    assert fewer.split("validation") == full.split("validation")
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_small_sets_get_at_least_one_validation_and_one_train(n):
+    v = view(IDS[:n], validation_fraction=0.1)
+    assert len(v.split("validation")) == 1
+    assert len(v.split("train")) == n - 1
+
+
+def test_zero_fraction_and_single_recording_have_no_validation():
+    assert view(IDS[:5], validation_fraction=0.0).split("validation") == []
+    assert view(IDS[:1], validation_fraction=0.5).split("validation") == []
+    assert view(IDS[:1], validation_fraction=0.5).split("train") == IDS[:1]
+
+
+def test_unknown_split_is_an_error():
+    with pytest.raises(AgencerdasError, match="unknown split 'test'"):
+        view(IDS).split("test")
+
+
+def test_fingerprint_follows_entry_keys_only():
+    v = view(IDS[:3])
+    base = v.fingerprint()
+    same = view(IDS[:3])
+    same.created_at += 100
+    same.recordings["rec000"].frames += 1  # not an entry key
+    assert same.fingerprint() == base
+
+    changed = view(IDS[:3])
+    changed.recordings["rec001"].features = content_key("other")
+    assert changed.fingerprint() != base
+    relabelled = view(IDS[:3])
+    relabelled.recordings["rec002"].labels = None
+    assert relabelled.fingerprint() != base
+    fewer = view(IDS[:2])
+    assert fewer.fingerprint() != base
+
+
+def test_save_load_round_trip(tmp_path):
+    store = Store(tmp_path / "store")
+    v = view(IDS[:7], name="train-set", validation_fraction=0.3, split_seed=5)
+    v.recordings["rec003"] = recording(3, labelled=False)
+    save_view(store, v)
+    loaded = load_view(Store(tmp_path / "store", create=False), "train-set")
+    assert loaded == v
+    assert loaded.split("validation") == v.split("validation")
+    assert loaded.fingerprint() == v.fingerprint()
+    payload = json.loads((tmp_path / "store" / "views" / "train-set.json").read_text())
+    assert payload["splits"]["validation"] == v.split("validation")
+    assert payload["fingerprint"] == v.fingerprint()
+    # saving again replaces the view atomically, leaving no temporary files
+    save_view(store, v)
+    assert sorted(p.name for p in (tmp_path / "store" / "views").iterdir()) == ["train-set.json"]
+
+
+def test_unknown_view_lists_existing_views(tmp_path):
+    store = Store(tmp_path / "store")
+    with pytest.raises(AgencerdasError, match=r"no view 'missing' \(views: none\)"):
+        load_view(store, "missing")
+    save_view(store, view(IDS[:2], name="alpha"))
+    save_view(store, view(IDS[:2], name="beta"))
+    with pytest.raises(AgencerdasError, match=r"no view 'missing' \(views: alpha, beta\)"):
+        load_view(store, "missing")
+
+
+def test_newer_view_version_is_refused(tmp_path):
+    store = Store(tmp_path / "store")
+    save_view(store, view(IDS[:2]))
+    path = tmp_path / "store" / "views" / "default.json"
+    payload = json.loads(path.read_text())
+    path.write_text(json.dumps({**payload, "version": payload["version"] + 1}))
+    with pytest.raises(AgencerdasError, match="newer than this agencerdas"):
+        load_view(store, "default")
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../x", ".hidden"])
+def test_view_names_must_be_plain(tmp_path, name):
+    with pytest.raises(AgencerdasError, match="not a plain file name"):
+        save_view(Store(tmp_path / "store"), view(IDS[:2], name=name))
