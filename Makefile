@@ -5,24 +5,50 @@ SHELL := /bin/bash
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
-DATA        ?= data/demo
+DEMO_SIZE   ?= default
+DATA        ?= data/demo-$(DEMO_SIZE)
 AUDIO_DIR   ?= $(DATA)/train/audio
 RTTM_DIR    ?= $(DATA)/train/rttm
+TEST_DIR    ?= $(DATA)/test
 STORE       ?= store
 VIEW        ?= default
 JOBS        ?= $(shell nproc 2>/dev/null || echo 1)
 PRESET      ?= optimized
 RUN         ?= runs/$(PRESET)
+MODEL       ?= $(RUN)/best.pt
+GPUS        ?= 1
+AUDIO       ?= $(TEST_DIR)/audio/*
+OUT         ?= $(RUN)/diarized
+BENCH_SIZE  ?= small
 
-.PHONY: help install features test
+# Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
+# the trainer rejects unknown names and lists the valid ones.
+MAKE_VARS := PYTHON VENV DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
+             BENCH_SIZE RESUME SCHEDULER
+OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
+TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m training.cli,$(BIN)/agencerdas)
+
+ifeq ($(DEMO_SIZE),small)
+  SIM_TRAIN := --n 24 --min-duration 30 --max-duration 60
+  SIM_TEST  := --n 6 --min-duration 30 --max-duration 60
+else
+  SIM_TRAIN := --n 135 --min-duration 60 --max-duration 240
+  SIM_TEST  := --n 20 --min-duration 60 --max-duration 240
+endif
+SIM_COMMON := --formats wav,flac,ogg,mp3 --rates 16000,22050,44100 --jobs $(JOBS)
+
+.PHONY: help install corpus features train evaluate diarize plot demo test bench
 
 help: ## Show this help and the variables you can set
 	@echo "agencerdas — speaker-diarization training on a content-addressed Zarr feature store"
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: AUDIO_DIR=$(AUDIO_DIR) RTTM_DIR=$(RTTM_DIR) STORE=$(STORE) VIEW=$(VIEW) JOBS=$(JOBS)"
-	@echo "           PRESET=$(PRESET) RUN=$(RUN)"
+	@echo "Variables (current value):"
+	@echo "  AUDIO_DIR=$(AUDIO_DIR) RTTM_DIR=$(RTTM_DIR) STORE=$(STORE) VIEW=$(VIEW) JOBS=$(JOBS)"
+	@echo "  PRESET=$(PRESET) (original | optimized | ultra-fast | throughput) RUN=$(RUN) MODEL=$(MODEL) GPUS=$(GPUS)"
+	@echo "  DEMO_SIZE=$(DEMO_SIZE) (default | small) TEST_DIR=$(TEST_DIR) AUDIO=$(AUDIO) OUT=$(OUT) BENCH_SIZE=$(BENCH_SIZE)"
+	@echo "  RESUME=1 continues RUN; any other NAME=VALUE is a training override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 
 $(BIN)/agencerdas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +60,41 @@ $(BIN)/agencerdas: pyproject.toml
 
 install: $(BIN)/agencerdas ## Create .venv with torch (CPU) and the project (editable, with test extras)
 
+$(DATA)/train/corpus.json: | $(BIN)/agencerdas
+	$(BIN)/agencerdas simulate $(DATA)/train --pool train --seed 1 $(SIM_TRAIN) $(SIM_COMMON)
+
+$(DATA)/test/corpus.json: | $(BIN)/agencerdas
+	$(BIN)/agencerdas simulate $(DATA)/test --pool test --seed 2 $(SIM_TEST) $(SIM_COMMON)
+
+corpus: $(DATA)/train/corpus.json $(DATA)/test/corpus.json ## Generate the demo corpus (train + held-out test speakers)
+
 features: install ## Build or update the feature store STORE from AUDIO_DIR (+ RTTM_DIR), JOBS processes
-	$(BIN)/agencerdas features $(AUDIO_DIR) --rttm-dir $(RTTM_DIR) --store $(STORE) --view $(VIEW) --jobs $(JOBS)
+	$(BIN)/agencerdas features $(AUDIO_DIR) --rttm-dir $(RTTM_DIR) --store $(STORE) --view $(VIEW) --jobs $(JOBS) \
+		--summary-json $(STORE)/last-features-run.json
+
+train: install ## Train PRESET on the store's VIEW into RUN (GPUS=N uses torchrun; NAME=VALUE overrides)
+	$(TRAIN_CMD) train --store $(STORE) --view $(VIEW) --preset $(PRESET) --out $(RUN) $(if $(RESUME),--resume) $(OVERRIDES)
+
+evaluate: install ## DER of MODEL on the held-out TEST_DIR (report, RTTMs and plots in RUN/eval)
+	$(BIN)/agencerdas evaluate --model $(MODEL) --store $(STORE) --audio-dir $(TEST_DIR)/audio \
+		--rttm-dir $(TEST_DIR)/rttm --uem-dir $(TEST_DIR)/uem --jobs $(JOBS) --attention
+
+diarize: install ## Write RTTMs for AUDIO files into OUT with MODEL
+	$(BIN)/agencerdas diarize $(AUDIO) --model $(MODEL) --out $(OUT) --store $(STORE)
+
+plot: install ## Loss curves of RUN into RUN/plots/loss.png
+	$(BIN)/agencerdas plot $(RUN)
+
+demo: install corpus ## Everything on the built-in corpus: simulate → features → train → evaluate → plots
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory features && t1=$$(date +%s) && \
+	$(MAKE) --no-print-directory train && t2=$$(date +%s) && \
+	$(MAKE) --no-print-directory evaluate plot && t3=$$(date +%s) && \
+	$(BIN)/agencerdas demo-summary --data $(DATA) --store $(STORE) --run $(RUN) \
+		--stage-seconds $$((t1-start)),$$((t2-t1)),$$((t3-t2))
 
 test: install ## Run the test suite (CPU only, no network, a few minutes)
 	$(BIN)/python -m pytest tests
+
+bench: install ## Speed and memory ratios against in-process baselines (BENCH_SIZE=tiny|small|full)
+	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS)

@@ -47,17 +47,21 @@ def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]
     return sorted(found)
 
 
-def _annotations(directory: Path, suffix: str, parse, problems: list[tuple[str, str]]) -> dict[str, list]:
+def _annotations(
+    directory: Path, suffix: str, parse, problems: list[tuple[str, str]], files: dict[str, list[str]]
+) -> dict[str, list]:
     """Per-recording annotation items from every ``suffix`` file under ``directory``.
 
     A file that fails to parse is reported and contributes nothing, because a
-    partly read annotation would silently become wrong labels.
+    partly read annotation would silently become wrong labels. ``files`` receives
+    the files that name each recording (for reports).
     """
     merged: dict[str, list] = {}
     for path in _walk(directory, (suffix,), problems):
         try:
             for rec, items in parse(path).items():
                 merged.setdefault(rec, []).extend(items)
+                files.setdefault(rec, []).append(str(path))
         except AgencerdasError as exc:
             problems.append((str(path), str(exc).removeprefix(f"{path}").lstrip(": ")))
     return merged
@@ -82,18 +86,24 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
             continue
         by_id[rec_id] = Recording(rec_id, path)
     safe = {rttm_safe(rec): rec for rec in by_id}
-    turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems)
-    regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems)
+    rttm_files: dict[str, list[str]] = {}
+    uem_files: dict[str, list[str]] = {}
+    turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems, rttm_files)
+    regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems, uem_files)
     for name, items in sorted(turns.items()):
         rec = by_id.get(name) or by_id.get(safe.get(name, ""))
         if rec is None:
-            found.problems.append((name, f"RTTM names recording {name!r}, which is not in {audio_dir}"))
+            found.problems.append(
+                (", ".join(rttm_files[name]), f"RTTM names recording {name!r}, which is not in {audio_dir}")
+            )
         else:
             rec.segments = (rec.segments or []) + items
     for name, items in sorted(regions.items()):
         rec = by_id.get(name) or by_id.get(safe.get(name, ""))
         if rec is None:
-            found.problems.append((name, f"UEM names recording {name!r}, which is not in {audio_dir}"))
+            found.problems.append(
+                (", ".join(uem_files[name]), f"UEM names recording {name!r}, which is not in {audio_dir}")
+            )
         else:
             rec.uem = (rec.uem or []) + items
     found.recordings = sorted(by_id.values(), key=lambda r: r.rec_id)

@@ -4,6 +4,8 @@ and `agencerdas store` never load torch."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -39,6 +41,9 @@ def _features(args: argparse.Namespace) -> int:
     )
     summary = build_features(request)
     print(summary.format())
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
     return 0 if summary.ok else 1
 
 
@@ -117,6 +122,28 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from pipeline.simulate import SimulationConfig, simulate_corpus
+
+    config = SimulationConfig(
+        n_recordings=args.n, pool=args.pool, seed=args.seed, min_duration_s=args.min_duration,
+        max_duration_s=args.max_duration, formats=tuple(args.formats.split(",")),
+        rates=tuple(int(r) for r in args.rates.split(",")), stereo=args.stereo, noise_snr_db=args.noise_snr,
+        reverb=args.reverb, jobs=args.jobs)
+    corpus = simulate_corpus(Path(args.out), config, progress=not args.quiet)
+    print(f"agencerdas simulate: {corpus['n_recordings']} recordings, {corpus['duration_s'] / 3600:.2f} h, "
+          f"overlap {100 * corpus['overlap_s'] / max(corpus['speech_s'], 1e-9):.1f}% of speech, in {args.out}")
+    return 0
+
+
+def _demo_summary(args: argparse.Namespace) -> int:
+    from .demo import demo_summary
+
+    print(demo_summary(Path(args.data), Path(args.store), Path(args.run),
+                       [float(s) for s in args.stage_seconds.split(",")] if args.stage_seconds else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agencerdas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--max-speakers", type=int, default=4)
     feats.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     feats.add_argument("--quiet", action="store_true", help="no progress bar")
+    feats.add_argument("--summary-json", help="also write the run summary as JSON here")
     feats.set_defaults(func=_features)
 
     store = sub.add_parser("store", help="inspect and maintain a store")
@@ -181,6 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--store", help="feature store to reuse (default: a temporary one)")
     di.add_argument("--device", default="auto")
     di.set_defaults(func=_diarize)
+
+    si = sub.add_parser("simulate", help="generate a simulated conversation corpus (eSpeak NG voices)")
+    si.add_argument("out")
+    si.add_argument("--n", type=int, default=10, help="number of recordings")
+    si.add_argument("--pool", default="train", choices=("train", "test"), help="speaker pool (disjoint)")
+    si.add_argument("--seed", type=int, default=0)
+    si.add_argument("--min-duration", type=float, default=60.0, help="seconds")
+    si.add_argument("--max-duration", type=float, default=240.0, help="seconds")
+    si.add_argument("--formats", default="wav", help="comma-separated: wav,flac,ogg,mp3")
+    si.add_argument("--rates", default="16000", help="comma-separated sample rates in Hz")
+    si.add_argument("--stereo", action="store_true")
+    si.add_argument("--noise-snr", type=float, help="background noise at this SNR in dB")
+    si.add_argument("--reverb", action="store_true", help="synthetic room response")
+    si.add_argument("--jobs", type=int, default=1)
+    si.add_argument("--quiet", action="store_true")
+    si.set_defaults(func=_simulate)
+
+    ds = sub.add_parser("demo-summary", help=argparse.SUPPRESS)
+    ds.add_argument("--data", required=True)
+    ds.add_argument("--store", required=True)
+    ds.add_argument("--run", required=True)
+    ds.add_argument("--stage-seconds")
+    ds.set_defaults(func=_demo_summary)
 
     pl = sub.add_parser("plot", help="loss curves of one or several runs on one figure")
     pl.add_argument("runs", nargs="+")

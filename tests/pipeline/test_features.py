@@ -72,6 +72,8 @@ def test_stream_mono_block_size_is_invisible_for_resampled_stereo(tmp_path):
     a, b = np.concatenate(small), np.concatenate(large)
     assert abs(len(a) - len(left) * 16000 / 22050) <= 1 and len(a) == len(b)
     np.testing.assert_allclose(a, b, atol=1e-5)
+    exact = np.concatenate(list(stream_mono(path, 16000, block_seconds=0.5)))  # 3 whole blocks, then EOF
+    np.testing.assert_allclose(exact, b, atol=1e-5)
     # the mono mix is the channel mean, resampled
     direct = np.concatenate(list(stream_mono(path, 22050, block_seconds=0.5)))
     np.testing.assert_allclose(direct, (left + right) / 2, atol=1e-6)
