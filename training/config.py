@@ -61,11 +61,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = [
             f"{name} must be >= 1, got {getattr(self, name)}"
-            for name in ("dim", "blocks", "heads", "max_speakers", "downsample", "window", "batch", "epochs",
+            for name in ("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
                          "accumulate", "shuffle_group", "median_frames")
             if getattr(self, name) < 1
         ]
-        if self.dim % self.heads:
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.threshold < 1.0:
+            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.heads >= 1 and self.dim % self.heads:
             problems.append(f"dim={self.dim} must be divisible by heads={self.heads}")
         if self.pooling not in ("stack", "mean"):
             problems.append(f"pooling must be 'stack' or 'mean', got {self.pooling!r}")

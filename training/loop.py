@@ -69,7 +69,7 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     return data
 
 
-def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data) -> None:
+def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data, world: int) -> None:
     if ckpt["feature_config"] != data.feature_config:
         raise AgencerdasError(
             f"view {data.view_name!r} was built with feature config {data.feature_config}, but the checkpoint was "
@@ -80,6 +80,12 @@ def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data) -> None:
         raise AgencerdasError(
             f"cannot resume with changed settings {', '.join(changed)} "
             f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); start a new run in another --out"
+        )
+    # A mid-epoch position counts batches of one rank's share of the epoch, which depends on the world size.
+    if ckpt["batch_in_epoch"] and ckpt.get("world", 1) != world:
+        raise AgencerdasError(
+            f"the checkpoint stopped inside an epoch with {ckpt.get('world', 1)} process(es); resume it with the "
+            f"same number of processes (this run has {world}), or from an end-of-epoch checkpoint"
         )
 
 
@@ -129,7 +135,7 @@ class Trainer:
         self.cfg, self.data, self.out, self.rt, self.progress = cfg, data, Path(out_dir), rt, progress
         ckpt = load_checkpoint(self.out / "last.pt") if resume else None
         if ckpt:
-            _check_resume(cfg, ckpt, data)
+            _check_resume(cfg, ckpt, data, rt.world)
         self.normalizer = Normalizer.from_dict(ckpt["normalizer"]) if ckpt else Normalizer.fit(data.store, data.train)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
@@ -170,14 +176,15 @@ class Trainer:
             "normalizer": self.normalizer.to_dict(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
+            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best, "world": self.rt.world,
         })
 
     # -------------------------------------------------------------------- loop
 
-    def _train_step(self, batch: dict, micro: int) -> torch.Tensor:
+    def _train_step(self, batch: dict, micro: int, total: int) -> torch.Tensor:
         feats, labels, mask = (batch[k].to(self.rt.device, non_blocking=True) for k in ("feats", "labels", "mask"))
-        sync = (micro + 1) % self.cfg.accumulate == 0
+        # The epoch's last batch closes a short accumulation group: its gradients must not leak into the next epoch.
+        sync = (micro + 1) % self.cfg.accumulate == 0 or micro + 1 == total
         context = self.net.no_sync() if self.rt.world > 1 and not sync else torch.enable_grad()
         with context:
             with self.rt.autocast():
@@ -201,27 +208,27 @@ class Trainer:
         total = len(self.plan)
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not (self.progress and self.rt.main), leave=False)
-        loss_sum, windows, start = torch.zeros((), device=self.rt.device), 0, time.perf_counter()
+        loss_sum, windows, batches, start = torch.zeros((), device=self.rt.device), 0, 0, time.perf_counter()
         for batch in self.loader:
-            loss_sum += self._train_step(batch, self.batch_in_epoch)
+            loss_sum += self._train_step(batch, self.batch_in_epoch, total)
             self.batch_in_epoch += 1
             windows += len(batch["feats"])
+            batches += 1
             bar.update()
             if self.batch_in_epoch % 10 == 0 or self.batch_in_epoch == total:
                 rate = windows * self.rt.world / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum.item() / max(1, windows / cfg.batch):.4f}", win_s=f"{rate:.0f}",
+                bar.set_postfix(loss=f"{loss_sum.item() / batches:.4f}", win_s=f"{rate:.0f}",
                                 mem_mb=f"{self.rt.peak_memory_mb():.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
             if self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
                 self._log({"kind": "step", "epoch": self.epoch, "step": self.step,
-                           "loss": loss_sum.item() / max(1, windows / cfg.batch), "lr": self.scheduler.get_last_lr()[0]})
+                           "loss": loss_sum.item() / batches, "lr": self.scheduler.get_last_lr()[0]})
             if cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0:
                 self._save("last.pt")
             if cfg.max_steps and self.step >= cfg.max_steps:
                 break
         bar.close()
         seconds = time.perf_counter() - start
-        batches = max(1, round(windows / cfg.batch))
-        return {"train_loss": loss_sum.item() / batches, "windows": windows * self.rt.world, "seconds": seconds,
+        return {"train_loss": loss_sum.item() / max(1, batches), "windows": windows * self.rt.world, "seconds": seconds,
                 "windows_per_s": windows * self.rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
 
     def fit(self) -> list[dict]:
@@ -234,13 +241,18 @@ class Trainer:
             if self.rt.main:
                 record.update(validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0))
             record.update(step=self.step, peak_mem_mb=self.rt.peak_memory_mb(), precision=self.rt.precision)
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            # MAX_STEPS can stop inside an epoch: last.pt then keeps the position, so a resume finishes the epoch.
+            finished = self.batch_in_epoch >= len(self.plan)
+            if finished:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            else:
+                record["partial"] = True
             score = record.get("val_der", record.get("val_loss"))
-            improved = score is not None and score < self.best
+            improved = finished and score is not None and score < self.best
             if improved:
                 self.best = score
             self._save("last.pt")
-            if improved or self.epoch == 1:
+            if improved or (finished and self.epoch == 1) or not (self.out / "best.pt").exists():
                 self._save("best.pt")
             self._log(record)
             history.append(record)

@@ -46,26 +46,31 @@ def coloured_noise(n_samples: int, n_channels: int, rng: np.random.Generator) ->
     """Stationary noise of shape (n_samples, n_channels), power spectrum ~ 1/f^a with random a.
 
     White Gaussian noise shaped in the frequency domain; a between pink and brown
-    resembles fans, traffic and room tone more than white noise does.
+    resembles fans, traffic and room tone more than white noise does. Computed in
+    single precision, one channel at a time, to keep a worker's peak memory low.
     """
     exponent = rng.uniform(*_NOISE_EXPONENT)
     length = scipy.fft.next_fast_len(n_samples, real=True)
-    spectrum = scipy.fft.rfft(rng.standard_normal((length, n_channels)), axis=0)
-    frequencies = np.fft.rfftfreq(length)
-    # Keep the lowest bins from exploding (and DC finite): floor at 1e-3 cycles/sample (22 Hz at 22.05 kHz).
-    frequencies = np.maximum(frequencies, 1e-3)
-    spectrum *= (frequencies ** (-exponent / 2.0))[:, None]
-    return scipy.fft.irfft(spectrum, n=length, axis=0)[:n_samples].astype(np.float32)
+    # Floor the frequency at 1e-3 cycles/sample (22 Hz at 22.05 kHz) so DC and the
+    # lowest bins stay finite.
+    shape = (np.maximum(np.fft.rfftfreq(length), 1e-3) ** (-exponent / 2.0)).astype(np.float32)
+    noise = np.empty((n_samples, n_channels), dtype=np.float32)
+    for channel in range(n_channels):
+        spectrum = scipy.fft.rfft(rng.standard_normal(length, dtype=np.float32))
+        spectrum *= shape
+        noise[:, channel] = scipy.fft.irfft(spectrum, n=length)[:n_samples]
+    return noise
 
 
-def add_noise(mix: np.ndarray, speech_mask: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """``mix`` (samples, channels) plus coloured noise at ``snr_db`` dB below the speech power.
+def add_noise(mix: np.ndarray, speech_mask: np.ndarray, snr_db: float, rng: np.random.Generator) -> None:
+    """Add coloured noise to ``mix`` (samples, channels) in place, ``snr_db`` dB below the speech power.
 
     Speech power is measured over the samples in ``speech_mask`` only, so long pauses
     do not lower it and the SNR means what it says while someone talks.
     """
     noise = coloured_noise(mix.shape[0], mix.shape[1], rng)
-    speech_power = float(np.mean(mix[speech_mask] ** 2)) if speech_mask.any() else 1e-6
-    noise_power = float(np.mean(noise**2))
-    noise *= np.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-    return mix + noise
+    speech = mix[speech_mask]
+    speech_power = float(np.vdot(speech, speech)) / max(speech.size, 1)
+    noise_power = float(np.vdot(noise, noise)) / noise.size
+    noise *= np.float32(np.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0))))
+    mix += noise

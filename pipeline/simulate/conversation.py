@@ -225,11 +225,11 @@ def simulate_conversation(
         speech_mask = np.zeros(n_samples, dtype=bool)
         for turn in turns:
             speech_mask[turn.start : turn.end] = True
-        mix = add_noise(mix, speech_mask, config.noise_snr_db, room_rng)
+        add_noise(mix, speech_mask, config.noise_snr_db, room_rng)
     mix *= 10.0 ** (peak_dbfs / 20.0) / max(float(np.abs(mix).max()), 1e-9)
 
     segments = tuple(
         Segment(turn.start / SAMPLE_RATE_HZ, turn.audio.size / SAMPLE_RATE_HZ, speakers[turn.speaker].id)
         for turn in turns
     )
-    return Conversation(speakers, mix.astype(np.float32), segments, target_s, tuple(rt60s) if config.reverb else None)
+    return Conversation(speakers, mix, segments, target_s, tuple(rt60s) if config.reverb else None)

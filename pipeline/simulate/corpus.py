@@ -72,7 +72,7 @@ def render_recording(out_dir: Path, config: SimulationConfig, pool: Sequence[Spe
     if rate != SAMPLE_RATE_HZ:
         audio = soxr.resample(audio, SAMPLE_RATE_HZ, rate)
     # The mix peaks at -1 dBFS or lower; clipping only guards against resampler ringing.
-    audio = np.clip(audio, -1.0, 1.0)
+    np.clip(audio, -1.0, 1.0, out=audio)
     paths = {kind: f"{kind}/{rec}.{name if kind == 'audio' else kind}" for kind in _OUTPUTS}
     write_audio(out_dir / paths["audio"], audio, rate, name)
     duration_s = audio.shape[0] / rate

@@ -1,0 +1,256 @@
+"""`agencerdas features` end to end: what is computed, reused, rebuilt, reported and exited with."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, LogMel, build_features, frame_labels
+from pipeline.audio import stream_mono
+from pipeline.rttm import Segment, parse_rttm, write_rttm
+from stores import Store, load_view, referenced_keys
+from tests.builders import conversation, make_corpus
+from training.cli import main
+
+SECONDS = 4.0
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Three recordings (wav 16 kHz, flac 22.05 kHz, ogg 8 kHz) with RTTMs, and a store path."""
+    audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=SECONDS)
+    return audio, rttm, tmp_path / "store"
+
+
+def run(audio: Path, rttm: Path, store: Path, **kwargs):
+    summary = build_features(FeaturesRequest(audio_dir=audio, rttm_dir=rttm, store=str(store), progress=False, **kwargs))
+    return summary, Store(store, create=False)
+
+
+def counts(summary) -> tuple[int, int, int, int, int]:
+    return summary.found, summary.computed, summary.labels_only, summary.reused, len(summary.failures)
+
+
+def entry_keys(store: Store, view: str = "default") -> dict[str, tuple[str, str | None]]:
+    return {rec: (r.features, r.labels) for rec, r in load_view(store, view).recordings.items()}
+
+
+def test_first_run_computes_all_and_second_run_reuses_all(corpus):
+    audio, rttm, path = corpus
+    first, store = run(audio, rttm, path)
+    assert first.ok, first.format()
+    assert counts(first) == (3, 3, 0, 0, 0)
+    assert first.audio_s == pytest.approx(3 * SECONDS, abs=0.01)
+    keys = entry_keys(store)
+    assert sorted(keys) == ["rec00", "rec01", "rec02"]
+    assert len(store.keys("features")) == 3 and len(store.keys("labels")) == 3
+    assert (Path(os.environ["AGENCERDAS_CACHE_DIR"]) / "stat-cache.json").is_file()
+
+    second, store = run(audio, rttm, path)
+    assert second.ok
+    assert counts(second) == (3, 0, 0, 3, 0)
+    assert second.audio_s == 0
+    assert entry_keys(store) == keys
+    assert len(store.keys("features")) == 3 and len(store.keys("labels")) == 3
+    assert "computed 0  labels-only 0  reused 3  failed 0" in second.format()
+    assert store.verify().ok
+
+
+def test_view_lists_recordings_with_frames_speakers_and_correct_arrays(corpus):
+    audio, rttm, path = corpus
+    summary, store = run(audio, rttm, path)
+    view = load_view(store, "default")
+    assert summary.view == "default"
+    assert summary.view_counts == {"all": 3, "train": 2, "validation": 1, "unlabelled": 0}
+    assert view.feature_config == FeatureConfig().to_dict() and view.label_config == LabelConfig().to_dict()
+    for i, rec_id in enumerate(["rec00", "rec01", "rec02"]):
+        rec = view.recordings[rec_id]
+        turns = conversation(i, SECONDS)
+        first_appearance = list(dict.fromkeys(seg.speaker for seg in sorted(turns)))
+        assert rec.frames == 400 and rec.duration_s == pytest.approx(SECONDS)
+        assert rec.speakers == first_appearance and len(rec.speakers) == 2 + i % 2
+        assert Path(rec.source).stem == rec_id and rec.labels is not None and not rec.pseudo
+        feats = store.open("features", rec.features)["feats"][:]
+        assert feats.shape == (400, 80) and feats.dtype == np.float16 and np.isfinite(feats).all()
+        labels = store.open("labels", rec.labels)["labels"][:]
+        expected = frame_labels(parse_rttm(rttm / f"{rec_id}.rttm")[rec_id], 400, 0.01, LabelConfig()).activity
+        np.testing.assert_array_equal(labels, expected)
+        assert labels.sum(axis=1).max() == 2  # every conversation has an overlap
+        assert store.attrs("labels", rec.labels)["features_key"] == rec.features
+
+    # the stored features are the log-mel of the decoded audio (float16)
+    wav = view.recordings["rec00"]
+    signal = np.concatenate(list(stream_mono(Path(wav.source), 16000, 1.0)))
+    direct = np.concatenate(list(LogMel(FeatureConfig()).process([signal], 10**6)))
+    stored = store.open("features", wav.features)["feats"][:].astype(np.float32)
+    np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)
+
+
+def test_moved_or_renamed_audio_is_reused_without_feature_work(corpus):
+    audio, rttm, path = corpus
+    _, store = run(audio, rttm, path)
+    before = entry_keys(store)
+
+    (audio / "moved" / "deeper").mkdir(parents=True)
+    shutil.move(audio / "rec00.wav", audio / "moved" / "deeper" / "rec00.wav")
+    shutil.move(audio / "rec01.flac", audio / "talk.flac")
+    turns = parse_rttm(rttm / "rec01.rttm")["rec01"]
+    (rttm / "rec01.rttm").unlink()
+    write_rttm(rttm / "talk.rttm", "talk", turns)
+
+    summary, store = run(audio, rttm, path)
+    assert summary.ok, summary.format()
+    assert counts(summary) == (3, 0, 0, 3, 0)
+    after = entry_keys(store)
+    assert after == {"rec00": before["rec00"], "talk": before["rec01"], "rec02": before["rec02"]}
+    view = load_view(store, "default")
+    assert view.recordings["rec00"].source == str(audio / "moved" / "deeper" / "rec00.wav")
+    assert len(store.keys("features")) == 3
+
+
+def test_editing_one_rttm_rebuilds_only_its_labels(corpus):
+    audio, rttm, path = corpus
+    _, store = run(audio, rttm, path)
+    before = entry_keys(store)
+
+    turns = parse_rttm(rttm / "rec01.rttm")["rec01"]
+    turns[0] = Segment(turns[0].start, round(turns[0].duration + 0.1, 3), turns[0].speaker)
+    write_rttm(rttm / "rec01.rttm", "rec01", turns)
+
+    summary, store = run(audio, rttm, path)
+    assert summary.ok, summary.format()
+    assert counts(summary) == (3, 0, 1, 2, 0)
+    after = entry_keys(store)
+    assert after["rec00"] == before["rec00"] and after["rec02"] == before["rec02"]
+    assert after["rec01"][0] == before["rec01"][0]  # features reused
+    assert after["rec01"][1] != before["rec01"][1]
+    assert len(store.keys("features")) == 3 and len(store.keys("labels")) == 4
+
+    # the old labels entry is no longer referenced: gc removes exactly it
+    removed = store.gc(keep=referenced_keys(store))
+    assert removed == [store._path("labels", before["rec01"][1])]
+    assert store.verify().ok
+
+
+def test_changing_n_mels_rebuilds_features_and_labels(corpus):
+    audio, rttm, path = corpus
+    _, store = run(audio, rttm, path)
+    before = entry_keys(store)
+
+    summary, store = run(audio, rttm, path, feature_config=FeatureConfig(n_mels=40), view="mels40")
+    assert summary.ok
+    assert counts(summary) == (3, 3, 0, 0, 0)
+    after = entry_keys(store, "mels40")
+    for rec in before:
+        assert after[rec][0] != before[rec][0] and after[rec][1] != before[rec][1]
+        assert store.open("features", after[rec][0])["feats"].shape == (400, 40)
+        np.testing.assert_array_equal(
+            store.open("labels", after[rec][1])["labels"][:], store.open("labels", before[rec][1])["labels"][:]
+        )
+    assert len(store.keys("features")) == 6
+    assert entry_keys(store, "default") == before  # the other view is untouched
+
+
+def test_bad_files_are_reported_and_the_rest_committed(corpus):
+    audio, rttm, path = corpus
+    (audio / "empty.wav").write_bytes(b"")
+    (audio / "noise.wav").write_bytes(np.random.default_rng(0).bytes(4000))
+    sf.write(audio / "full.wav", np.zeros(16000, np.float32), 16000)
+    (audio / "truncated.wav").write_bytes((audio / "full.wav").read_bytes()[:44])  # header, no samples
+    (audio / "full.wav").unlink()
+    (rttm / "broken.rttm").write_text(
+        "SPEAKER rec02 1 0.0 1.0 <NA> <NA> alice <NA> <NA>\nSPEAKER rec02 1 one 1.0 <NA> <NA> bob <NA> <NA>\n"
+    )
+    write_rttm(rttm / "ghost.rttm", "ghost", [Segment(0.0, 1.0, "alice")])
+
+    summary, store = run(audio, rttm, path)
+    assert not summary.ok
+    failures = dict(summary.failures)
+    assert set(failures) == {
+        str(audio / "empty.wav"), str(audio / "noise.wav"), str(audio / "truncated.wav"),
+        str(rttm / "broken.rttm"), str(rttm / "ghost.rttm"),
+    }
+    assert "cannot decode audio" in failures[str(audio / "empty.wav")]
+    assert "cannot decode audio" in failures[str(audio / "noise.wav")]
+    assert "no audio samples" in failures[str(audio / "truncated.wav")]
+    assert failures[str(rttm / "broken.rttm")].startswith("2: start 'one' is not a number")
+    assert "'ghost'" in failures[str(rttm / "ghost.rttm")]
+    assert summary.found == 6 and summary.computed == 3
+
+    report = summary.format()
+    assert "5 failed" in report
+    for name in ["empty.wav", "noise.wav", "truncated.wav", "broken.rttm", "ghost.rttm"]:
+        assert name in report
+
+    view = load_view(store, "default")
+    assert sorted(view.recordings) == ["rec00", "rec01", "rec02"]
+    assert all(r.labels and r.frames == 400 and r.speakers for r in view.recordings.values())
+    # the broken RTTM contributes nothing: rec02 keeps exactly its own turns
+    rec02 = store.open("labels", view.recordings["rec02"].labels)["labels"][:]
+    expected = frame_labels(conversation(2, SECONDS), 400, 0.01, LabelConfig()).activity
+    np.testing.assert_array_equal(rec02, expected)
+    assert store.verify().ok
+
+    again, _ = run(audio, rttm, path)  # a rerun retries only the failures
+    assert counts(again) == (6, 0, 0, 3, 5)
+
+
+def test_unlabelled_recording_and_dropped_speakers(corpus):
+    audio, rttm, path = corpus
+    (rttm / "rec02.rttm").unlink()
+    summary, store = run(audio, rttm, path, label_config=LabelConfig(max_speakers=2))
+    assert summary.ok and summary.view_counts["unlabelled"] == 1
+    view = load_view(store, "default")
+    assert view.recordings["rec02"].labels is None and view.recordings["rec02"].speakers == []
+    # rec01 has three speakers: the third is left out and the run says so, with its seconds
+    [(name, note)] = summary.notes
+    assert name.endswith("rec01.flac") and "1 speaker(s) beyond max_speakers=2" in note and "carol" in note
+    assert view.recordings["rec01"].speakers == ["alice", "bob"]
+
+
+def test_cli_exit_status_and_report(corpus, capsys):
+    audio, rttm, path = corpus
+    argv = ["features", str(audio), "--store", str(path), "--rttm-dir", str(rttm), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 recordings found" in out and "computed 3" in out and "view 'default': 3 recordings" in out
+
+    (audio / "noise.wav").write_bytes(np.random.default_rng(1).bytes(2000))
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "reused 3  failed 1" in out and "noise.wav" in out and "cannot decode audio" in out
+
+    assert main(["store", "verify", "--store", str(path)]) == 0
+    assert "verified 6 committed entries" in capsys.readouterr().out
+    assert main(["store", "ls", "--store", str(path)]) == 0
+    assert "features: 3 entries" in capsys.readouterr().out
+    assert main(["store", "gc", "--dry-run", "--store", str(path)]) == 0
+    assert "would remove 0 path(s)" in capsys.readouterr().out
+
+
+def test_cli_store_path_that_is_a_file_exits_2(corpus, capsys):
+    audio, rttm, path = corpus
+    path.write_text("I am a file")
+    assert main(["features", str(audio), "--store", str(path), "--rttm-dir", str(rttm), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert f"agencerdas: error: store path {path} is a file" in captured.err
+    assert "Traceback" not in captured.err
+    assert main(["store", "verify", "--store", str(path)]) == 2
+    assert main(["store", "ls", "--store", str(path.parent / "missing")]) == 2
+    assert "no agencerdas store" in capsys.readouterr().err
+
+
+def test_parallel_run_matches_serial_run(corpus):
+    audio, rttm, path = corpus
+    summary, store = run(audio, rttm, path, jobs=2)
+    assert summary.ok and counts(summary) == (3, 3, 0, 0, 0) and summary.jobs == 2
+    parallel = entry_keys(store)
+    again, store = run(audio, rttm, path, jobs=1)  # same keys: nothing left to do in-process
+    assert counts(again) == (3, 0, 0, 3, 0)
+    assert entry_keys(store) == parallel
+    assert store.verify().ok
