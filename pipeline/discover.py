@@ -90,21 +90,16 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
     uem_files: dict[str, list[str]] = {}
     turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems, rttm_files)
     regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems, uem_files)
-    for name, items in sorted(turns.items()):
-        rec = by_id.get(name) or by_id.get(safe.get(name, ""))
-        if rec is None:
-            found.problems.append(
-                (", ".join(rttm_files[name]), f"RTTM names recording {name!r}, which is not in {audio_dir}")
-            )
-        else:
-            rec.segments = (rec.segments or []) + items
-    for name, items in sorted(regions.items()):
-        rec = by_id.get(name) or by_id.get(safe.get(name, ""))
-        if rec is None:
-            found.problems.append(
-                (", ".join(uem_files[name]), f"UEM names recording {name!r}, which is not in {audio_dir}")
-            )
-        else:
-            rec.uem = (rec.uem or []) + items
+    for kind, annotations, files in (("RTTM", turns, rttm_files), ("UEM", regions, uem_files)):
+        for name, items in sorted(annotations.items()):
+            rec = by_id.get(name) or by_id.get(safe.get(name, ""))
+            if rec is None:
+                found.problems.append(
+                    (", ".join(files[name]), f"{kind} names recording {name!r}, which is not in {audio_dir}")
+                )
+            elif kind == "RTTM":
+                rec.segments = (rec.segments or []) + items
+            else:
+                rec.uem = (rec.uem or []) + items
     found.recordings = sorted(by_id.values(), key=lambda r: r.rec_id)
     return found

@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from stores.errors import AgencerdasError
 
@@ -46,6 +46,18 @@ def _number(text: str, what: str, where: str) -> float:
     return value
 
 
+def _records(path: Path, kind: str) -> Iterator[tuple[str, list[str]]]:
+    """(``file:line``, fields) of every non-blank, non-comment line of an annotation file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgencerdasError(f"{path}: cannot read {kind} ({exc})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if fields and not fields[0].startswith(";;"):
+            yield f"{path}:{number}", fields
+
+
 def parse_rttm(path: Path) -> dict[str, list[Segment]]:
     """Speaker turns per recording id from one RTTM file (several recordings allowed).
 
@@ -54,15 +66,7 @@ def parse_rttm(path: Path) -> dict[str, list[Segment]]:
     negative start or a non-positive duration.
     """
     turns: dict[str, list[Segment]] = defaultdict(list)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgencerdasError(f"{path}: cannot read RTTM ({exc})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith(";;"):
-            continue
-        where = f"{path}:{number}"
+    for where, fields in _records(path, "RTTM"):
         if fields[0] != "SPEAKER":
             continue
         if len(fields) < 8:
@@ -83,15 +87,7 @@ def parse_rttm(path: Path) -> dict[str, list[Segment]]:
 def parse_uem(path: Path) -> dict[str, list[tuple[float, float]]]:
     """Scored regions per recording id from a UEM file: ``<file> <chan> <start> <end>`` (seconds)."""
     regions: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgencerdasError(f"{path}: cannot read UEM ({exc})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith(";;"):
-            continue
-        where = f"{path}:{number}"
+    for where, fields in _records(path, "UEM"):
         if len(fields) != 4:
             raise AgencerdasError(f"{where}: expected '<file> <chan> <start> <end>', got {len(fields)} fields")
         start, end = _number(fields[2], "start", where), _number(fields[3], "end", where)

@@ -1,7 +1,9 @@
 """Built-in demo corpus: simulated multi-speaker conversations spoken by eSpeak NG.
 
->>> from pipeline.simulate import SimulationConfig, simulate_corpus
->>> simulate_corpus(Path("data/demo/train"), SimulationConfig(n_recordings=100, pool="train", jobs=-1))
+Usage::
+
+    from pipeline.simulate import SimulationConfig, simulate_corpus
+    simulate_corpus(Path("data/demo/train"), SimulationConfig(n_recordings=100, pool="train", jobs=-1))
 
 Train and test corpora drawn with the same ``pool_seed`` and pool sizes have
 disjoint speakers (see :func:`speaker_pools`).

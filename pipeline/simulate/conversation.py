@@ -226,7 +226,7 @@ def simulate_conversation(
         for turn in turns:
             speech_mask[turn.start : turn.end] = True
         add_noise(mix, speech_mask, config.noise_snr_db, room_rng)
-    mix *= 10.0 ** (peak_dbfs / 20.0) / max(float(np.abs(mix).max()), 1e-9)
+    mix *= 10.0 ** (peak_dbfs / 20.0) / max(float(mix.max()), -float(mix.min()), 1e-9)
 
     segments = tuple(
         Segment(turn.start / SAMPLE_RATE_HZ, turn.audio.size / SAMPLE_RATE_HZ, speakers[turn.speaker].id)

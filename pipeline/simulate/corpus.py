@@ -49,9 +49,12 @@ def write_uem(path: Path, recording: str, duration_s: float) -> None:
 def write_audio(path: Path, audio: np.ndarray, sample_rate: int, name: str) -> None:
     """Write float ``audio`` (samples, channels) at ``sample_rate`` Hz as format ``name`` of FORMATS."""
     container, subtype = FORMATS[name]
-    with sf.SoundFile(path, "w", sample_rate, audio.shape[1], subtype=subtype, format=container) as sink:
-        for offset in range(0, audio.shape[0], _WRITE_BLOCK):
-            sink.write(audio[offset : offset + _WRITE_BLOCK])
+    try:
+        with sf.SoundFile(path, "w", sample_rate, audio.shape[1], subtype=subtype, format=container) as sink:
+            for offset in range(0, audio.shape[0], _WRITE_BLOCK):
+                sink.write(audio[offset : offset + _WRITE_BLOCK])
+    except (OSError, sf.SoundFileError) as exc:
+        raise AgencerdasError(f"{path}: cannot write {name} audio at {sample_rate} Hz ({exc})") from None
 
 
 def _ratio(part: float, whole: float) -> float:
