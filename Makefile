@@ -68,9 +68,10 @@ $(DATA)/test/corpus.json: | $(BIN)/agencerdas
 
 corpus: $(DATA)/train/corpus.json $(DATA)/test/corpus.json ## Generate the demo corpus (train + held-out test speakers)
 
-features: install ## Build or update the feature store STORE from AUDIO_DIR (+ RTTM_DIR), JOBS processes
+features: install ## Build or update the feature store STORE from AUDIO_DIR (+ RTTM_DIR), JOBS processes or SCHEDULER
 	$(BIN)/agencerdas features $(AUDIO_DIR) --rttm-dir $(RTTM_DIR) --store $(STORE) --view $(VIEW) --jobs $(JOBS) \
-		--summary-json $(STORE)/last-features-run.json
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(findstring ://,$(STORE)),,--summary-json $(STORE)/last-features-run.json)
 
 train: install ## Train PRESET on the store's VIEW into RUN (GPUS=N uses torchrun; NAME=VALUE overrides)
 	$(TRAIN_CMD) train --store $(STORE) --view $(VIEW) --preset $(PRESET) --out $(RUN) $(if $(RESUME),--resume) $(OVERRIDES)

@@ -39,6 +39,8 @@ def _open(path: Path) -> sf.SoundFile:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         reason = str(exc).split(": ", 1)[-1] if str(path) in str(exc) else str(exc)
+        if "not a regular file" in reason and Path(path).is_file():  # libsndfile's words for an undecodable mp3
+            reason = "not a recognised audio format"
         raise AgencerdasError(f"{path}: cannot decode audio ({reason})") from None
     if handle.samplerate <= 0:
         handle.close()
@@ -50,6 +52,40 @@ def probe(path: Path) -> AudioInfo:
     """Header facts of ``path`` without decoding samples. Raises AgencerdasError for undecodable files."""
     with _open(path) as handle:
         return AudioInfo(handle.samplerate, handle.channels, handle.frames)
+
+
+_PLAIN_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW")
+
+
+def _declared_frames(path: Path, handle: sf.SoundFile) -> int | None:
+    """Samples per channel the header promises, where the format states it exactly (WAV's data
+    chunk size, FLAC's STREAMINFO); None when unknown. libsndfile itself trusts the file's size."""
+    if handle.format == "FLAC":
+        return handle.frames if 0 < handle.frames < 2**40 else None
+    if handle.format != "WAV" or handle.subtype not in _PLAIN_SUBTYPES:
+        return None
+    try:
+        with open(path, "rb") as raw:
+            if raw.read(12)[8:12] != b"WAVE":
+                return None
+            block_align = None
+            for _ in range(64):  # chunks before the data: fmt, LIST, fact, ...
+                header = raw.read(8)
+                if len(header) < 8:
+                    return None
+                name, size = header[:4], int.from_bytes(header[4:], "little")
+                if name == b"fmt ":
+                    fmt = raw.read(size + size % 2)
+                    block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                elif name == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):  # 0 / -1: "unknown", written by streamers
+                        return None
+                    return size // block_align
+                else:
+                    raw.seek(size + size % 2, 1)
+    except OSError:
+        return None
+    return None
 
 
 def _checked(block: np.ndarray, path: Path) -> np.ndarray:
@@ -69,6 +105,7 @@ def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[
         native = handle.samplerate
         resampler = None if native == sample_rate else soxr.ResampleStream(native, sample_rate, 1, dtype="float32")
         block_frames = max(1, int(block_seconds * native))
+        declared = _declared_frames(path, handle)
         total = 0
         while True:
             try:
@@ -86,3 +123,8 @@ def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[
                 break
     if total == 0:
         raise AgencerdasError(f"{path}: no audio samples (empty or truncated file)")
+    if declared and total < declared:
+        raise AgencerdasError(
+            f"{path}: the header promises {declared} samples but the file holds only {total}; "
+            "the file is truncated (an interrupted copy or recording?)"
+        )

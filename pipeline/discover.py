@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,14 @@ def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]
                 continue
             if path.is_symlink() and not path.exists():
                 problems.append((str(path), "broken or looping symlink"))
+                continue
+            try:
+                mode = path.stat().st_mode
+            except OSError as exc:
+                problems.append((str(path), f"cannot read: {exc.strerror or exc}"))
+                continue
+            if not stat.S_ISREG(mode):  # opening a FIFO would block the run forever; devices, sockets: no audio
+                problems.append((str(path), "not a regular file (a FIFO, device or socket); skipped"))
                 continue
             found.append(path)
     return sorted(found)

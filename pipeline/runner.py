@@ -2,8 +2,9 @@
 
 The parent process hashes files (through the stat cache), decides per recording
 whether features and/or labels are missing from the store, and hands only that
-work to joblib. Results stream back as they finish behind one tqdm bar; the run
-ends with a dataset view and a one-screen summary.
+work to joblib: loky processes on this machine, or a Dask cluster with
+``scheduler`` (see :mod:`pipeline.cluster`). Results stream back as they finish
+behind one tqdm bar; the run ends with a dataset view and a one-screen summary.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from tqdm.auto import tqdm
 from stores import DatasetView, Store, ViewRecording, feature_key, label_key, save_view
 from stores.errors import AgencerdasError
 
+from .cluster import check_shared_store, task_backend
 from .discover import Recording, discover
 from .features import FeatureConfig
 from .labels import LabelConfig, canonical_annotation
+from .pseudo import PseudoConfig
 from .statcache import StatCache
 from .tasks import Task, TaskResult, run_task
 
@@ -87,12 +90,17 @@ class FeaturesRequest:
     label_config: LabelConfig = field(default_factory=LabelConfig)
     storage_options: dict = field(default_factory=dict)
     progress: bool = True
+    #: Give recordings without an RTTM pseudo labels (energy VAD + clustering), flagged pseudo.
+    pseudo_labels: bool = False
+    #: None: loky processes here; "local": a Dask LocalCluster here; "tcp://host:port": that Dask cluster.
+    scheduler: str | None = None
 
 
 def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], summary: RunSummary):
     """Tasks for recordings with missing entries, and the view entry of every recording."""
     cache = StatCache()
     features_cfg, labels_cfg = request.feature_config.to_dict(), request.label_config.to_dict()
+    pseudo = PseudoConfig(max_speakers=request.label_config.max_speakers).to_dict() if request.pseudo_labels else None
     tasks, keys = [], {}
     for rec in recordings:
         try:
@@ -100,18 +108,19 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
         except OSError as exc:
             summary.failures.append((str(rec.path), f"cannot read: {exc.strerror or exc}"))
             continue
-        lkey = (
-            label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
-            if rec.segments is not None
-            else None
-        )
+        if rec.segments is not None:
+            lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
+        else:
+            lkey = label_key(fkey, {"pseudo": pseudo}, labels_cfg) if pseudo else None
         keys[rec.rec_id] = (fkey, lkey)
         need_features = not store.has("features", fkey)
         need_labels = lkey is not None and not store.has("labels", lkey)
         if need_features or need_labels:
             tasks.append(
-                Task(rec.rec_id, str(rec.path), store.url, store.storage_options, features_cfg, labels_cfg,
-                     fkey, lkey, need_features, need_labels, rec.segments, rec.uem)
+                # An absolute root for a local store: workers need not share this process's working directory.
+                Task(rec.rec_id, str(rec.path), store.root if store.local else store.url, store.storage_options,
+                     features_cfg, labels_cfg, fkey, lkey, need_features, need_labels, rec.segments, rec.uem,
+                     pseudo if rec.segments is None else None)
             )
         else:
             summary.reused += 1
@@ -120,13 +129,15 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
 
 
 def _run(tasks: list[Task], request: FeaturesRequest, summary: RunSummary) -> list[TaskResult]:
-    """Run tasks on joblib's loky processes (one process per job, kept alive across tasks)."""
+    """Run tasks on the joblib backend of ``request.scheduler`` (worker processes are kept alive across tasks)."""
     results = []
-    bar = tqdm(total=len(tasks), unit="rec", desc="features", disable=not request.progress or not tasks)
+    if not tasks:
+        return results  # nothing to compute: no processes, no cluster
+    bar = tqdm(total=len(tasks), unit="rec", desc="features", disable=not request.progress)
     start = time.perf_counter()
-    # Workers each use one BLAS/OpenMP thread: parallelism comes from processes.
-    with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
-        parallel = joblib.Parallel(n_jobs=request.jobs, return_as="generator_unordered", batch_size=1)
+    with task_backend(request.scheduler, request.jobs) as workers:
+        summary.jobs = workers
+        parallel = joblib.Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1)
         for result in parallel(joblib.delayed(run_task)(task) for task in tasks):
             results.append(result)
             if result.status == "computed":
@@ -146,6 +157,9 @@ def build_features(request: FeaturesRequest) -> RunSummary:
         raise AgencerdasError(f"--jobs must be at least 1, got {request.jobs}")
     summary = RunSummary(jobs=request.jobs)
     store = Store(request.store, request.storage_options, create=True)
+    store.view_path(request.view)  # a view name that cannot be a file name fails now, not after all the work
+    if request.scheduler is not None:
+        check_shared_store(request.scheduler, store)
     found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
     summary.found = len(found.recordings)
     summary.failures += found.problems
@@ -161,10 +175,14 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.notes += [(result.path, note) for note in result.notes]
     if keys:
         view = _view(request, store, found.recordings, keys)
-        save_view(store, view)
-        summary.view = view.name
-        summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
-        summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
+        try:
+            save_view(store, view)
+        except OSError as exc:  # disk full, permission denied: the committed entries stay valid
+            summary.failures.append((store.view_path(view.name), f"cannot write the view: {exc.strerror or exc}"))
+        else:
+            summary.view = view.name
+            summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
+            summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
     summary.wall_s = time.perf_counter() - start
     return summary
 
@@ -175,8 +193,9 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
     paths = {rec.rec_id: str(rec.path) for rec in recordings}
     for rec_id, (fkey, lkey) in sorted(keys.items()):
         fattrs = store.attrs("features", fkey)
-        speakers = store.attrs("labels", lkey)["speakers"] if lkey else []
-        entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], speakers, False, paths[rec_id])
+        lattrs = store.attrs("labels", lkey) if lkey else {}
+        entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], lattrs.get("speakers", []),
+                                        bool(lattrs.get("pseudo")), paths[rec_id])
     return DatasetView(
         name=request.view,
         recordings=entries,

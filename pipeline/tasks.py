@@ -18,6 +18,7 @@ from stores.store import default_codec
 from .audio import probe, stream_mono
 from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
+from .pseudo import PseudoConfig, pseudo_labels
 from .rttm import Segment
 
 #: Frames per stored chunk (80 s at 10 ms); also the block size of feature work. See README "Store".
@@ -40,6 +41,7 @@ class Task:
     need_labels: bool
     segments: list[Segment] | None = None
     uem: list[tuple[float, float]] | None = None
+    pseudo: dict | None = None  # PseudoConfig fields: make pseudo labels instead of reading segments
 
 
 @dataclass
@@ -114,42 +116,57 @@ def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int
 
 
 def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) -> tuple[list[str], list[str]]:
-    """Compute and commit the labels entry; returns (speakers kept, notes for the report)."""
+    """Compute and commit the labels entry (from RTTM turns, or pseudo labels from the stored
+    features when ``task.pseudo``); returns (speakers kept, notes for the report)."""
     config = LabelConfig(**task.label_config)
-    segments = _inside_uem(task.segments or [], task.uem, task.path)
-    labels = frame_labels(segments, frames, frame_shift_s, config)
     notes = []
-    if labels.dropped_speakers:
-        notes.append(
-            f"{len(labels.dropped_speakers)} speaker(s) beyond max_speakers={config.max_speakers} left out "
-            f"({labels.dropped_seconds:.1f} s of speech): {', '.join(labels.dropped_speakers)}"
-        )
-    if labels.clipped_seconds > 0.005:
-        notes.append(f"{labels.clipped_seconds:.2f} s of annotated speech lies past the end of the audio")
+    if task.pseudo is not None:
+        pseudo = PseudoConfig(**{k: v for k, v in task.pseudo.items() if k != "method"})
+        logmel = np.asarray(store.open("features", task.features_key)["feats"][:frames])
+        activity = pseudo_labels(logmel, pseudo)
+        speakers = [f"pseudo{i}" for i in range(activity.shape[1]) if activity[:, i].any()]
+        dropped: list[str] = []
+    else:
+        segments = _inside_uem(task.segments or [], task.uem, task.path, frames * frame_shift_s)
+        labels = frame_labels(segments, frames, frame_shift_s, config)
+        activity, speakers, dropped = labels.activity, labels.speakers, labels.dropped_speakers
+        if dropped:
+            notes.append(
+                f"{len(dropped)} speaker(s) beyond max_speakers={config.max_speakers} left out "
+                f"({labels.dropped_seconds:.1f} s of speech): {', '.join(dropped)}"
+            )
+        if labels.clipped_seconds > 0.005:
+            notes.append(f"{labels.clipped_seconds:.2f} s of annotated speech lies past the end of the audio")
     attrs = {
         "recording_id": task.rec_id,
         "features_key": task.features_key,
-        "speakers": labels.speakers,
-        "n_speakers": len(labels.speakers),
-        "dropped_speakers": labels.dropped_speakers,
+        "speakers": speakers,
+        "n_speakers": len(speakers),
+        "dropped_speakers": dropped,
         "frame_shift_s": frame_shift_s,
-        "pseudo": False,
+        "pseudo": task.pseudo is not None,
+        "pseudo_method": task.pseudo,
         "uem": [list(r) for r in task.uem] if task.uem else None,
         "label_config": config.to_dict(),
         "created_at": time.time(),
     }
     with store.write("labels", task.labels_key, attrs) as writer:
         writer.create("labels", ArraySpec(config.max_speakers, "uint8", CHUNK_FRAMES, default_codec()))
-        writer.append("labels", labels.activity)
-    return labels.speakers, notes
+        writer.append("labels", activity)
+    return speakers, notes
 
 
-def _inside_uem(segments: list[Segment], uem: list[tuple[float, float]] | None, path: str) -> list[Segment]:
+def _inside_uem(segments: list[Segment], uem: list[tuple[float, float]] | None, path: str,
+                duration_s: float | None = None) -> list[Segment]:
     """Turns cut to the UEM's scored regions (all turns when there is no UEM)."""
     if not uem:
         return segments
-    if sum(end - start for start, end in uem) <= 0:
-        raise AgencerdasError(f"{path}: its UEM excludes the whole recording; fix the UEM or remove it")
+    end_s = float("inf") if duration_s is None else duration_s
+    if sum(max(0.0, min(end, end_s) - start) for start, end in uem) <= 0:
+        raise AgencerdasError(
+            f"{path}: its UEM excludes the whole recording (no scored time inside its {end_s:.2f} s); "
+            "fix the UEM or remove it"
+        )
     cut = []
     for seg in segments:
         for start, end in uem:

@@ -5,6 +5,7 @@ Imports neither ``pipeline`` nor ``training``.
 
 from .errors import AgencerdasError
 from .keys import FORMAT_VERSION, content_key, feature_key, hash_file, label_key
+from .options import parse_storage_options
 from .store import ArraySpec, Store, VerifyReport
 from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
 from .windows import EntryReader, downsample_features, downsample_labels, read_rows
@@ -25,6 +26,7 @@ __all__ = [
     "hash_file",
     "label_key",
     "load_view",
+    "parse_storage_options",
     "read_rows",
     "referenced_keys",
     "save_view",

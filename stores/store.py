@@ -14,7 +14,8 @@ An entry exists for readers only when its ``commit.json`` exists. On a local
 filesystem the whole group is written under ``_tmp/`` and renamed into place, so
 a crash leaves at most an orphan in ``_tmp/``; on object storage, where rename is
 not atomic, the group is written in place and the marker is the last object
-written. ``verify`` reports both kinds of leftovers; ``gc`` removes them.
+written (and the first one deleted). ``verify`` reports both kinds of leftovers;
+``gc`` removes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,12 +37,23 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import AgencerdasError
+from .options import check_no_credentials
 
 KINDS = ("features", "labels")
 COMMIT = "commit.json"
 STORE_FORMAT = "agencerdas-store"
 #: Layout version of the store; a reader refuses a store written by a newer one.
 STORE_VERSION = 1
+#: ``gc`` leaves ``_tmp/`` orphans and temporary view files younger than this alone by default:
+#: they may be writes still in progress in another process (``verify`` reports them whatever their age).
+TMP_MIN_AGE_S = 3600.0
+_MARKER_TMP = ".store.json."
+
+
+def _is_marker_tmp(path: str) -> bool:
+    """Whether ``path`` is the temporary file of a store.json being created."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith(_MARKER_TMP) and name.endswith(".tmp")
 
 
 @dataclass(frozen=True)
@@ -55,13 +67,21 @@ class ArraySpec:
 
 
 def zarr_store(fs: fsspec.AbstractFileSystem, path: str, read_only: bool) -> zarr.abc.store.Store:
-    """A Zarr store object for ``path`` on ``fs`` (a plain LocalStore on local disk, faster than fsspec)."""
+    """A Zarr store object for ``path`` on ``fs`` (a plain LocalStore on local disk, faster than fsspec).
+
+    Zarr drives fsspec from its own event loop, so it needs a filesystem created
+    with ``asynchronous=True`` (what ``FsspecStore.from_url`` builds): an async
+    implementation such as s3fs is re-instantiated that way with the same options
+    (fsspec caches the instance, so connections are reused), a synchronous one is wrapped.
+    """
     if isinstance(fs, LocalFileSystem):
         return zarr.storage.LocalStore(path, read_only=read_only)
     if not fs.async_impl:
         from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
         fs = AsyncFileSystemWrapper(fs, asynchronous=True)
+    elif not fs.asynchronous:
+        fs = type(fs)(*fs.storage_args, **{**fs.storage_options, "asynchronous": True})
     return zarr.storage.FsspecStore(fs, path=path, read_only=read_only)
 
 
@@ -133,13 +153,23 @@ class Store:
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None, create: bool = True):
         self.url = str(url)
         self.storage_options = dict(storage_options or {})
+        check_no_credentials(self.storage_options)
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         except (ImportError, ValueError) as exc:
             raise AgencerdasError(f"cannot open store {self.url!r}: {exc}") from None
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
-        self._open_or_create(create)
+        try:
+            self._open_or_create(create)
+        except AgencerdasError:
+            raise
+        except Exception as exc:  # the backend's own types: no credentials, endpoint unreachable, access denied
+            protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+            hint = (" (credentials come from the environment: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                    "or ~/.aws; the endpoint from --storage-option endpoint_url=URL or AWS_ENDPOINT_URL)"
+                    if "s3" in protocols else "")
+            raise AgencerdasError(f"cannot open store {self.url}: {type(exc).__name__}: {exc}{hint}") from exc
 
     def _open_or_create(self, create: bool) -> None:
         marker = f"{self.root}/store.json"
@@ -150,25 +180,48 @@ class Store:
                 info = json.loads(self.fs.cat_file(marker))
             except ValueError as exc:
                 raise AgencerdasError(f"{self.url}: store.json is damaged ({exc}); restore it or use a new store") from None
+            info = info if isinstance(info, dict) else {}
             if info.get("format") != STORE_FORMAT:
                 raise AgencerdasError(f"{self.url} is not an agencerdas store (store.json format {info.get('format')!r})")
-            if int(info.get("version", 0)) > STORE_VERSION:
+            version = info.get("version", 0)
+            if not isinstance(version, int) or version > STORE_VERSION:
                 raise AgencerdasError(
-                    f"store {self.url} has layout version {info['version']}, newer than this agencerdas "
+                    f"store {self.url} has layout version {version!r}, newer than this agencerdas "
                     f"understands ({STORE_VERSION}); upgrade agencerdas to read it"
                 )
             return
         if not create:
             raise AgencerdasError(f"no agencerdas store at {self.url}; run `agencerdas features` to build one")
-        if self.local and os.path.isdir(self.root) and os.listdir(self.root):
+        if [p for p in self._listing(self.root) if not _is_marker_tmp(p)]:
+            if self.exists(marker):  # another process created the store meanwhile
+                return self._open_or_create(create=False)
             raise AgencerdasError(
                 f"{self.url} is a non-empty directory without store.json; choose an empty or new directory for the store"
             )
         try:
             self.fs.makedirs(self.root, exist_ok=True)
-            self.fs.pipe_file(marker, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+            payload = json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode()
+            if self.local:
+                # Written aside and linked into place: a crash never leaves half a marker, and of two
+                # processes creating one store the first wins and the second reads its marker.
+                tmp = f"{self.root}/{_MARKER_TMP}{uuid.uuid4().hex[:8]}.tmp"
+                try:
+                    with open(tmp, "wb") as handle:
+                        handle.write(payload)
+                    try:
+                        os.link(tmp, marker)
+                    except FileExistsError:
+                        pass
+                    except OSError:  # no hard links on this filesystem: an atomic replace, same bytes
+                        os.replace(tmp, marker)
+                finally:
+                    with suppress(OSError):
+                        os.unlink(tmp)
+            else:
+                self.fs.pipe_file(marker, payload)
         except OSError as exc:
             raise AgencerdasError(f"cannot create store at {self.url}: {exc}") from None
+        self._open_or_create(create=False)
 
     # ----------------------------------------------------------------- entries
 
@@ -179,9 +232,32 @@ class Store:
             raise AgencerdasError(f"{key!r} is not a content key (expected lowercase hex)")
         return f"{self.root}/{kind}/{key}"
 
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists in storage now.
+
+        Other processes write the same store, so listings that the filesystem cached
+        (s3fs, gcsfs keep them) are dropped first: they would hide their new objects.
+        """
+        self.fs.invalidate_cache(path)
+        return self.fs.exists(path)
+
+    def _listing(self, path: str) -> list[str]:
+        """Full paths directly under ``path`` as storage has them now, [] when it does not exist."""
+        self.fs.invalidate_cache(path)
+        try:
+            return sorted(p.rstrip("/") for p in self.fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+
+    def _remove(self, path: str) -> None:
+        """Delete an entry (or leftover) so no reader ever sees a marker over missing data: marker first."""
+        if self.exists(f"{path}/{COMMIT}"):
+            self.fs.rm(f"{path}/{COMMIT}")
+        self.fs.rm(path, recursive=True)
+
     def has(self, kind: str, key: str) -> bool:
         """Whether a committed entry ``kind/key`` exists (uncommitted leftovers do not count)."""
-        return self.fs.exists(f"{self._path(kind, key)}/{COMMIT}")
+        return self.exists(f"{self._path(kind, key)}/{COMMIT}")
 
     @contextmanager
     def write(self, kind: str, key: str, attrs: dict[str, Any]) -> Iterator[EntryWriter]:
@@ -195,37 +271,55 @@ class Store:
                     w.append("feats", block)
 
         If another process committed the same key meanwhile, ours is discarded
-        (keys are content hashes, so both are identical).
+        (keys are content hashes, so both are identical). On object storage a
+        committed entry is never written over: a second writer of a committed key
+        writes to ``_tmp/`` and discards it.
         """
         final = self._path(kind, key)
-        target = f"{self.root}/_tmp/{kind}-{key}-{uuid.uuid4().hex[:8]}" if self.local else final
-        if not self.local and self.fs.exists(final):
+        scratch = f"{self.root}/_tmp/{kind}-{key}-{uuid.uuid4().hex[:8]}"
+        in_place = not self.local and not self.has(kind, key)
+        target = final if in_place else scratch
+        if in_place and self.exists(final):
             self.fs.rm(final, recursive=True)  # an uncommitted leftover of a crashed writer
         try:
             group = zarr.open_group(store=zarr_store(self.fs, target, read_only=False), mode="w")
             group.attrs.update(attrs)
             writer = EntryWriter(group)
             yield writer
+            if self.local and not os.path.exists(f"{target}/zarr.json"):
+                raise AgencerdasError(
+                    f"the temporary files of {kind} entry {key} vanished while it was written (a concurrent "
+                    "`agencerdas store gc --all`?); nothing was committed, rerun to write it"
+                )
             commit = {"kind": kind, "key": key, "arrays": writer.manifest(), "committed_at": time.time()}
             self.fs.pipe_file(f"{target}/{COMMIT}", json.dumps(commit).encode())
         except BaseException:
             if self.local:
                 shutil.rmtree(target, ignore_errors=True)
+            elif not in_place:
+                with suppress(OSError):  # best effort: gc removes whatever is left in _tmp/
+                    self.fs.rm(target, recursive=True)
             raise
+        if not self.local and not in_place:
+            self._remove(target)  # the key was committed before we started: ours is a duplicate
         if self.local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            for attempt in range(2):
-                try:
-                    os.rename(target, final)
-                    break
-                except OSError:
-                    if self.has(kind, key):
-                        shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                for attempt in range(2):
+                    try:
+                        os.rename(target, final)
                         break
-                    if attempt or not os.path.isdir(final):
-                        raise
-                    # An uncommitted leftover (an interrupted copy or gc) holds the name: replace it.
-                    shutil.rmtree(final, ignore_errors=True)
+                    except OSError:
+                        if self.has(kind, key):
+                            shutil.rmtree(target, ignore_errors=True)
+                            break
+                        if attempt or not os.path.isdir(final):
+                            raise
+                        # An uncommitted leftover (an interrupted copy or gc) holds the name: replace it.
+                        shutil.rmtree(final, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # e.g. no space for the directory: leave no orphan
+                raise
 
     def open(self, kind: str, key: str) -> zarr.Group:
         """The committed entry ``kind/key`` as a read-only Zarr group."""
@@ -242,23 +336,19 @@ class Store:
     def keys(self, kind: str) -> list[str]:
         """Keys of committed ``kind`` entries, sorted."""
         base = f"{self.root}/{kind}"
-        if not self.fs.exists(base):
-            return []
-        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
-        return [name for name in names if self.fs.exists(f"{base}/{name}/{COMMIT}")]
+        names = [p.rsplit("/", 1)[-1] for p in self._listing(base)]
+        return [name for name in names if self.exists(f"{base}/{name}/{COMMIT}")]
 
     def _leftovers(self) -> list[tuple[str, str]]:
-        """Paths that no reader trusts: ``_tmp`` orphans and groups without a commit marker."""
-        found = []
-        tmp = f"{self.root}/_tmp"
-        if self.fs.exists(tmp):
-            found += [(p, "orphan of an interrupted write") for p in self.fs.ls(tmp, detail=False)]
+        """Paths that no reader trusts: ``_tmp`` orphans, temporary view and marker files, and groups
+        without a commit marker."""
+        found = [(p, "orphan of an interrupted write") for p in self._listing(f"{self.root}/_tmp")]
+        found += [(p, "interrupted view write") for p in self._listing(f"{self.root}/views") if p.endswith(".tmp")]
+        found += [(p, "interrupted store creation") for p in self._listing(self.root) if _is_marker_tmp(p)]
         for kind in KINDS:
-            base = f"{self.root}/{kind}"
-            if self.fs.exists(base):
-                for path in self.fs.ls(base, detail=False):
-                    if not self.fs.exists(f"{path.rstrip('/')}/{COMMIT}"):
-                        found.append((path, "partial entry without commit marker"))
+            for path in self._listing(f"{self.root}/{kind}"):
+                if not self.exists(f"{path}/{COMMIT}"):
+                    found.append((path, "partial entry without commit marker"))
         return found
 
     def verify(self, checksums: bool = True) -> VerifyReport:
@@ -283,19 +373,42 @@ class Store:
                     report.problems.append((path, f"unreadable: {type(exc).__name__}: {exc}"))
         return report
 
-    def gc(self, keep: set[str] | None = None, dry_run: bool = False) -> list[str]:
+    def gc(self, keep: set[str] | None = None, dry_run: bool = False, min_age_s: float = TMP_MIN_AGE_S) -> list[str]:
         """Remove leftovers and, when ``keep`` is given, committed entries whose key is not in it.
 
         ``keep`` is usually :meth:`referenced_keys` (every entry some view names).
+        ``_tmp/`` orphans and temporary view or marker files may be writes still in progress
+        in another process: only those unchanged for ``min_age_s`` seconds go (0: all of them).
+        On object storage entries are written in place, so the same holds for partial entries.
         Returns the removed (or, with ``dry_run``, removable) paths.
         """
-        doomed = [path for path, _ in self._leftovers()]
+        doomed = [path for path, reason in self._leftovers()
+                  if (self.local and reason.startswith("partial entry")) or self._idle_s(path) >= min_age_s]
         if keep is not None:
             doomed += [self._path(kind, key) for kind in KINDS for key in self.keys(kind) if key not in keep]
         if not dry_run:
             for path in doomed:
-                self.fs.rm(path, recursive=True)
+                with suppress(FileNotFoundError):  # a concurrent gc got there first
+                    self._remove(path)
         return doomed
+
+    def _idle_s(self, path: str) -> float:
+        """Seconds since anything at or under ``path`` last changed (infinite when storage cannot tell)."""
+        newest = 0.0
+        if self.local:
+            for dirpath, _, filenames in os.walk(path):
+                for name in [dirpath, *(os.path.join(dirpath, f) for f in filenames)]:
+                    with suppress(OSError):
+                        newest = max(newest, os.lstat(name).st_mtime)
+            with suppress(OSError):
+                newest = max(newest, os.lstat(path).st_mtime)
+        else:
+            try:
+                for name in self.fs.find(path) or [path]:
+                    newest = max(newest, self.fs.modified(name).timestamp())
+            except (NotImplementedError, OSError, ValueError, AttributeError):
+                return float("inf")
+        return time.time() - newest if newest else float("inf")
 
     # ------------------------------------------------------------------- views
 
@@ -310,20 +423,29 @@ class Store:
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp)  # e.g. disk full: no half-written temporary file stays behind
+                raise
         else:
             self.fs.pipe_file(path, data)  # a single object PUT is atomic on object stores
 
     def get_json(self, path: str) -> dict[str, Any]:
-        return json.loads(self.fs.cat_file(path))
+        try:
+            payload = json.loads(self.fs.cat_file(path))
+        except ValueError as exc:
+            raise AgencerdasError(f"{path} is damaged ({exc}); rewrite it (`agencerdas features` rewrites a view)") from None
+        if not isinstance(payload, dict):
+            raise AgencerdasError(f"{path} is damaged (a JSON object was expected)")
+        return payload
 
     def view_names(self) -> list[str]:
-        base = f"{self.root}/views"
-        if not self.fs.exists(base):
-            return []
-        return sorted(p.rsplit("/", 1)[-1][: -len(".json")] for p in self.fs.ls(base, detail=False) if p.endswith(".json"))
+        paths = self._listing(f"{self.root}/views")
+        return [p.rsplit("/", 1)[-1][: -len(".json")] for p in paths if p.endswith(".json")]
 
 
 def _check_array(array: zarr.Array, expected: dict[str, Any], checksums: bool) -> str | None:

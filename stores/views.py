@@ -51,17 +51,20 @@ class DatasetView:
 
         Recordings are ranked by a seeded hash of their id, so the split depends
         only on the ids and the seed, never on directory order or machine. With two
-        or more labelled recordings, validation gets at least one.
+        or more labelled recordings, validation gets at least one; pseudo-labelled
+        recordings are always in train.
         """
         ids = sorted(self.recordings)
         if part == "all":
             return ids
         if part not in ("train", "validation"):
             raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
-        ranked = sorted(ids, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
-        n_val = round(self.validation_fraction * len(ids))
-        if self.validation_fraction > 0 and len(ids) >= 2:
-            n_val = min(max(n_val, 1), len(ids) - 1)
+        # Validation is scored against references, so recordings with pseudo labels always train.
+        candidates = [rec for rec in ids if not self.recordings[rec].pseudo]
+        ranked = sorted(candidates, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
+        n_val = round(self.validation_fraction * len(candidates))
+        if self.validation_fraction > 0 and len(candidates) >= 2:
+            n_val = min(max(n_val, 1), len(candidates) - 1)
         validation = set(ranked[:n_val])
         return [rec for rec in ids if (rec in validation) == (part == "validation")]
 
@@ -80,21 +83,28 @@ class DatasetView:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> "DatasetView":
-        if int(payload.get("version", 0)) > VIEW_VERSION:
+        version = payload.get("version", 0)
+        if not isinstance(version, int) or version > VIEW_VERSION:
             raise AgencerdasError(
-                f"view {payload.get('name')!r} has version {payload['version']}, newer than this agencerdas "
+                f"view {payload.get('name')!r} has version {version!r}, newer than this agencerdas "
                 f"understands ({VIEW_VERSION}); upgrade agencerdas"
             )
-        recordings = {rec: ViewRecording(**fields) for rec, fields in payload["recordings"].items()}
-        return cls(
-            name=payload["name"],
-            recordings=recordings,
-            feature_config=payload["feature_config"],
-            label_config=payload["label_config"],
-            validation_fraction=payload["validation_fraction"],
-            split_seed=payload["split_seed"],
-            created_at=payload["created_at"],
-        )
+        try:
+            recordings = {rec: ViewRecording(**fields) for rec, fields in payload["recordings"].items()}
+            return cls(
+                name=payload["name"],
+                recordings=recordings,
+                feature_config=payload["feature_config"],
+                label_config=payload["label_config"],
+                validation_fraction=payload["validation_fraction"],
+                split_seed=payload["split_seed"],
+                created_at=payload["created_at"],
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise AgencerdasError(
+                f"view {payload.get('name')!r} is damaged or not a view ({type(exc).__name__}: {exc}); "
+                "rerun `agencerdas features` to rewrite it"
+            ) from None
 
 
 def save_view(store: Store, view: DatasetView) -> str:
@@ -107,7 +117,7 @@ def save_view(store: Store, view: DatasetView) -> str:
 def load_view(store: Store, name: str) -> DatasetView:
     """The view ``name`` of ``store``; the error lists the views that exist."""
     path = store.view_path(name)
-    if not store.fs.exists(path):
+    if not store.exists(path):
         known = ", ".join(store.view_names()) or "none"
         raise AgencerdasError(
             f"store {store.url} has no view {name!r} (views: {known}); `agencerdas features` writes one"

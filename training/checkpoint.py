@@ -24,7 +24,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        torch.save({"version": CHECKPOINT_VERSION, **payload}, tmp)
+        with open(tmp, "wb") as handle:
+            torch.save({"version": CHECKPOINT_VERSION, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, or a power cut could leave an empty last.pt
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -41,9 +44,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise AgencerdasError(f"{path}: not a readable agencerdas checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or "version" not in payload or "config" not in payload:
         raise AgencerdasError(f"{path}: not an agencerdas checkpoint")
-    if payload["version"] > CHECKPOINT_VERSION:
+    if not isinstance(payload["version"], int) or payload["version"] > CHECKPOINT_VERSION:
         raise AgencerdasError(
-            f"{path}: checkpoint version {payload['version']} is newer than this agencerdas supports "
+            f"{path}: checkpoint version {payload['version']!r} is newer than this agencerdas supports "
             f"({CHECKPOINT_VERSION}); upgrade agencerdas"
         )
     return payload

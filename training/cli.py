@@ -31,6 +31,7 @@ def _features(args: argparse.Namespace) -> int:
         rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None,
         uem_dir=Path(args.uem_dir) if args.uem_dir else None,
         jobs=args.jobs,
+        pseudo_labels=args.pseudo_labels,
         view=args.view,
         validation_fraction=args.validation_fraction,
         split_seed=args.split_seed,
@@ -38,6 +39,7 @@ def _features(args: argparse.Namespace) -> int:
         label_config=LabelConfig(max_speakers=args.max_speakers),
         storage_options=_storage_options(args.storage_option),
         progress=not args.quiet,
+        scheduler=args.scheduler,
     )
     summary = build_features(request)
     print(summary.format())
@@ -63,7 +65,8 @@ def _store(args: argparse.Namespace) -> int:
         for path, reason in report.problems:
             print(f"  {path}: {reason}")
         return 0 if report.ok else 1
-    removed = store.gc(keep=None if args.keep_unreferenced else referenced_keys(store), dry_run=args.dry_run)
+    removed = store.gc(keep=None if args.keep_unreferenced else referenced_keys(store), dry_run=args.dry_run,
+                       min_age_s=0.0 if args.all else 60.0 * args.min_age)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(removed)} path(s) from {store.url}")
     for path in removed:
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--rttm-dir", help="where RTTM files are (default: AUDIO_DIR)")
     feats.add_argument("--uem-dir", help="where UEM files are (default: AUDIO_DIR)")
     feats.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    feats.add_argument("--scheduler", metavar="tcp://HOST:PORT|local",
+                       help="run the tasks on this Dask cluster ('local': a LocalCluster of --jobs workers here)")
     feats.add_argument("--view", default="default", help="name of the dataset view to write")
     feats.add_argument("--validation-fraction", type=float, default=0.1)
     feats.add_argument("--split-seed", type=int, default=0)
@@ -162,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--max-speakers", type=int, default=4)
     feats.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     feats.add_argument("--quiet", action="store_true", help="no progress bar")
+    feats.add_argument("--pseudo-labels", action="store_true",
+                       help="label recordings without RTTM by energy VAD + clustering (flagged pseudo)")
     feats.add_argument("--summary-json", help="also write the run summary as JSON here")
     feats.set_defaults(func=_features)
 
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--fast", action="store_true", help="verify: skip re-reading arrays for checksums")
     store.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
     store.add_argument("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes")
+    store.add_argument("--min-age", type=float, default=60.0, metavar="MINUTES",
+                       help="gc: remove temporary files (_tmp/ orphans, view temp files) only when unchanged this long, "
+                            "since younger ones may be writes in progress in another process (default 60)")
+    store.add_argument("--all", action="store_true",
+                       help="gc: remove temporary files whatever their age (only when no other process writes the store)")
     store.set_defaults(func=_store)
 
     tr = sub.add_parser("train", help="train SA-EEND on windows streamed from a store")

@@ -117,7 +117,8 @@ class WindowPlan(Sampler[list[Window]]):
                 windows += [group[i] for i in rng.permutation(len(group))]
         batches = [windows[i : i + self.batch] for i in range(0, len(windows), self.batch)]
         if self.world > 1 and len(batches) % self.world:
-            batches += batches[: self.world - len(batches) % self.world]
+            # Cycle, not slice: with fewer batches than ranks a slice would leave some ranks short (a DDP hang).
+            batches += [batches[i % len(batches)] for i in range(self.world - len(batches) % self.world)]
         return batches
 
     def __len__(self) -> int:

@@ -133,6 +133,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, data: Data, out_dir: Path, rt: Runtime, resume: bool, progress: bool):
         self.cfg, self.data, self.out, self.rt, self.progress = cfg, data, Path(out_dir), rt, progress
+        if resume and not (self.out / "last.pt").is_file():
+            raise AgencerdasError(f"cannot resume: {self.out / 'last.pt'} does not exist; drop --resume to start a new run")
         ckpt = load_checkpoint(self.out / "last.pt") if resume else None
         if ckpt:
             _check_resume(cfg, ckpt, data, rt.world)

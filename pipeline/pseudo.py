@@ -1,0 +1,104 @@
+"""Pseudo labels for recordings without annotations: energy VAD + agglomerative speaker clustering.
+
+Method (all from the stored log-mel features, nothing downloaded):
+
+1. **Speech activity.** Frame log-energy is the log of the summed mel power. The noise
+   floor is its 10th percentile; a frame is speech when it exceeds the floor by
+   ``vad_margin_db``. A median filter of ``vad_smooth_frames`` removes blips and fills gaps.
+2. **Embeddings.** Speech is cut into windows of ``embed_frames`` with hop ``embed_hop``
+   (1 s / 0.5 s by default); each window is described by the mean and standard deviation
+   of its MFCCs c1..c``n_mfcc`` (DCT of the mean-normalised log-mel; c0, the loudness,
+   left out), standardised over the recording and L2-normalised.
+3. **Clustering.** Average-linkage agglomerative clustering on cosine distance
+   (scipy), cut at ``cluster_threshold``, and never more than ``max_speakers`` clusters.
+   Every speech frame takes the cluster of the nearest window centre; pseudo labels
+   have no overlapped speech.
+
+The method and its settings are part of the labels key and the entry is marked
+``pseudo: true`` everywhere it appears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.fft import dct
+from scipy.ndimage import median_filter
+
+from stores.errors import AgencerdasError
+
+METHOD = "energy-vad+stats-ahc"
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """Settings of the pseudo-labelling method (frames are 10 ms base frames)."""
+
+    vad_margin_db: float = 12.0
+    vad_smooth_frames: int = 31
+    embed_frames: int = 100
+    embed_hop: int = 50
+    n_mfcc: int = 20
+    cluster_threshold: float = 1.0
+    max_speakers: int = 4
+
+    def to_dict(self) -> dict:
+        return {"method": METHOD, **asdict(self)}
+
+
+def speech_activity(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
+    """Boolean speech mask (frames,) from log-mel features (frames, n_mels)."""
+    energy_db = 10 / np.log(10) * np.log(np.exp(logmel.astype(np.float64)).sum(axis=1) + 1e-20)
+    floor = np.percentile(energy_db, 10)
+    speech = energy_db > floor + config.vad_margin_db
+    return median_filter(speech.astype(np.uint8), size=config.vad_smooth_frames, mode="nearest").astype(bool)
+
+
+def _embeddings(logmel: np.ndarray, speech: np.ndarray, config: PseudoConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(window centres in frames (W,), embeddings (W, 2 * n_mfcc)) of windows that are mostly speech."""
+    normalised = logmel.astype(np.float32) - logmel[speech].mean(axis=0)
+    feats = dct(normalised, axis=1, norm="ortho")[:, 1 : config.n_mfcc + 1]
+    centres, vectors = [], []
+    last = max(1, len(feats) - config.embed_frames + 1)
+    for start in range(0, last, config.embed_hop):
+        window = slice(start, start + config.embed_frames)
+        voiced = speech[window]
+        if voiced.mean() < 0.5:
+            continue
+        frames = feats[window][voiced]
+        centres.append(start + config.embed_frames // 2)
+        vectors.append(np.concatenate([frames.mean(axis=0), frames.std(axis=0)]))
+    if not vectors:
+        return np.zeros(0, dtype=int), np.zeros((0, 2 * feats.shape[1]), dtype=np.float32)
+    vectors = np.asarray(vectors)
+    vectors = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-6)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
+    return np.asarray(centres), vectors
+
+
+def pseudo_labels(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
+    """Pseudo speaker activity (frames, config.max_speakers) uint8 for one recording.
+
+    Raises AgencerdasError when the recording holds no detectable speech.
+    """
+    speech = speech_activity(logmel, config)
+    if not speech.any():
+        raise AgencerdasError("no speech detected for pseudo labels (silent or very noisy recording)")
+    centres, vectors = _embeddings(logmel, speech, config)
+    activity = np.zeros((len(logmel), config.max_speakers), dtype=np.uint8)
+    if len(vectors) < 2:
+        activity[speech, 0] = 1
+        return activity
+    tree = linkage(vectors, method="average", metric="cosine")
+    clusters = fcluster(tree, t=config.cluster_threshold, criterion="distance")
+    if clusters.max() > config.max_speakers:
+        clusters = fcluster(tree, t=config.max_speakers, criterion="maxclust")
+    # Relabel clusters by first appearance, like annotated speakers.
+    _, first = np.unique(clusters, return_index=True)
+    order = {c: i for i, c in enumerate(clusters[np.sort(first)])}
+    frame_idx = np.flatnonzero(speech)
+    nearest = np.abs(frame_idx[:, None] - centres[None, :]).argmin(axis=1)
+    activity[frame_idx, [order[c] for c in clusters[nearest]]] = 1
+    return activity

@@ -1,0 +1,191 @@
+"""Hostile names and values: recording ids, speakers and config values are data, never paths or shell
+text; and files written by a newer agencerdas (store, view, checkpoint) are refused clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from pipeline import FeaturesRequest, build_features
+from pipeline.rttm import Segment, file_safe, format_rttm, rttm_safe, write_rttm
+from stores import Store, load_view
+from tests.builders import make_corpus, render
+from tests.reliability.helpers import ROOT, assert_no_traceback, assert_valid_rttm
+from training.cli import main
+
+SHELL = "$(touch PWNED) `touch PWNED2`"
+NEWLINE = "line\nbreak\ttab"
+SPEAKERS = ["$(rm${IFS}-rf${IFS}~)", "`touch${IFS}PWNED3`", "../../etc/passwd", ";ls;"]
+TINY = ["DIM=16", "BLOCKS=1", "HEADS=2", "WINDOW=40", "NUM_WORKERS=0", "DER_EVERY=0", "DEVICE=cpu"]
+
+
+def _no_pwned(*roots: Path) -> None:
+    """No file a shell would have created: under the test's directories, and in the repository root."""
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            assert not any(n.startswith("PWNED") for n in filenames + dirnames), dirpath
+    assert not any(n.startswith("PWNED") for n in os.listdir(ROOT))
+
+
+def _store_layout_is_keys_only(path: Path) -> None:
+    """Nothing under the store is named after a recording, speaker or path from an input."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        rel = Path(dirpath).relative_to(path).parts
+        if len(rel) == 1 and rel[0] in ("features", "labels"):
+            assert all(len(d) == 32 and all(c in "0123456789abcdef" for c in d) for d in dirnames), dirnames
+        if rel == ("views",):
+            assert filenames == ["default.json"]
+        if not rel:
+            assert set(dirnames) <= {"features", "labels", "views", "_tmp"} and filenames == ["store.json"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    audio, rttm = root / "audio", root / "rttm"
+    (audio / "sub").mkdir(parents=True)
+    rttm.mkdir()
+    turns = [Segment(0.2 + 0.5 * i, 0.4, speaker) for i, speaker in enumerate(SPEAKERS)]
+    names = {"..x": audio / "sub" / "..x.wav", SHELL: audio / f"{SHELL}.wav", NEWLINE: audio / f"{NEWLINE}.wav",
+             "-rf ~": audio / "-rf ~.wav"}
+    for i, (rec, path) in enumerate(names.items()):
+        sf.write(path, render([], 2.5, 16000, i), 16000)
+        write_rttm(rttm / f"{file_safe(rec)}.rttm", rec, turns)
+    (rttm / "evil_ids.rttm").write_text(
+        "SPEAKER ../../x 1 0.0 1.0 <NA> <NA> alice <NA> <NA>\nSPEAKER sub/..x 1 0.0 1.0 <NA> <NA> bob <NA> <NA>\n")
+    return root, audio, rttm, names
+
+
+def test_hostile_recording_ids_and_speakers_are_stored_and_reported_as_data(hostile, tmp_path, monkeypatch):
+    root, audio, rttm, names = hostile
+    monkeypatch.chdir(tmp_path)  # where a `touch PWNED` run by a shell would land
+    store_path = tmp_path / "store"
+    summary = build_features(FeaturesRequest(audio, str(store_path), rttm_dir=rttm, progress=False))
+    reasons = [reason for _, reason in summary.failures]
+    assert len(reasons) == 2 and all(Path(p).name == "evil_ids.rttm" for p, _ in summary.failures), summary.failures
+    assert any("'../../x'" in r for r in reasons) and any("'sub/..x'" in r for r in reasons)
+    report = summary.format()
+    for rec, path in names.items():
+        assert str(path) not in report  # good recordings are not listed as failures ...
+    store = Store(store_path, create=False)
+    view = load_view(store, "default")
+    assert sorted(view.recordings) == sorted(names)  # ... and are stored under their literal names
+    for rec, entry in view.recordings.items():
+        assert entry.speakers == SPEAKERS and entry.source == str(names[rec])
+        assert store.attrs("features", entry.features)["recording_id"] == rec
+        assert store.attrs("labels", entry.labels)["speakers"] == SPEAKERS
+        rows = assert_valid_rttm(format_rttm(rec, [Segment(0.1 + i, 0.5, s) for i, s in enumerate(SPEAKERS)]))
+        assert {r[1] for r in rows} == {rttm_safe(rec)} and [r[7] for r in rows] == [rttm_safe(s) for s in SPEAKERS]
+        target = (tmp_path / "out" / f"{file_safe(rec)}.rttm").resolve()
+        assert target.parent == (tmp_path / "out").resolve() and not target.name.startswith(".")
+    assert store.verify().ok
+    _store_layout_is_keys_only(store_path)
+    _no_pwned(tmp_path, root)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A one-step model: enough to run diarize end to end (quality is not the point)."""
+    from training.config import resolve
+    from training.loop import train
+
+    root = tmp_path_factory.mktemp("model")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENCERDAS_CACHE_DIR", str(root / "cache"))
+        audio, rttm = make_corpus(root / "corpus", n=3, seconds=6.0, formats=("wav",), rates=(16000,))
+        assert build_features(FeaturesRequest(audio, str(root / "store"), rttm_dir=rttm, progress=False)).ok
+        train(resolve("optimized", [*TINY, "MAX_STEPS=1", "EPOCHS=1"]), str(root / "store"), "default", root / "run",
+              progress=False)
+    return root
+
+
+def test_diarize_writes_valid_rttm_inside_out_for_hostile_file_names(hostile, tiny_model, tmp_path, monkeypatch,
+                                                                      capsys):
+    root, audio, rttm, names = hostile
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    files = [str(p) for p in names.values()]
+    rc = main(["diarize", *files, "--model", str(tiny_model / "run" / "best.pt"), "--out", str(out), "--store",
+               str(tmp_path / "store"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    assert_no_traceback(captured.out, captured.err)
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{file_safe(rec)}.rttm" for rec in names)
+    for rec in names:
+        rows = assert_valid_rttm((out / f"{file_safe(rec)}.rttm").read_text(encoding="utf-8"))
+        assert {r[1] for r in rows} <= {rttm_safe(rec)}
+    _no_pwned(tmp_path, root)
+
+
+def test_hostile_view_names_and_config_values_are_refused_cleanly(hostile, tmp_path, capsys):
+    root, audio, rttm, _ = hostile
+    store = tmp_path / "store"
+    for view in ("../../escape", ".hidden", "a/b"):
+        assert main(["features", str(audio), "--store", str(store), "--quiet", "--view", view]) == 2
+        assert "not a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "escape.json").exists() and not (root / "escape.json").exists()
+    assert main(["train", "--store", str(store), "--out", str(tmp_path / "run"), "DEVICE=$(touch PWNED)"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device" in err or "no view" in err or "no agencerdas store" in err, err
+    assert main(["train", "--store", str(store), "--preset", "$(touch PWNED)", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    _no_pwned(tmp_path)
+
+
+# ------------------------------------------------------------------------ newer format versions
+
+
+def _bump(path: Path, field: str = "version") -> None:
+    payload = json.loads(path.read_text())
+    payload[field] = payload.get(field, 1) + 1
+    path.write_text(json.dumps(payload))
+
+
+def test_store_view_and_checkpoint_of_a_newer_version_are_refused_with_a_clear_message(tiny_model, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_model / "store", store)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model / "run", run)
+    train = ["train", "--store", str(store), "--view", "default", "--out", str(run), "--quiet", *TINY, "EPOCHS=2"]
+
+    # a checkpoint from the future: resume, diarize and evaluate refuse it
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    torch.save({**ckpt, "version": ckpt["version"] + 1}, run / "last.pt")
+    with pytest.raises(Exception, match="newer than this agencerdas supports"):
+        load_checkpoint(run / "last.pt")
+    assert main([*train, "--resume"]) == 2
+    assert "newer than this agencerdas supports" in capsys.readouterr().err
+    wav = next((tiny_model / "corpus" / "audio").iterdir())
+    assert main(["diarize", str(wav), "--model", str(run / "last.pt"), "--out", str(tmp_path / "d")]) == 2
+    assert "upgrade agencerdas" in capsys.readouterr().err
+
+    # a view from the future
+    _bump(store / "views" / "default.json")
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert "newer than this agencerdas" in err and "upgrade" in err
+    # a damaged view is a clear error too, not a traceback
+    (store / "views" / "default.json").write_text('{"name": "default", "recor')
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err and "Traceback" not in err
+
+    # a store from the future: every command that opens it refuses
+    _bump(store / "store.json")
+    for argv in (["store", "verify", "--store", str(store)], ["store", "gc", "--store", str(store)], train,
+                 ["features", str(tiny_model / "corpus" / "audio"), "--store", str(store), "--quiet"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "newer than this agencerdas understands" in err and "upgrade agencerdas" in err, err
+    assert_no_traceback(err)

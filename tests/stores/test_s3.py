@@ -1,0 +1,192 @@
+"""The store on S3: a moto server on 127.0.0.1 stands in for it; no test reaches any other address.
+
+Features written there through `build_features` read back equal to a local store;
+atomic visibility, verify and gc hold on object storage; credentials come only from
+the environment and appear nowhere in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+
+import numpy as np
+import pytest
+
+from pipeline import FeaturesRequest, build_features
+from stores import ArraySpec, EntryReader, Store, content_key, load_view
+from stores.errors import AgencerdasError
+from stores.store import default_codec
+from tests.builders import make_corpus
+from tests.same_store import assert_same_entries
+from training.cli import main
+
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "agencerdas-test"
+SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A moto S3 server on loopback for this module, stopped after it."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint, monkeypatch, tmp_path):
+    """(URL of a fresh prefix in the test bucket, storage options): credentials only in the environment."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance-metadata address
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    client = boto3.client("s3", endpoint_url=endpoint)
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/store", {"endpoint_url": endpoint}
+
+
+def put(store: Store, name: str, seed: int = 0) -> tuple[str, np.ndarray]:
+    key, array = content_key("s3-test", name), np.random.default_rng(seed).standard_normal((50, 4)).astype(np.float32)
+    with store.write("features", key, {"frames": len(array)}) as writer:
+        writer.create("feats", SPEC)
+        writer.append("feats", array[:20])
+        writer.append("feats", array[20:])
+    return key, array
+
+
+def test_features_on_s3_read_back_equal_to_a_local_store(tmp_path, s3):
+    url, options = s3
+    audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=4.0)
+    local = build_features(FeaturesRequest(audio_dir=audio, rttm_dir=rttm, store=str(tmp_path / "local"), progress=False))
+    remote = build_features(FeaturesRequest(audio_dir=audio, rttm_dir=rttm, store=url, storage_options=options,
+                                            progress=False))
+    assert local.ok and remote.ok, remote.format()
+    assert (remote.computed, remote.view_counts) == (3, local.view_counts)
+
+    on_s3, on_disk = Store(url, options, create=False), Store(tmp_path / "local", create=False)
+    assert_same_entries(on_s3, on_disk)
+    for rec in load_view(on_s3, "default").recordings.values():
+        s3_reader, disk_reader = EntryReader(on_s3, rec.features, rec.labels), EntryReader(on_disk, rec.features, rec.labels)
+        for start, frames, factor in [(0, 150, 1), (120, 300, 10), (300, 200, 15)]:  # the last runs past the end
+            for got, expected in zip(s3_reader.read(start, frames, factor), disk_reader.read(start, frames, factor)):
+                np.testing.assert_array_equal(got, expected)
+    assert on_s3.verify().ok and on_s3.gc(keep=None, dry_run=True, min_age_s=0) == []
+
+    again = build_features(FeaturesRequest(audio_dir=audio, rttm_dir=rttm, store=url, storage_options=options,
+                                           progress=False))
+    assert (again.computed, again.reused) == (0, 3)
+
+    # Neither the endpoint nor the credentials are written into the store (views, attributes, markers).
+    text = b"".join(on_s3.fs.cat_file(path) for path in on_s3.fs.find(on_s3.root) if path.endswith(".json"))
+    for secret in (options["endpoint_url"].encode(), b"testing-secret", b"storage_options", b"endpoint_url"):
+        assert secret not in text
+
+
+def test_uncommitted_entries_are_invisible_and_verify_and_gc_handle_them(s3):
+    store = Store(*s3)
+    committed, array = put(store, "committed")
+    crashed = content_key("s3-test", "crashed")
+    with pytest.raises(RuntimeError, match="killed"):
+        with store.write("features", crashed, {}) as writer:  # written in place on object storage ...
+            writer.create("feats", SPEC)
+            writer.append("feats", array)
+            raise RuntimeError("killed")  # ... and interrupted before its commit marker
+    partial = store._path("features", crashed)
+    assert store.fs.exists(f"{partial}/zarr.json")
+
+    for reader in (store, Store(*s3, create=False)):
+        assert not reader.has("features", crashed) and reader.keys("features") == [committed]
+        with pytest.raises(AgencerdasError, match="no features entry"):
+            reader.open("features", crashed)
+    report = store.verify()
+    assert report.checked == 1 and report.problems == [(partial, "partial entry without commit marker")]
+
+    assert store.gc() == []  # it may be a write in progress in another process: kept until it is old
+    assert store.gc(dry_run=True, min_age_s=0) == [partial] and store.fs.exists(partial)
+    assert store.gc(min_age_s=0) == [partial]
+    assert not store.fs.exists(partial)
+    report = store.verify()
+    assert report.ok and report.checked == 1
+    np.testing.assert_array_equal(store.open("features", committed)["feats"][:], array)
+
+    assert store.gc(keep=set(), min_age_s=0) == [store._path("features", committed)]  # unreferenced: removed
+    assert store.keys("features") == [] and store.verify().ok
+
+
+def test_verify_detects_a_missing_chunk_on_s3(s3):
+    store = Store(*s3)
+    key, _ = put(store, "chunky")
+    store.fs.rm(f"{store._path('features', key)}/feats/c/1/0")  # zarr would read it back as zeros
+    [(path, reason)] = store.verify().problems
+    assert path.endswith(f"{key}/feats") and "checksum mismatch" in reason
+    assert store.verify(checksums=False).ok
+
+
+def test_a_second_writer_never_touches_a_committed_entry(s3):
+    store = Store(*s3)
+    key, array = put(store, "twice")
+    with store.write("features", key, {"frames": 50}) as writer:  # a planner raced another run
+        writer.create("feats", SPEC)
+        writer.append("feats", np.zeros((50, 4), np.float32))
+        assert store.has("features", key)
+        np.testing.assert_array_equal(store.open("features", key)["feats"][:], array)
+    np.testing.assert_array_equal(store.open("features", key)["feats"][:], array)
+    assert store.verify().ok and store.gc(dry_run=True, min_age_s=0) == []
+
+
+def test_entries_committed_by_other_processes_are_listed(s3, endpoint):
+    store = Store(*s3)
+    first, _ = put(store, "first")
+    assert store.keys("features") == [first]  # the listing is now in s3fs's cache
+    # Another machine commits an entry: here, boto3 copies every object of the first one.
+    client, (bucket, prefix) = boto3.client("s3", endpoint_url=endpoint), store._path("features", first).split("/", 1)
+    second = content_key("s3-test", "second")
+    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
+        target = obj["Key"].replace(first, second)
+        client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": obj["Key"]})
+    assert store.keys("features") == sorted([first, second]) and store.has("features", second)
+
+
+def test_cli_store_commands_on_s3(s3, capsys):
+    url, options = s3
+    put(Store(url, options), "cli")
+    flags = ["--store", url, "--storage-option", f"endpoint_url={options['endpoint_url']}"]
+    assert main(["store", "verify", *flags]) == 0
+    assert "verified 1 committed entries" in capsys.readouterr().out
+    assert main(["store", "gc", "--dry-run", *flags]) == 0
+
+
+def test_credentials_in_storage_options_are_refused(s3):
+    url, options = s3
+    with pytest.raises(AgencerdasError, match="'secret' is a credential.*AWS_SECRET_ACCESS_KEY"):
+        Store(url, {**options, "secret": "testing-secret"})
+    with pytest.raises(AgencerdasError, match="'client_kwargs.aws_secret_access_key' is a credential"):
+        Store(url, {"client_kwargs": {"endpoint_url": options["endpoint_url"], "aws_secret_access_key": "x"}})
+    nested = Store(url, {"client_kwargs": {"endpoint_url": options["endpoint_url"]}})  # the other spelling works
+    assert json.loads(nested.fs.cat_file(f"{nested.root}/store.json"))["format"] == "agencerdas-store"
+
+
+def test_missing_credentials_are_a_clear_error(s3, monkeypatch):
+    url, options = s3
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    with pytest.raises(AgencerdasError, match="NoCredentialsError.*AWS_ACCESS_KEY_ID"):
+        Store(url, {**options, "skip_instance_cache": True})  # not the cached client that has credentials

@@ -1,0 +1,179 @@
+"""`agencerdas train` end to end on the toy store: learning, run artifacts, exact resume, precision, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from stores.errors import AgencerdasError
+from training import loop
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import PRESETS
+from training.loop import build_model
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"tensors differ: {different}"
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_each_preset_learns_and_writes_its_run(toy, tmp_path, preset):
+    """Two epochs of every preset (shrunk): the loss falls and the run directory is complete."""
+    out = tmp_path / "run"
+    history = toy.train(out, "EPOCHS=2", "LR=3e-3", "WARMUP_STEPS=1", preset=preset)
+    cfg = toy.config("EPOCHS=2", "LR=3e-3", "WARMUP_STEPS=1", preset=preset)
+
+    assert [r["epoch"] for r in history] == [1, 2]
+    first, second = history
+    assert second["train_loss"] < first["train_loss"], history
+    assert all(math.isfinite(r["val_loss"]) for r in history)
+    # Per-epoch windows: ceil(1200 / window_base_frames) per train recording, every epoch.
+    per_recording = -(-1200 // cfg.window_base_frames)
+    assert first["windows"] == second["windows"] == 5 * per_recording
+    assert second["step"] == 2 * -(-5 * per_recording // cfg.batch)
+
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["kind"] == "epoch"] == history
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    assert last["config"] == best["config"] == cfg.to_dict()
+    assert (last["epoch"], last["batch_in_epoch"], last["step"]) == (2, 0, second["step"])
+    assert last["feature_config"] == toy.view.feature_config and last["view"] == "default"
+    assert last["best"] == min(r["val_loss"] for r in history)
+    model = build_model(cfg, toy.view.feature_config["n_mels"])
+    model.load_state_dict(best["model"])  # strict: the checkpoint is the model of this config
+
+
+def test_the_loss_falls_clearly_on_the_learnable_corpus(toy, tmp_path):
+    """A few epochs take the window loss well below its first logged value, and validation follows."""
+    history = toy.train(tmp_path / "run", "EPOCHS=6", "LR=3e-3", "WARMUP_STEPS=1", "LOG_EVERY=1", "DROPOUT=0")
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "step"]
+    assert steps[0]["step"] == 1
+    assert history[-1]["train_loss"] < 0.75 * steps[0]["loss"], (steps[0], history[-1])
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    # The epoch's train loss is the mean over its batches (3, the last one short), as the last step record says.
+    for record in history:
+        last_step = [r for r in steps if r["epoch"] == record["epoch"] - 1][-1]
+        assert last_step["step"] == record["step"] == 3 * record["epoch"]
+        assert record["train_loss"] == pytest.approx(last_step["loss"], rel=1e-6)
+
+
+def _resume_matches(toy, tmp_path, overrides, stop_overrides, crash_at_step=None, monkeypatch=None):
+    """Run A straight through; run B stopped early (or crashed), then resumed; both must end identical."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    toy.train(a, *overrides)
+    if crash_at_step is None:
+        toy.train(b, *overrides, *stop_overrides)
+    else:
+        step = loop.Trainer._train_step
+
+        def crashing(self, *args):
+            if self.step == crash_at_step:
+                raise KeyboardInterrupt("simulated kill")
+            return step(self, *args)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(loop.Trainer, "_train_step", crashing)
+            with pytest.raises(KeyboardInterrupt):
+                toy.train(b, *overrides, *stop_overrides)
+    stopped = load_checkpoint(b / "last.pt")
+    resumed = toy.train(b, *overrides, resume=True)
+    end_a, end_b = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert (end_b["epoch"], end_b["step"]) == (end_a["epoch"], end_a["step"])
+    _same_weights(end_a["model"], end_b["model"])
+    for group_a, group_b in zip(end_a["optimizer"]["state"].values(), end_b["optimizer"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
+    assert end_a["scheduler"] == end_b["scheduler"]
+    return stopped, resumed
+
+
+@pytest.mark.parametrize(
+    "workers, dropout", [("NUM_WORKERS=0", "DROPOUT=0.1"), ("NUM_WORKERS=1", "DROPOUT=0.3")], ids=["inline", "worker"]
+)
+def test_resume_after_an_epoch_equals_an_uninterrupted_run(toy, tmp_path, workers, dropout):
+    # 10 windows of 4 per epoch: 3 steps; MAX_STEPS=3 stops B after its first epoch.
+    stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3", workers, dropout], ["MAX_STEPS=3"])
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 0, 3)
+    assert [r["epoch"] for r in resumed] == [2, 3]
+
+
+def test_resume_inside_an_epoch_after_max_steps(toy, tmp_path):
+    stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3"], ["MAX_STEPS=4"])
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
+    assert [r["epoch"] for r in resumed] == [2, 3]
+    assert (tmp_path / "b" / "best.pt").exists()
+
+
+def test_resume_after_a_crash_from_a_mid_epoch_checkpoint(toy, tmp_path, monkeypatch):
+    """CHECKPOINT_EVERY=2 saved step 4 (epoch 2, batch 1); the run is killed during step 6."""
+    stopped, _ = _resume_matches(toy, tmp_path, ["EPOCHS=3", "CHECKPOINT_EVERY=2", "DROPOUT=0.2"], [],
+                                 crash_at_step=5, monkeypatch=monkeypatch)
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
+
+
+def test_gradient_accumulation_closes_each_epoch_and_resumes_exactly(toy, tmp_path):
+    """3 batches per epoch with ACCUMULATE=2: two optimizer steps per epoch, nothing carried over."""
+    stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3", "ACCUMULATE=2"], ["MAX_STEPS=2"])
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 0, 2)
+    assert [r["step"] for r in resumed] == [4, 6]
+
+
+def test_bf16_autocast_trains_on_cpu(toy, tmp_path):
+    history = toy.train(tmp_path / "run", "EPOCHS=1", "PRECISION=bf16", "DER_EVERY=1")
+    record = history[0]
+    assert record["precision"] == "bf16"
+    assert all(math.isfinite(record[k]) for k in ("train_loss", "val_loss", "val_frame_error", "val_der"))
+    assert all(torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run" / "last.pt")["model"].values())
+
+
+def test_missing_store_is_an_error(toy, tmp_path):
+    with pytest.raises(AgencerdasError, match="no agencerdas store"):
+        loop.train(toy.config(), str(tmp_path / "nowhere"), "default", tmp_path / "run", progress=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_missing_view_is_an_error_listing_the_views(toy, tmp_path):
+    with pytest.raises(AgencerdasError, match=r"no view 'other'.*default"):
+        loop.train(toy.config(), toy.url, "other", tmp_path / "run", progress=False)
+
+
+def test_window_longer_than_every_recording_is_an_error(toy, tmp_path):
+    with pytest.raises(AgencerdasError, match="WINDOW"):
+        toy.train(tmp_path / "run", "WINDOW=100")  # 100 x 15 base frames > 1200
+    with pytest.raises(AgencerdasError, match="WINDOW"):
+        toy.train(tmp_path / "run", "AUDIO_CAP_S=5")  # 600 base frames > 500 after the cap
+
+
+def test_cuda_without_a_gpu_is_an_error(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(AgencerdasError, match="no CUDA"):
+        toy.train(tmp_path / "run", "DEVICE=cuda")
+    with pytest.raises(AgencerdasError, match="unknown device"):
+        toy.train(tmp_path / "run", "DEVICE=tpu")
+
+
+def test_resume_with_a_changed_model_setting_is_an_error(toy, tmp_path):
+    toy.train(tmp_path / "run", "EPOCHS=1")
+    with pytest.raises(AgencerdasError, match="changed settings dim"):
+        toy.train(tmp_path / "run", "EPOCHS=2", "DIM=32", resume=True)
+    toy.train(tmp_path / "run", "EPOCHS=2", "LOG_EVERY=1", resume=True)  # only resumable settings changed
+
+
+def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path):
+    with pytest.raises(AgencerdasError, match="cannot resume: .*last.pt does not exist"):
+        toy.train(tmp_path / "run", resume=True)
+
+
+def test_mid_epoch_checkpoint_resumes_only_with_the_same_world_size(toy, tmp_path):
+    toy.train(tmp_path / "run", "EPOCHS=2", "MAX_STEPS=1")
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ckpt["batch_in_epoch"], ckpt["world"]) == (1, 1)
+    save_checkpoint(tmp_path / "run" / "last.pt", {**ckpt, "world": 2})
+    with pytest.raises(AgencerdasError, match="same number of processes"):
+        toy.train(tmp_path / "run", "EPOCHS=2", resume=True)
