@@ -57,9 +57,15 @@ def build_child(audio_dir: str, rttm_dir: str | None, store: str, jobs: int) -> 
 
 
 def lhotse_child(audio_dir: str, out_dir: str, jobs: int, sample_rate: int, n_mels: int) -> dict[str, Any]:
-    """Lhotse's recipe: scan recordings, resample cuts, ``compute_and_store_features`` with an 80-bin Fbank."""
+    """Lhotse's recipe: scan recordings, resample cuts, ``compute_and_store_features`` with an 80-bin Fbank.
+
+    One torch thread per process with several jobs, as Lhotse itself advises.
+    """
+    import torch
     from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, RecordingSet
 
+    if jobs > 1:
+        torch.set_num_threads(1)
     start = time.perf_counter()
     recordings = RecordingSet.from_dir(audio_dir, pattern="*.*", num_jobs=jobs)
     cuts = CutSet.from_manifests(recordings=recordings).resample(sample_rate)
