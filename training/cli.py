@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_summary(cfg, out: Path, history: list[dict]) -> str:
+    """The end-of-training report: what ran, how fast, how good, where the outputs are."""
+    last = history[-1]
+    seconds = sum(r["seconds"] for r in history)
+    ders = [r["val_der"] for r in history if r.get("val_der") is not None]
+    lines = [
+        f"agencerdas train: preset {cfg.preset}, {len(history)} epoch(s) this run, {last['step']} optimizer steps "
+        f"in all, {seconds:.0f} s of training ({sum(r['windows'] for r in history) / max(seconds, 1e-9):.0f} windows/s, "
+        f"{last['precision']}, peak memory {last['peak_mem_mb']:.0f} MB)",
+        f"  train recordings {last['train_recordings']} (pseudo-labelled {last['pseudo_recordings']}, pseudo={cfg.pseudo}); "
+        f"final train loss {last['train_loss']:.4f}"
+        + (f", validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""),
+    ]
+    if ders:
+        lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best {100 * min(ders):.1f}% (pyannote.metrics, "
+                     f"collar {cfg.collar_s} s each side, overlap scored)")
+    lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl")
+    return "\n".join(lines)
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import resolve
     from .loop import train
@@ -82,11 +103,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.preset}")
     history = train(cfg, args.store, args.view, out, resume=args.resume,
                     storage_options=_storage_options(args.storage_option), progress=not args.quiet)
-    if history:
-        last = history[-1]
-        print(f"agencerdas train: {len(history)} epoch(s) of preset {cfg.preset} in {out}; "
-              f"last train loss {last['train_loss']:.4f}"
-              + (f", validation DER {100 * last['val_der']:.1f}%" if last.get("val_der") is not None else ""))
+    if history and int(os.environ.get("RANK", 0)) == 0:
+        print(train_summary(cfg, out, history))
     return 0
 
 

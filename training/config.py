@@ -55,6 +55,8 @@ class TrainConfig:
     der_every: int = 1
     collar_s: float = 0.25
     threshold: float = 0.5
+    # recordings whose labels are pseudo labels: include | exclude | weight=W (loss weight W in [0, 1])
+    pseudo: str = "include"
     median_frames: int = 11
     max_steps: int = 0  # >0: stop after this many optimizer steps (smoke tests, benchmarks)
 
@@ -67,6 +69,8 @@ class TrainConfig:
         ]
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pseudo not in ("include", "exclude") and not _is_weight(self.pseudo):
+            problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if self.heads >= 1 and self.dim % self.heads:
@@ -81,12 +85,27 @@ class TrainConfig:
             raise AgencerdasError("invalid training config: " + "; ".join(problems))
 
     @property
+    def pseudo_weight(self) -> float:
+        """Loss weight of windows from pseudo-labelled recordings (0 when excluded)."""
+        if self.pseudo == "exclude":
+            return 0.0
+        return 1.0 if self.pseudo == "include" else float(self.pseudo.partition("=")[2])
+
+    @property
     def window_base_frames(self) -> int:
         """Window length in base (10 ms) frames as read from the store."""
         return self.window * self.downsample
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _is_weight(text: str) -> bool:
+    name, _, value = text.partition("=")
+    try:
+        return name == "weight" and 0.0 <= float(value) <= 1.0
+    except ValueError:
+        return False
 
 
 #: The user's notebook numbers, as deltas over the defaults; `throughput` fills a GPU.

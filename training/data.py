@@ -134,16 +134,18 @@ class WindowDataset(Dataset):
     Returns a dict of float32 ``feats`` (window, D), float32 ``labels`` (window, S) and
     bool ``mask`` (window,) at the model frame rate; D = downsample * n_mels for ``stack``
     pooling, n_mels for ``mean``. Frames past a recording's (capped) end are zero and masked.
+    ``weight`` (scalar) is ``pseudo_weight`` for windows of pseudo-labelled recordings, else 1.
     """
 
     def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
                  downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
-                 cache_mb: int):
+                 cache_mb: int, pseudo_weight: float = 1.0):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
         self.downsample, self.window, self.pooling = downsample, window, pooling
         self.max_speakers, self.normalizer = max_speakers, normalizer
         self.cache_bytes = cache_mb * 2**20
+        self.pseudo_weight = pseudo_weight
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cached_bytes = 0
@@ -196,6 +198,7 @@ class WindowDataset(Dataset):
             "feats": torch.from_numpy(np.ascontiguousarray(downsample_features(feats, self.downsample, self.pooling))),
             "labels": torch.from_numpy(labels.astype(np.float32)),
             "mask": torch.from_numpy(downsample_labels(mask[:, None].astype(np.uint8), self.downsample)[:, 0].astype(bool)),
+            "weight": torch.tensor(self.pseudo_weight if self.recordings[index].pseudo else 1.0),
         }
 
 

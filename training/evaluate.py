@@ -143,7 +143,9 @@ def evaluate(req: EvalRequest) -> dict:
         "seed": cfg.seed, "feature_config": lm.feature_config, "store": store.url, "view": view.name,
         "view_fingerprint": view.fingerprint(), "split": "all" if req.audio_dir else req.split,
         "inference": asdict(inf), "tuned": tuned, "der": report.to_dict(), "skipped_unscored": skipped,
-        "pseudo_labels_scored": False, "timing": timing, "device": str(rt.device), "versions": _versions(),
+        "pseudo_labels_scored": False,
+        "pseudo_recordings_in_view": sorted(r for r, e in view.recordings.items() if e.pseudo),
+        "pseudo_recordings_in_training": lm.checkpoint.get("pseudo_recordings", 0), "timing": timing, "device": str(rt.device), "versions": _versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(payload, indent=1))

@@ -27,7 +27,7 @@ from stores.errors import AgencerdasError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import Normalizer, WindowDataset, WindowPlan
-from .loss import pit_bce
+from .loss import pit_bce, weighted_bce
 from .model import EEND
 from .runtime import Runtime, setup, teardown
 from .validate import validate
@@ -48,6 +48,7 @@ class Data:
     validation: list = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
     fingerprint: str = ""
+    pseudo: int = 0  # train recordings whose labels are pseudo labels
 
 
 def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
@@ -55,7 +56,9 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     store = Store(store_url, storage_options, create=False)
     view = load_view(store, view_name)
     pick = lambda part: [view.recordings[r] for r in view.split(part) if view.recordings[r].labels]  # noqa: E731
-    data = Data(store, view_name, view.feature_config, pick("train"), pick("validation"), fingerprint=view.fingerprint())
+    train = [r for r in pick("train") if not (r.pseudo and cfg.pseudo_weight == 0)]
+    data = Data(store, view_name, view.feature_config, train, pick("validation"), fingerprint=view.fingerprint())
+    data.pseudo = sum(r.pseudo for r in train)
     if not data.train:
         raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
     shift = view.feature_config["hop_length"] / view.feature_config["sample_rate"]
@@ -109,7 +112,7 @@ def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
 
 def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
     dataset = WindowDataset(data.store.url, data.store.storage_options, data.train, data.lengths, cfg.downsample,
-                            cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb)
+                            cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb, cfg.pseudo_weight)
     plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
                       rank=rt.rank, world=rt.world)
     workers = cfg.num_workers
@@ -175,7 +178,7 @@ class Trainer:
         save_checkpoint(self.out / name, {
             "config": self.cfg.to_dict(), "feature_config": self.data.feature_config,
             "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "store": self.data.store.url,
-            "normalizer": self.normalizer.to_dict(), "model": self.model.state_dict(),
+            "normalizer": self.normalizer.to_dict(), "pseudo_recordings": self.data.pseudo, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best, "world": self.rt.world,
@@ -192,7 +195,10 @@ class Trainer:
             with self.rt.autocast():
                 logits, _ = self.net(feats, None if bool(mask.all()) else mask)
             result = pit_bce(logits, labels, mask)
-            self.scaler.scale(result.loss / self.cfg.accumulate).backward()
+            loss = result.loss
+            if self.data.pseudo and self.cfg.pseudo_weight != 1.0:
+                loss = weighted_bce(logits, result.permuted_labels, mask, batch["weight"].to(self.rt.device))
+            self.scaler.scale(loss / self.cfg.accumulate).backward()
         if sync:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -242,7 +248,8 @@ class Trainer:
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:
                 record.update(validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0))
-            record.update(step=self.step, peak_mem_mb=self.rt.peak_memory_mb(), precision=self.rt.precision)
+            record.update(step=self.step, peak_mem_mb=self.rt.peak_memory_mb(), precision=self.rt.precision,
+                          train_recordings=len(self.data.train), pseudo_recordings=self.data.pseudo, pseudo=cfg.pseudo)
             # MAX_STEPS can stop inside an epoch: last.pt then keeps the position, so a resume finishes the epoch.
             finished = self.batch_in_epoch >= len(self.plan)
             if finished:

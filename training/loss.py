@@ -201,3 +201,18 @@ def frame_error(
     # One host transfer for all four counts.
     miss, false_alarm, confusion, speech = (per_frame * mask).sum(dim=(1, 2)).tolist()
     return FrameErrorCounts(miss=miss, false_alarm=false_alarm, confusion=confusion, speech=speech)
+
+
+def weighted_bce(logits: Tensor, permuted_labels: Tensor, mask: Tensor | None, weights: Tensor) -> Tensor:
+    """BCE against PIT-aligned labels with a weight per sequence (e.g. down-weighted pseudo labels).
+
+    logits, permuted_labels: (B, T, S); mask: (B, T) bool or None; weights: (B,) float.
+    Returns the weighted mean over valid frames and speakers, float32; 0 when every weight is 0.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        bce = F.binary_cross_entropy_with_logits(logits.float(), permuted_labels.float(), reduction="none")
+        frame_weight = weights.float()[:, None].expand(bce.shape[:2])
+        if mask is not None:
+            frame_weight = frame_weight * mask.float()
+        total = (frame_weight * bce.sum(dim=-1)).sum()
+        return total / (frame_weight.sum() * bce.shape[-1]).clamp_min(1e-12)

@@ -69,17 +69,20 @@ def check_invariants(path: Path, clean: Store, ref: dict, clean_view: dict) -> i
     return checked
 
 
-def _drop_some(path: Path, rng: np.random.Generator) -> None:
-    """Make work for the next trial: remove the view and a random half of the committed entries
-    (commit marker first, as gc would leave them if interrupted)."""
+def _drop_some(path: Path, rng: np.random.Generator, fraction: float = 0.5) -> int:
+    """Make work for the next trial: remove the view and a random ``fraction`` of the committed
+    entries (commit marker first, as gc would leave them if interrupted). Returns how many are missing."""
     (path / "views" / "default.json").unlink(missing_ok=True)
+    committed = 0
     for kind in KINDS:
         base = path / kind
         for entry in sorted(base.iterdir()) if base.exists() else []:
-            if rng.random() < 0.5 and (entry / COMMIT).exists():
+            if (entry / COMMIT).exists() and rng.random() < fraction:
                 (entry / COMMIT).unlink()
                 if rng.random() < 0.7:
                     shutil.rmtree(entry)  # else: a partial entry without marker stays for the next run
+            committed += (entry / COMMIT).exists()
+    return 12 - committed
 
 
 def test_sigkill_features_at_random_moments_never_corrupts_and_rerun_completes(zygote, tmp_path):
@@ -97,9 +100,9 @@ def test_sigkill_features_at_random_moments_never_corrupts_and_rerun_completes(z
     rng = np.random.default_rng(SEED)
     landed = 0
     for trial in range(FEATURE_TRIALS):
-        if trial and path.exists():
-            _drop_some(path, rng)
-        kill_after = float(rng.uniform(0.0, run_s))
+        missing = _drop_some(path, rng) if path.exists() else 12
+        # spread the kill over this run's work (planning and the view cost a little even with nothing to do)
+        kill_after = float(rng.uniform(0.0, 0.1 + run_s * missing / 12))
         status, out, err = zygote.run(_features_argv(audio, rttm, path), tmp_path / "logs" / f"t{trial}",
                                       kill_after=kill_after)
         assert status in (-9, 0), f"trial {trial}: status {status}\n{out}\n{err}"
@@ -110,7 +113,7 @@ def test_sigkill_features_at_random_moments_never_corrupts_and_rerun_completes(z
 
     # The worst moments, deterministically: a finished entry in _tmp just before its rename, and a
     # complete view file just before it replaces the old one.
-    _drop_some(path, np.random.default_rng(1))
+    _drop_some(path, rng, fraction=1.0)
     for pause in ({"at": "commit", "nth": 2}, {"at": "view"}):
         signal_path = tmp_path / f"paused-{pause['at']}"
         status, out, err = zygote.run(_features_argv(audio, rttm, path), tmp_path / "logs" / pause["at"],

@@ -1,0 +1,74 @@
+"""Training on a mix of annotated and pseudo-labelled recordings: include, exclude, weight; flags in reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.runner import FeaturesRequest, build_features
+from stores import Store, load_view
+from stores.errors import AgencerdasError
+from tests.builders import make_corpus
+from training.config import resolve
+from training.evaluate import EvalRequest, evaluate
+from training.loop import train
+from training.loss import pit_bce, weighted_bce
+
+TINY = ["DIM=16", "BLOCKS=1", "HEADS=2", "WINDOW=40", "BATCH=4", "NUM_WORKERS=0", "DER_EVERY=0", "DEVICE=cpu", "EPOCHS=1"]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Six recordings; the RTTMs of two are withheld, so they get pseudo labels."""
+    root = tmp_path_factory.mktemp("mixed")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENCERDAS_CACHE_DIR", str(root / "cache"))
+        audio, rttm = make_corpus(root / "corpus", n=6, seconds=12.0)
+        for rec in ("rec04", "rec05"):
+            (rttm / f"{rec}.rttm").unlink()
+        summary = build_features(FeaturesRequest(audio, str(root / "store"), rttm_dir=rttm, pseudo_labels=True,
+                                                 progress=False))
+    assert summary.ok, summary.format()
+    return root
+
+
+def test_view_marks_pseudo_recordings_and_keeps_them_out_of_validation(mixed):
+    view = load_view(Store(mixed / "store", create=False), "default")
+    assert {rec for rec, r in view.recordings.items() if r.pseudo} == {"rec04", "rec05"}
+    assert not {"rec04", "rec05"} & set(view.split("validation"))
+
+
+@pytest.mark.parametrize("mode, expected", [("include", 2), ("weight=0.5", 2), ("exclude", 0)])
+def test_training_summary_counts_pseudo_recordings(mixed, tmp_path, mode, expected):
+    history = train(resolve("optimized", [*TINY, f"PSEUDO={mode}"]), str(mixed / "store"), "default", tmp_path / mode,
+                    progress=False)
+    assert history[-1]["pseudo_recordings"] == expected
+    assert history[-1]["pseudo"] == mode
+    assert history[-1]["train_loss"] > 0
+
+
+def test_evaluation_report_never_scores_pseudo_labels(mixed, tmp_path):
+    train(resolve("optimized", TINY), str(mixed / "store"), "default", tmp_path / "run", progress=False)
+    report = evaluate(EvalRequest(model=tmp_path / "run" / "best.pt", store=str(mixed / "store"), split="all",
+                                  timelines=0))
+    assert report["pseudo_labels_scored"] is False
+    assert set(report["pseudo_recordings_in_view"]) == {"rec04", "rec05"}
+    assert not {"rec04", "rec05"} & set(report["der"]["per_recording"])
+    assert {"rec04", "rec05"} <= set(report["skipped_unscored"])
+    assert report["pseudo_recordings_in_training"] == 2
+
+
+def test_weighted_bce_equals_pit_loss_with_unit_weights_and_ignores_zero_weights():
+    import torch
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 20, 4), (torch.rand(3, 20, 4) > 0.6).float()
+    result = pit_bce(logits, labels)
+    ones = weighted_bce(logits, result.permuted_labels, None, torch.ones(3))
+    assert torch.allclose(ones, result.loss)
+    only_first = weighted_bce(logits, result.permuted_labels, None, torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(only_first, pit_bce(logits[:1], labels[:1]).loss)
+
+
+def test_bad_pseudo_mode_is_rejected():
+    with pytest.raises(AgencerdasError, match="pseudo must be"):
+        resolve("optimized", ["PSEUDO=sometimes"])
