@@ -95,7 +95,7 @@ demo: install corpus ## Everything on the built-in corpus: simulate → features
 		--stage-seconds $$((t1-start)),$$((t2-t1)),$$((t3-t2))
 
 test: install ## Run the test suite (CPU only, no network, a few minutes)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -q tests
 
 bench: install ## Speed and memory ratios against in-process baselines (BENCH_SIZE=tiny|small|full)
 	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS)

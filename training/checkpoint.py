@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,21 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _remove_stale_temporaries(path)
+
+
+#: A checkpoint's temporary file unchanged this long belongs to a writer that was killed.
+STALE_TMP_S = 600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of ``path`` left by killed writers (each a whole checkpoint) would pile up
+    with every crash; remove those no writer has touched for :data:`STALE_TMP_S`."""
+    now = time.time()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime > STALE_TMP_S:
+                stale.unlink()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -13,14 +13,16 @@ from pathlib import Path
 from stores.errors import AgencerdasError
 
 
-def _storage_options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise AgencerdasError(f"--storage-option expects key=value, got {pair!r}")
-        options[key] = value
-    return options
+def _storage_options(args: argparse.Namespace) -> dict:
+    from stores import parse_storage_options
+
+    return parse_storage_options(args.storage_option, args.storage_options_file)
+
+
+def _add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                        help="fsspec option for a store URL (JSON values allowed); never credentials")
+    parser.add_argument("--storage-options-file", metavar="JSON", help="fsspec options for a store URL from a JSON file")
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -38,7 +40,7 @@ def _features(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         feature_config=FeatureConfig(n_mels=args.n_mels, dtype=args.dtype),
         label_config=LabelConfig(max_speakers=args.max_speakers),
-        storage_options=_storage_options(args.storage_option),
+        storage_options=_storage_options(args),
         progress=not args.quiet,
         scheduler=args.scheduler,
     )
@@ -53,7 +55,7 @@ def _features(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace) -> int:
     from stores import Store, referenced_keys
 
-    store = Store(args.store, _storage_options(args.storage_option), create=False)
+    store = Store(args.store, _storage_options(args), create=False)
     if args.action == "ls":
         for kind in ("features", "labels"):
             print(f"{kind}: {len(store.keys(kind))} entries")
@@ -102,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = resolve(args.preset, args.overrides)
     out = Path(args.out or f"runs/{args.preset}")
     history = train(cfg, args.store, args.view, out, resume=args.resume,
-                    storage_options=_storage_options(args.storage_option), progress=not args.quiet)
+                    storage_options=_storage_options(args), progress=not args.quiet)
     if history and int(os.environ.get("RANK", 0)) == 0:
         print(train_summary(cfg, out, history))
     return 0
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--n-mels", type=int, default=80)
     feats.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     feats.add_argument("--max-speakers", type=int, default=4)
-    feats.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    _add_storage_flags(feats)
     feats.add_argument("--quiet", action="store_true", help="no progress bar")
     feats.add_argument("--pseudo-labels", action="store_true",
                        help="label recordings without RTTM by energy VAD + clustering (flagged pseudo)")
@@ -193,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="inspect and maintain a store")
     store.add_argument("action", choices=("ls", "verify", "gc"))
     store.add_argument("--store", required=True)
-    store.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    _add_storage_flags(store)
     store.add_argument("--fast", action="store_true", help="verify: skip re-reading arrays for checksums")
     store.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
     store.add_argument("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes")
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", default="optimized")
     tr.add_argument("--out", help="run directory (default runs/PRESET)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    tr.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    _add_storage_flags(tr)
     tr.add_argument("--quiet", action="store_true")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. EPOCHS=3 lr=5e-4")
     tr.set_defaults(func=_train)

@@ -115,7 +115,9 @@ def serve() -> None:
 
     if "--torch" in sys.argv:
         import torch  # noqa: F401
+        import torch._dynamo  # noqa: F401 - what the first optimizer imports (seconds, once)
 
+        import training.diarize  # noqa: F401
         import training.loop  # noqa: F401
     _warm_up(FeatureConfig())
     print(json.dumps({"ready": True}), flush=True)

@@ -18,7 +18,7 @@ SECTIONS = ("machine", "versions", "config", "corpus", "features", "rerun", "rea
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("bench")
-    return run_bench(size="tiny", jobs=2, out_dir=root / "results", work_dir=root / "work", progress=False)
+    return run_bench(size="tiny", jobs=1, out_dir=root / "results", work_dir=root / "work", progress=False)
 
 
 def test_result_has_every_section_and_the_machine(tiny: dict) -> None:

@@ -11,9 +11,13 @@ Two measurements:
   and :data:`CHUNKS`, then read back as random training windows (windows/s) and as
   whole entries (MB/s of float32), the two ways the trainer reads.
 
-The recommendation is the smallest setting whose window reads and whole-entry
-reads both reach :data:`SPEED_TOLERANCE` of the fastest; the current setting
-should change only when it is neither that nor as fast and within 5 % of its size.
+Reads only need to outrun training: a setting is *fast enough* when one process
+reads windows at :data:`DEMAND_MARGIN` times the fastest rate at which this run's
+training consumed windows (every preset's real-loader steps, and the GPU's when
+measured); without that figure, at half the fastest setting's rate. The
+recommendation is the smallest fast-enough setting (among those within
+:data:`SIZE_TIE` of the smallest, the fastest reader); the current setting should
+change only when it is not fast enough or more than :data:`SIZE_SLACK` larger.
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ CODECS: dict[str, Callable[[], Any]] = {
     "none": lambda: None,
 }
 CHUNKS = (2000, 8000, 16000)
-#: A setting counts as fast when both its read speeds reach this fraction of the fastest's.
-SPEED_TOLERANCE = 0.8
+#: Fast enough = window reads per process at this multiple of training's fastest consumption.
+DEMAND_MARGIN = 10.0
+#: Without a consumption figure: fast enough = this fraction of the fastest setting's window reads.
+FALLBACK_FRACTION = 0.5
+#: Sizes within this factor of the smallest count as a tie, broken by read speed.
+SIZE_TIE = 1.02
+#: The current setting stays while it is fast enough and within this factor of the best size.
+SIZE_SLACK = 1.05
 #: Whole-entry reads are timed this many times; the best pass counts (load spikes only slow a pass down).
 WHOLE_READ_PASSES = 3
 
@@ -135,23 +145,29 @@ def _measure(root: Path, features: list[np.ndarray], dtype: str, codec: tuple[st
             "whole_read_mb_per_s": raw / 2**20 / max(whole_s, 1e-9)}
 
 
-def _recommend(matrix: list[dict[str, Any]], current: dict[str, Any]) -> dict[str, Any]:
-    speeds = ("window_reads_per_s", "whole_read_mb_per_s")
-    fastest = {speed: max(row[speed] for row in matrix) for speed in speeds}
-    fast = [row for row in matrix if all(row[s] >= SPEED_TOLERANCE * fastest[s] for s in speeds)]
-    best = min(fast, key=lambda row: row["bytes"])
+def _recommend(matrix: list[dict[str, Any]], current: dict[str, Any], demand: float | None) -> dict[str, Any]:
+    """Pick the setting to use; ``demand`` = training's fastest window consumption (windows/s) or None."""
+    fastest = max(row["window_reads_per_s"] for row in matrix)
+    floor = DEMAND_MARGIN * demand if demand else FALLBACK_FRACTION * fastest
+    eligible = [row for row in matrix if row["window_reads_per_s"] >= floor] or [max(matrix, key=lambda r: r["window_reads_per_s"])]
+    smallest = min(row["bytes"] for row in eligible)
+    best = max((row for row in eligible if row["bytes"] <= SIZE_TIE * smallest), key=lambda r: r["window_reads_per_s"])
     now = next(row for row in matrix if all(row[k] == current[k] for k in ("dtype", "codec", "chunk")))
-    keep = now is best or (now["bytes"] <= 1.05 * best["bytes"] and now in fast)
-    pick = lambda row: {k: row[k] for k in ("dtype", "codec", "chunk", "ratio", *speeds)}  # noqa: E731
-    return {"rule": f"smallest on disk among settings whose window and whole-entry reads are both "
-                    f">= {SPEED_TOLERANCE:.0%} of the fastest",
+    keep = now in eligible and now["bytes"] <= SIZE_SLACK * smallest
+    pick = lambda row: {k: row[k] for k in ("dtype", "codec", "chunk", "ratio", "window_reads_per_s",  # noqa: E731
+                                            "whole_read_mb_per_s")}
+    why = (f"{DEMAND_MARGIN:g} x training's fastest consumption of {demand:.1f} windows/s" if demand
+           else f"{FALLBACK_FRACTION:.0%} of the fastest setting")
+    return {"rule": f"smallest on disk among settings reading >= {floor:.0f} windows/s per process ({why})",
+            "demand_windows_per_s": demand, "floor_windows_per_s": floor, "eligible": len(eligible),
             "best": pick(best), "current": pick(now), "smallest": pick(min(matrix, key=lambda r: r["bytes"])),
             "fastest": pick(max(matrix, key=lambda r: r["window_reads_per_s"])), "change": not keep}
 
 
 def codec_section(paths: list[Path], work: Path, window: int, max_frames: int, budget_s: float,
-                  progress: Callable[[str], None]) -> dict[str, Any]:
-    """The dtype x codec x chunk matrix on up to ``max_frames`` base frames of the corpus, and a recommendation."""
+                  demand: float | None, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The dtype x codec x chunk matrix on up to ``max_frames`` base frames of the corpus, and a recommendation
+    (``demand``: the fastest rate, in windows/s, at which training consumed windows in this run, or None)."""
     current = current_setting()
     codecs = dict(CODECS)
     codecs.setdefault(current["codec"], default_codec)  # a codec chosen since this matrix was written
@@ -171,4 +187,4 @@ def codec_section(paths: list[Path], work: Path, window: int, max_frames: int, b
     return {"frames": int(len(flat)), "window_base_frames": window, "current": current, "matrix": matrix,
             "float16_error": {"max_abs": float(np.abs(error).max()), "rms": float(np.sqrt((error**2).mean())),
                               "feature_std": float(flat.std())},
-            "recommendation": _recommend(matrix, current)}
+            "recommendation": _recommend(matrix, current, demand)}

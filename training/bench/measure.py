@@ -19,7 +19,21 @@ T = TypeVar("T")
 
 
 def peak_rss_mb(children: bool = False) -> float:
-    """Peak RSS in MiB of this process, or of its largest reaped child process, since it started."""
+    """Peak RSS in MiB of this process, or of its largest reaped child process.
+
+    On Linux this process's figure is ``VmHWM`` (the high-water mark of its own
+    address space): ``ru_maxrss`` would also count the RSS of the parent at the
+    fork that started this interpreter. Children's figures (``ru_maxrss`` of
+    ``RUSAGE_CHILDREN``) carry that floor.
+    """
+    if not children:
+        try:
+            with open("/proc/self/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     unit = 1 if sys.platform == "darwin" else 2**10  # ru_maxrss is bytes on macOS, KiB on Linux
     return usage.ru_maxrss * unit / 2**20

@@ -63,6 +63,14 @@ def _skippable(section: str, progress: _Progress, run, *args: Any) -> dict[str, 
         return {"skipped": str(exc)}
 
 
+def _demand(result: dict[str, Any]) -> float | None:
+    """The fastest rate (windows/s) at which this run's training steps consumed windows from the real loader."""
+    rates = [r["batch"] / r["real_step_s"] for p, r in result["loader"].items() if p in STEP_PRESETS]
+    rates += [e["real_loader"]["windows_per_s"] for p, e in result["gpu"].items()
+              if p in STEP_PRESETS and "windows_per_s" in e.get("real_loader", {})]
+    return max(rates) if rates else None
+
+
 def run_bench(size: str = "small", jobs: int = 2, audio_dir: Path | None = None, rttm_dir: Path | None = None,
               gpu: bool = False, out_dir: Path = Path("bench/results"), work_dir: Path | None = None,
               progress: bool = True) -> dict[str, Any]:
@@ -114,19 +122,19 @@ def run_bench(size: str = "small", jobs: int = 2, audio_dir: Path | None = None,
         result["reads"] = _skippable("3/6 window reads", say, read_section, store_url, VIEW, optimized,
                                      spec.read_budget_s, spec.notebook_items, say)
         result["loader"] = _skippable("4/6 loader stall", say, loader_section, store_url, VIEW, overrides,
-                                      spec.step_budget_s, scratch, say)
+                                      spec.step_budget_s, scratch, say, spec.isolate_training)
         say.begin("5/6 memory")
         result["memory"] = {
             "feature_stage": memory_section(scratch, work_dir / "corpora", spec.memory_minutes, say),
             "training": {p: {k: r[k] for k in ("peak_rss_mb", "workers_peak_rss_mb", "cuda_peak_mb")}
                          for p, r in result["loader"].items() if p in STEP_PRESETS},
         }
+        say.begin("GPU")
+        result["gpu"] = gpu_section(store_url, VIEW, overrides, spec.gpu_steps, scratch, gpu, say)
         say.begin("6/6 store")
         result["store"] = {"usage": store_usage(store_url),
                            "codecs": codec_section(copy.audio_files(), scratch, optimized.window_base_frames,
-                                                   spec.matrix_frames, spec.matrix_budget_s, say)}
-        say.begin("GPU")
-        result["gpu"] = gpu_section(store_url, VIEW, overrides, spec.gpu_steps, scratch, gpu, say)
+                                                   spec.matrix_frames, spec.matrix_budget_s, _demand(result), say)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result["wall_s"] = time.perf_counter() - start

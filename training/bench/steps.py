@@ -150,11 +150,15 @@ def gpu_child(store_url: str, view: str, overrides: list[str], steps: int, out_d
 
 
 def loader_section(store_url: str, view: str, overrides: list[str], budget_s: float, work: Path,
-                   progress: Callable[[str], None]) -> dict[str, Any]:
-    """Loader stall and training memory per preset, in one fresh process on the current device."""
+                   progress: Callable[[str], None], isolate: bool = True) -> dict[str, Any]:
+    """Loader stall and training memory per preset on the current device, in one fresh process
+    (``isolate``) or in this one (faster to start; its RSS then includes this process's)."""
     progress(f"training steps, real loader vs synthetic batches: {', '.join(PRESETS)}")
-    return run_isolated(f"{__name__}:stall_child", store_url=store_url, view=view, overrides=overrides,
-                        budget_s=budget_s, out_dir=str(work / "runs"))
+    kwargs = {"store_url": store_url, "view": view, "overrides": overrides, "budget_s": budget_s,
+              "out_dir": str(work / "runs")}
+    if not isolate:
+        return {**stall_child(**kwargs), "isolated": False}
+    return {**run_isolated(f"{__name__}:stall_child", **kwargs), "isolated": True}
 
 
 def gpu_section(store_url: str, view: str, overrides: list[str], steps: int, work: Path, wanted: bool,
