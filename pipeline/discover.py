@@ -99,8 +99,8 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
     uem_files: dict[str, list[str]] = {}
     turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems, rttm_files)
     regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems, uem_files)
-    for kind, annotations, files in (("RTTM", turns, rttm_files), ("UEM", regions, uem_files)):
-        for name, items in sorted(annotations.items()):
+    for kind, found_items, files in (("RTTM", turns, rttm_files), ("UEM", regions, uem_files)):
+        for name, items in sorted(found_items.items()):
             rec = by_id.get(name) or by_id.get(safe.get(name, ""))
             if rec is None:
                 found.problems.append(

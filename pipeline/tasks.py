@@ -13,7 +13,7 @@ import numpy as np
 
 from stores import ArraySpec, Store
 from stores.errors import AgencerdasError
-from stores.store import default_codec
+from stores import default_codec
 
 from .audio import probe, stream_mono
 from .features import FeatureConfig, LogMel

@@ -6,7 +6,8 @@ Imports neither ``pipeline`` nor ``training``.
 from .errors import AgencerdasError
 from .keys import FORMAT_VERSION, content_key, feature_key, hash_file, label_key
 from .options import parse_storage_options
-from .store import ArraySpec, Store, VerifyReport
+from .arrays import ArraySpec, default_codec
+from .store import Store, VerifyReport
 from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
 from .windows import EntryReader, downsample_features, downsample_labels, read_rows
 
@@ -20,6 +21,7 @@ __all__ = [
     "VerifyReport",
     "ViewRecording",
     "content_key",
+    "default_codec",
     "downsample_features",
     "downsample_labels",
     "feature_key",

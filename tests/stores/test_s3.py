@@ -17,7 +17,7 @@ import pytest
 from pipeline import FeaturesRequest, build_features
 from stores import ArraySpec, EntryReader, Store, content_key, load_view
 from stores.errors import AgencerdasError
-from stores.store import default_codec
+from stores import default_codec
 from tests.builders import make_corpus
 from tests.same_store import assert_same_entries
 from training.cli import main

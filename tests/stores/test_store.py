@@ -13,7 +13,7 @@ import pytest
 
 from stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, referenced_keys, save_view
 from stores.errors import AgencerdasError
-from stores.store import default_codec
+from stores import default_codec
 
 SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
 

@@ -7,7 +7,7 @@ import pytest
 
 from stores import ArraySpec, EntryReader, Store, content_key, downsample_labels, read_rows
 from stores.errors import AgencerdasError
-from stores.store import default_codec
+from stores import default_codec
 
 FRAMES, MELS, SPEAKERS = 317, 6, 3
 

@@ -34,7 +34,7 @@ from pipeline.audio import stream_mono
 from pipeline.features import FeatureConfig, LogMel
 from pipeline.tasks import CHUNK_FRAMES
 from stores import ArraySpec, Store, read_rows
-from stores.store import default_codec
+from stores import default_codec
 
 from .measure import repeat_for
 

@@ -7,8 +7,9 @@ fed by synthetic in-memory batches of the same shape it does not, so
 ``stall = real / synthetic`` step time (1.0 = the loader never holds training up).
 Each device sync happens per step, so step times are complete on CUDA too.
 
-All presets run in one fresh process (started by :func:`loader_section`), smallest
-model first so memory kept by an earlier preset never inflates a later one's peak.
+All presets run in one fresh process (started by :func:`loader_section`; in the
+bench's own at size tiny), smallest model first so memory kept by an earlier
+preset never inflates a later one's peak.
 """
 
 from __future__ import annotations
