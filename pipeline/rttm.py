@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import xxhash
+
 from stores.errors import AgencerdasError
 
 _WHITESPACE = re.compile(r"\s+")
@@ -120,3 +122,16 @@ def file_safe(name: str) -> str:
     """``name`` usable as one file name: runs of characters outside [A-Za-z0-9._-] become ``_``
     and leading dots are dropped, so an id like ``../../x`` can never leave its directory."""
     return _UNSAFE_FILE_CHARS.sub("_", name).lstrip(".") or "_"
+
+
+def unique_file_names(ids: list[str], suffix: str) -> list[str]:
+    """A distinct :func:`file_safe` file name for each id, in order, so outputs never overwrite each other
+    (``a b`` and ``a_b``, or two files named ``a`` in different folders): a name already taken gets a
+    short hash of the id and its position appended."""
+    names: list[str] = []
+    for position, rec in enumerate(ids):
+        name = file_safe(rec)
+        if name + suffix in names:
+            name = f"{name}-{xxhash.xxh3_64_hexdigest(f'{position}:{rec}'.encode())[:8]}"
+        names.append(name + suffix)
+    return names

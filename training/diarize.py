@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import FeatureConfig
-from pipeline.rttm import file_safe, write_rttm
+from pipeline.rttm import unique_file_names, write_rttm
 from pipeline.tasks import ensure_features
 from stores import Store
 from stores.errors import AgencerdasError
@@ -53,20 +53,22 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
     predict = predictor(lm.model, rt.device, rt.autocast())
     summary = DiarizeSummary()
     try:
-        for path in audio:
+        targets = unique_file_names([Path(path).stem for path in audio], ".rttm")
+        for path, target in zip(audio, targets):
             try:
                 key, attrs = ensure_features(store, Path(path), config)
                 feats = store.open("features", key)["feats"]
                 post = recording_posteriors(predict, feats, lm.normalizer, lm.config.downsample, lm.config.pooling,
                                             attrs["frames"], lm.inference.window, lm.inference.overlap)
                 active = binarize(post, lm.inference.threshold, lm.inference.median_frames)
-                rec_id = Path(path).stem
-                target = Path(out) / f"{file_safe(rec_id)}.rttm"
-                write_rttm(target, rec_id, activity_to_segments(active, lm.frame_shift_s))
-                summary.written.append(target)
+                segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
+                write_rttm(Path(out) / target, Path(path).stem, segments)
+                summary.written.append(Path(out) / target)
                 summary.audio_s += attrs["duration_s"]
             except AgencerdasError as exc:
                 summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            except OSError as exc:  # disk full, permission denied while writing the RTTM
+                summary.failures.append((str(path), f"cannot write {target}: {exc.strerror or exc}"))
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -18,7 +18,7 @@ import torch
 
 from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 from pipeline.discover import discover
-from pipeline.rttm import file_safe, write_rttm
+from pipeline.rttm import unique_file_names, write_rttm
 from stores import Store, load_view
 from stores.errors import AgencerdasError
 
@@ -125,14 +125,16 @@ def evaluate(req: EvalRequest) -> dict:
         (Path(req.model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
         inf.threshold, inf.median_frames = threshold, median
     post_start = time.perf_counter()
+    files = dict(zip(posteriors, unique_file_names(list(posteriors), "")))
     for rec_id, post in posteriors.items():
-        hyps[rec_id] = activity_to_segments(binarize(post, inf.threshold, inf.median_frames), lm.frame_shift_s)
-        write_rttm(out / "rttm" / f"{file_safe(rec_id)}.rttm", rec_id, hyps[rec_id])
+        hyps[rec_id] = activity_to_segments(binarize(post, inf.threshold, inf.median_frames), lm.frame_shift_s,
+                                            max_end_s=view.recordings[rec_id].duration_s)
+        write_rttm(out / "rttm" / f"{files[rec_id]}.rttm", rec_id, hyps[rec_id])
     post_s = time.perf_counter() - post_start
     report = score(refs, hyps, uems, settings)
     for rec_id in sorted(posteriors)[: req.timelines]:
         plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s,
-                      out / f"timeline_{file_safe(rec_id)}.png", rec_id)
+                      out / f"timeline_{files[rec_id]}.png", rec_id)
     if req.attention:
         _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,

@@ -213,6 +213,7 @@ def activity_to_segments(
     frame_shift_s: float,
     speaker_names: Sequence[str] | None = None,
     min_duration_s: float = 0.0,
+    max_end_s: float | None = None,
 ) -> list[Segment]:
     """Runs of active frames as speaker turns in seconds.
 
@@ -221,6 +222,8 @@ def activity_to_segments(
         frame_shift_s: seconds per frame.
         speaker_names: S names; default ``spk0``, ``spk1``, ...
         min_duration_s: turns shorter than this are dropped.
+        max_end_s: turns are clipped to end by this time (the recording's duration: the
+            last model frame may reach past the end of the audio).
 
     Returns:
         Segments sorted by start; a speaker never active contributes none.
@@ -235,8 +238,9 @@ def activity_to_segments(
         # Rising edges are run starts and falling edges run ends (exclusive), in frames.
         edges = np.diff(np.concatenate(([0], activity[:, index].astype(np.int8), [0])))
         for begin, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            duration = (end - begin) * frame_shift_s
-            if duration >= min_duration_s:
+            stop = end * frame_shift_s if max_end_s is None else min(end * frame_shift_s, max_end_s)
+            duration = stop - begin * frame_shift_s
+            if duration > 0 and duration >= min_duration_s:
                 segments.append(Segment(float(begin * frame_shift_s), float(duration), name))
     return sorted(segments)
 

@@ -151,7 +151,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, math.inf
+        # Sums over the current epoch's batches so far, kept in mid-epoch checkpoints so a resumed
+        # epoch reports the same loss as an uninterrupted one.
+        self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
+        self.resumed_step = ckpt["step"] if ckpt else None
         if ckpt:
+            self.running = ckpt.get("running", self.running)
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -172,6 +177,15 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop metrics.jsonl records logged after the checkpoint being resumed (they are redone) and
+        records of partial epochs (the resumed epoch's record replaces them)."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line]
+            kept = [json.dumps(r) for r in records if r["step"] <= step and not r.get("partial")]
+            path.write_text("".join(line + "\n" for line in kept))
+
     def _save(self, name: str) -> None:
         if not self.rt.main:
             return
@@ -182,6 +196,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best, "world": self.rt.world,
+            "running": self.running,
         })
 
     # -------------------------------------------------------------------- loop
@@ -216,7 +231,9 @@ class Trainer:
         total = len(self.plan)
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not (self.progress and self.rt.main), leave=False)
-        loss_sum, windows, batches, start = torch.zeros((), device=self.rt.device), 0, 0, time.perf_counter()
+        run = self.running
+        loss_sum = torch.tensor(run["loss"], device=self.rt.device)
+        windows, batches, start = run["windows"], run["batches"], time.perf_counter() - run["seconds"]
         for batch in self.loader:
             loss_sum += self._train_step(batch, self.batch_in_epoch, total)
             self.batch_in_epoch += 1
@@ -230,9 +247,14 @@ class Trainer:
             if self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
                 self._log({"kind": "step", "epoch": self.epoch, "step": self.step,
                            "loss": loss_sum.item() / batches, "lr": self.scheduler.get_last_lr()[0]})
-            if cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0:
-                self._save("last.pt")
-            if cfg.max_steps and self.step >= cfg.max_steps:
+            stop = bool(cfg.max_steps and self.step >= cfg.max_steps)
+            periodic = cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0
+            if periodic or stop:
+                self.running = {"loss": loss_sum.item(), "windows": windows, "batches": batches,
+                                "seconds": time.perf_counter() - start}
+                if periodic:
+                    self._save("last.pt")
+            if stop:
                 break
         bar.close()
         seconds = time.perf_counter() - start
@@ -244,6 +266,8 @@ class Trainer:
         if self.rt.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            if self.resumed_step is not None:
+                self._forget_metrics_after(self.resumed_step)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:
@@ -254,6 +278,7 @@ class Trainer:
             finished = self.batch_in_epoch >= len(self.plan)
             if finished:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
             else:
                 record["partial"] = True
             score = record.get("val_der", record.get("val_loss"))

@@ -90,7 +90,14 @@ def _resume_matches(toy, tmp_path, overrides, stop_overrides, crash_at_step=None
     for group_a, group_b in zip(end_a["optimizer"]["state"].values(), end_b["optimizer"]["state"].values()):
         assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
     assert end_a["scheduler"] == end_b["scheduler"]
+    # The resumed run's log reads like the uninterrupted one's: no repeated steps, same epoch losses.
+    assert _logged(b) == _logged(a)
     return stopped, resumed
+
+
+def _logged(run) -> list[tuple]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["epoch"], r["step"], round(r.get("train_loss", r.get("loss")), 5)) for r in records]
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,7 @@ def chart(result: dict[str, Any], goals: list[Target], path: Path) -> Path:
     """A PNG of every target's margin (measured vs goal, >= 1 passes) on a log scale."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     rows = [t for t in goals if t.margin is not None and t.unit != "check"]
     figure = Figure(figsize=(10, 0.45 * len(rows) + 1.5))
@@ -241,6 +242,11 @@ def chart(result: dict[str, Any], goals: list[Target], path: Path) -> Path:
     axes.barh(range(len(rows)), margins, color=["tab:green" if t.passed else "tab:red" for t in rows])
     axes.axvline(1.0, color="black", linewidth=1)
     axes.set_xscale("log")
+    low, high = min(margins + [0.5]) / 1.5, max(margins + [2.0]) * 4  # room for the value labels
+    axes.set_xlim(low, high)
+    axes.xaxis.set_major_locator(FixedLocator([t for t in (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100) if low <= t <= high]))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_yticks(range(len(rows)), [t.name for t in rows], fontsize=8)
     axes.invert_yaxis()
     for y, t in enumerate(rows):
