@@ -68,8 +68,10 @@ class LogMel:
         """(n, n_mels) log-mel of every full window in ``signal`` at hop spacing."""
         cfg = self.config
         spec = librosa.stft(signal, n_fft=cfg.win_length, hop_length=cfg.hop_length, window="hann", center=False)
-        power = np.abs(spec) ** 2
-        return np.log(np.maximum(self._mel @ power, cfg.log_floor)).T.astype(np.float32)
+        power = spec.real**2 + spec.imag**2  # |X|^2 without the square root of np.abs
+        mel = self._mel @ power
+        np.maximum(mel, cfg.log_floor, out=mel)
+        return np.log(mel, out=mel).T
 
     def process(self, blocks: Iterable[np.ndarray], frames_per_block: int) -> Iterator[np.ndarray]:
         """Yield log-mel blocks of exactly ``frames_per_block`` frames (the last may be shorter).

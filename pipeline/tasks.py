@@ -107,7 +107,9 @@ def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int
     blocks = stream_mono(Path(task.path), config.sample_rate, CHUNK_FRAMES * config.frame_shift_s)
     frames = 0
     with store.write("features", task.features_key, attrs) as writer:
-        writer.create("feats", ArraySpec(config.n_mels, config.dtype, CHUNK_FRAMES, default_codec()))
+        # Expected length from the header: writes go in place, no resize per block.
+        hint = -(-info.frames * config.sample_rate // (info.sample_rate * config.hop_length))
+        writer.create("feats", ArraySpec(config.n_mels, config.dtype, CHUNK_FRAMES, default_codec()), frames_hint=hint)
         for block in LogMel(config).process(blocks, CHUNK_FRAMES):
             writer.append("feats", block)
             frames += len(block)
@@ -151,7 +153,7 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
         "created_at": time.time(),
     }
     with store.write("labels", task.labels_key, attrs) as writer:
-        writer.create("labels", ArraySpec(config.max_speakers, "uint8", CHUNK_FRAMES, default_codec()))
+        writer.create("labels", ArraySpec(config.max_speakers, "uint8", CHUNK_FRAMES, default_codec()), frames_hint=frames)
         writer.append("labels", activity)
     return speakers, notes
 

@@ -47,47 +47,60 @@ def default_codec() -> Any:
 
 
 class EntryWriter:
-    """Streams time blocks into the arrays of one entry while checksumming them."""
+    """Streams time blocks into the arrays of one entry while checksumming them.
+
+    An array created with a ``frames_hint`` (its expected length) is written in place
+    block by block, with no metadata rewrite per block; it is grown when a block
+    overruns the hint and trimmed to the rows written when the entry is committed.
+    """
 
     def __init__(self, group: zarr.Group):
         self._group = group
+        self._arrays: dict[str, zarr.Array] = {}
+        self._rows: dict[str, int] = {}
         self._digests: dict[str, Any] = {}
 
-    def create(self, name: str, spec: ArraySpec) -> None:
-        """Create an empty array ``name`` of shape (0, spec.columns), chunked along time."""
-        self._group.create_array(
+    def create(self, name: str, spec: ArraySpec, frames_hint: int = 0) -> None:
+        """Create array ``name`` of shape (frames_hint, spec.columns), chunked along time."""
+        self._arrays[name] = self._group.create_array(
             name,
-            shape=(0, spec.columns),
+            shape=(max(0, frames_hint), spec.columns),
             chunks=(spec.chunk_frames, spec.columns),
             dtype=spec.dtype,
             compressors=spec.codec,
             fill_value=0,
         )
+        self._rows[name] = 0
         self._digests[name] = xxhash.xxh3_128()
 
     def append(self, name: str, block: np.ndarray) -> None:
-        """Append rows (frames, columns) to array ``name``; converted to the array's dtype."""
-        array = self._group[name]
+        """Write rows (frames, columns) after those already written; converted to the array's dtype."""
+        array = self._arrays[name]
         block = np.ascontiguousarray(block, dtype=array.dtype)
         if block.ndim != 2 or block.shape[1] != array.shape[1]:
             raise ValueError(f"block of shape {block.shape} does not fit array {name} {array.shape}")
-        if len(block):
-            array.append(block, axis=0)
-            self._digests[name].update(block.tobytes())
+        if not len(block):
+            return
+        start = self._rows[name]
+        stop = start + len(block)
+        if stop > array.shape[0]:
+            array.resize((stop, array.shape[1]))
+        array[start:stop] = block
+        self._rows[name] = stop
+        self._digests[name].update(block.tobytes())
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         """Add attributes known only after the arrays are written (e.g. the frame count)."""
-        self._group.attrs.update(attrs)
+        self._group.update_attributes(attrs)
 
     def manifest(self) -> dict[str, dict[str, Any]]:
-        """Shape, dtype and content checksum of every array written so far."""
+        """Trim every array to the rows written; their shape, dtype and content checksum."""
+        for name, array in self._arrays.items():
+            if array.shape[0] != self._rows[name]:
+                array.resize((self._rows[name], array.shape[1]))
         return {
-            name: {
-                "shape": list(self._group[name].shape),
-                "dtype": str(self._group[name].dtype),
-                "xxh3": digest.hexdigest(),
-            }
-            for name, digest in self._digests.items()
+            name: {"shape": list(array.shape), "dtype": str(array.dtype), "xxh3": self._digests[name].hexdigest()}
+            for name, array in self._arrays.items()
         }
 
 

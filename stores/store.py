@@ -202,7 +202,7 @@ class Store:
             self.fs.rm(final, recursive=True)  # an uncommitted leftover of a crashed writer
         try:
             group = zarr.open_group(store=zarr_store(self.fs, target, read_only=False), mode="w")
-            group.attrs.update(attrs)
+            group.update_attributes(attrs)
             writer = EntryWriter(group)
             yield writer
             if self.local and not os.path.exists(f"{target}/zarr.json"):

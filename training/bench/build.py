@@ -11,6 +11,7 @@ seconds are decoded audio, so ``x_real_time = audio_s / seconds``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,9 +130,7 @@ def feature_section(corpus: Corpus, work: Path, jobs: int, progress: Progress) -
     result = {"audio_s": audio_s, "jobs": jobs, "naive": _speed(naive, audio_s, naive["seconds"]),
               "jobs_1": single, "jobs_n": parallel, "store": str(work / f"store-{jobs}"),
               "cache_dir": str(work / f"cache-{jobs}")}
-    try:
-        import lhotse  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("lhotse") is None:
         result["lhotse"] = {"skipped": "lhotse not installed"}
         return result
     progress(f"lhotse compute_and_store_features, Fbank 80, jobs={jobs}")

@@ -174,12 +174,13 @@ def _steps(result: dict[str, Any]) -> list[str]:
         out += [f"Skipped: {loader['skipped']}.", ""]
     else:
         out += [f"Device {loader['device']}, precision {loader['precision']}, {loader['torch_threads']} torch threads.", ""]
-        out += ["Step times are wall ms per step (mean); *wait* is the part spent waiting for the loader, *compute* "
-                "the median step itself, which the loader's worker processes can also slow down by sharing the cores.", ""]
-        out += _table(["Preset", "batch x window", "synthetic ms", "real-loader ms", "stall", "wait ms", "compute ms "
+        out += ["Step times are wall ms per step (mean); *wait* is the part of a real-loader step spent waiting for "
+                "data (and its % of the synthetic step), *compute* the median step itself, which other load on the "
+                "machine and the loader's workers sharing the cores both move.", ""]
+        out += _table(["Preset", "batch x window", "synthetic ms", "real-loader ms", "stall", "wait ms (%)", "compute ms "
                        "synthetic / real", "peak RSS MB", "workers RSS MB", "CUDA peak MB"],
                       [[p, f"{r['batch']} x {r['window']}", 1e3 * r["synthetic_step_s"], 1e3 * r["real_step_s"],
-                        r["stall"], 1e3 * r["real"]["wait_s"],
+                        r["stall"], f"{1e3 * r['real']['wait_s']:.1f} ({100 * r['real']['wait_s'] / r['synthetic_step_s']:.1f} %)",
                         f"{1e3 * r['synthetic']['median_compute_s']:.1f} / {1e3 * r['real']['median_compute_s']:.1f}",
                         r["peak_rss_mb"], r["workers_peak_rss_mb"], r["cuda_peak_mb"]]
                        for p, r in loader.items() if p in STEP_PRESETS])
