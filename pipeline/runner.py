@@ -16,7 +16,7 @@ from pathlib import Path
 import joblib
 from tqdm.auto import tqdm
 
-from stores import DatasetView, Store, ViewRecording, feature_key, label_key, save_view
+from stores import DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view
 from stores.errors import AgencerdasError
 
 from .cluster import check_shared_store, task_backend
@@ -187,11 +187,28 @@ def build_features(request: FeaturesRequest) -> RunSummary:
     return summary
 
 
+def _previous_entries(store: Store, name: str) -> dict[str, ViewRecording]:
+    """Recordings of the existing view ``name`` (none when it is missing or unreadable)."""
+    try:
+        return load_view(store, name).recordings
+    except AgencerdasError:
+        return {}
+
+
 def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict) -> DatasetView:
-    """The dataset view over every recording with committed entries (attributes read from the store)."""
+    """The dataset view over every recording with committed entries.
+
+    Entry facts come from the store's attributes, or from the previous version of the view
+    for recordings whose keys and path are unchanged (an unchanged rerun opens no entry).
+    """
     entries = {}
     paths = {rec.rec_id: str(rec.path) for rec in recordings}
+    previous = _previous_entries(store, request.view)
     for rec_id, (fkey, lkey) in sorted(keys.items()):
+        old = previous.get(rec_id)
+        if old is not None and (old.features, old.labels, old.source) == (fkey, lkey, paths[rec_id]):
+            entries[rec_id] = old
+            continue
         fattrs = store.attrs("features", fkey)
         lattrs = store.attrs("labels", lkey) if lkey else {}
         entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], lattrs.get("speakers", []),
