@@ -34,7 +34,10 @@ class TrainConfig:
     batch: int = 4
     audio_cap_s: float = 0.0  # >0: use only the first audio_cap_s seconds of each recording
     shuffle_group: int = 8  # recordings whose windows are shuffled together (read locality)
-    num_workers: int = 2
+    # DataLoader worker processes; -1 = auto: on CUDA up to 4 (cores - 1); on CPU 0 when the machine has
+    # at most 4 cores, because there the model needs every core and the cached window path is cheap.
+    num_workers: int = -1
+    threads: int = 0  # torch CPU threads; 0 = auto: cores not used by loader workers
     cache_mb: int = 1024  # decoded-entry cache per DataLoader worker
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
     epochs: int = 15
@@ -79,8 +82,8 @@ class TrainConfig:
             problems.append(f"pooling must be 'stack' or 'mean', got {self.pooling!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        if self.lr <= 0 or self.num_workers < 0 or self.cache_mb < 0:
-            problems.append("lr must be > 0; num_workers and cache_mb must be >= 0")
+        if self.lr <= 0 or self.num_workers < -1 or self.cache_mb < 0 or self.threads < 0:
+            problems.append("lr must be > 0; num_workers >= -1 (-1 = auto); cache_mb and threads >= 0")
         if problems:
             raise AgencerdasError("invalid training config: " + "; ".join(problems))
 

@@ -29,11 +29,11 @@ from .config import TrainConfig
 from .data import Normalizer, WindowDataset, WindowPlan
 from .loss import pit_bce, weighted_bce
 from .model import EEND
-from .runtime import Runtime, setup, teardown
+from .runtime import Runtime, loader_workers, set_cpu_threads, setup, teardown
 from .validate import validate
 
 #: Fields that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "cache_mb", "device", "log_every", "der_every",
+RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
                      "checkpoint_every"}
 
 
@@ -115,7 +115,8 @@ def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -
                             cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb, cfg.pseudo_weight)
     plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
                       rank=rt.rank, world=rt.world)
-    workers = cfg.num_workers
+    workers = loader_workers(cfg.num_workers, rt.device)
+    set_cpu_threads(cfg.threads, workers, rt.device)
     loader = DataLoader(
         dataset, batch_sampler=plan, num_workers=workers, pin_memory=rt.device.type == "cuda",
         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,

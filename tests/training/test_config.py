@@ -100,9 +100,23 @@ def test_badly_typed_override_names_the_type(item, words):
         (["POOLING=max"], "pooling"),
         (["PRECISION=fp8"], "precision"),
         (["LR=0"], "lr"),
-        (["NUM_WORKERS=-1"], "num_workers"),
+        (["NUM_WORKERS=-2"], "num_workers"),
+        (["THREADS=-1"], "threads"),
     ],
 )
 def test_invalid_values_are_agencerdas_errors(overrides, words):
     with pytest.raises(AgencerdasError, match=words):
         resolve("optimized", overrides)
+
+
+def test_auto_loader_workers_leave_a_small_cpu_machine_to_the_model(monkeypatch):
+    import torch
+
+    from training import runtime
+
+    monkeypatch.setattr(runtime, "cores", lambda: 2)
+    assert runtime.loader_workers(-1, torch.device("cpu")) == 0
+    assert runtime.loader_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr(runtime, "cores", lambda: 16)
+    assert runtime.loader_workers(-1, torch.device("cpu")) == 2
+    assert runtime.loader_workers(-1, torch.device("cuda")) == 4
