@@ -37,7 +37,7 @@ else
 endif
 SIM_COMMON := --formats wav,flac,ogg,mp3 --rates 16000,22050,44100 --jobs $(JOBS)
 
-.PHONY: help install corpus features train evaluate diarize plot demo test bench
+.PHONY: help install corpus features train evaluate diarize plot demo test bench bench-gpu
 
 help: ## Show this help and the variables you can set
 	@echo "agencerdas — speaker-diarization training on a content-addressed Zarr feature store"
@@ -99,3 +99,6 @@ test: install ## Run the test suite (CPU only, no network, a few minutes)
 
 bench: install ## Speed and memory ratios against in-process baselines (BENCH_SIZE=tiny|small|full)
 	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS)
+
+bench-gpu: install ## The bench plus fp32/bf16/fp16 step throughput and peak GPU memory per preset (needs CUDA)
+	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS) --gpu

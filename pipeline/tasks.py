@@ -184,7 +184,8 @@ def run_task(task: Task) -> TaskResult:
     config = FeatureConfig(**task.feature_config)
     result = TaskResult(task.rec_id, task.path, "computed")
     try:
-        result.startup_s = _warm_up(config)
+        # A labels-only task never touches librosa: no start-up cost for an RTTM edit.
+        result.startup_s = _warm_up(config) if task.need_features else 0.0
         store = Store(task.store_url, task.storage_options, create=False)
         if task.need_features:
             result.frames, result.duration_s = write_features(store, task, config)

@@ -265,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--stage-seconds")
     ds.set_defaults(func=_demo_summary)
 
+    from .bench.command import add_arguments, run_command
+
+    be = sub.add_parser("bench", help="speed and memory ratios against baselines run in the same invocation")
+    add_arguments(be)
+    be.set_defaults(func=run_command)
+
     pl = sub.add_parser("plot", help="loss curves of one or several runs on one figure")
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", help="default: RUN/plots/loss.png of the first run")

@@ -11,13 +11,17 @@ Two measurements:
   and :data:`CHUNKS`, then read back as random training windows (windows/s) and as
   whole entries (MB/s of float32), the two ways the trainer reads.
 
-Reads only need to outrun training: a setting is *fast enough* when one process
-reads windows at :data:`DEMAND_MARGIN` times the fastest rate at which this run's
-training consumed windows (every preset's real-loader steps, and the GPU's when
-measured); without that figure, at half the fastest setting's rate. The
+Reads only need to outrun training. The trainer's loader reads every entry whole
+into its per-worker cache and cuts windows from memory, so the read that matters
+is the whole-entry one: a setting is *fast enough* when one process reads whole
+entries at :data:`DEMAND_MARGIN` times the fastest rate at which this run's
+training consumed features (MB/s of float32 frames: windows/s of every preset's
+real-loader steps, and the GPU's when measured, times the window's size); without
+that figure, at :data:`FALLBACK_FRACTION` of the fastest setting's rate. The
 recommendation is the smallest fast-enough setting (among those within
-:data:`SIZE_TIE` of the smallest, the fastest reader); the current setting should
-change only when it is not fast enough or more than :data:`SIZE_SLACK` larger.
+:data:`SIZE_TIE` of the smallest, the fastest at window reads); the current
+setting should change only when it is not fast enough or more than
+:data:`SIZE_SLACK` larger.
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ CODECS: dict[str, Callable[[], Any]] = {
     "none": lambda: None,
 }
 CHUNKS = (2000, 8000, 16000)
-#: Fast enough = window reads per process at this multiple of training's fastest consumption.
-DEMAND_MARGIN = 10.0
-#: Without a consumption figure: fast enough = this fraction of the fastest setting's window reads.
+#: Fast enough = whole-entry reads in one process at this multiple of training's fastest consumption.
+DEMAND_MARGIN = 4.0
+#: Without a consumption figure: fast enough = this fraction of the fastest setting's whole-entry reads.
 FALLBACK_FRACTION = 0.5
 #: Sizes within this factor of the smallest count as a tie, broken by read speed.
 SIZE_TIE = 1.02
@@ -110,6 +114,11 @@ def _float32_features(paths: list[Path], max_frames: int) -> list[np.ndarray]:
     return arrays
 
 
+def demand_mb_s(windows_per_s: float | None, window: int, n_mels: int) -> float | None:
+    """Training's consumption in MB/s of float32 features, from windows/s of ``window`` base frames."""
+    return windows_per_s * window * n_mels * 4 / 2**20 if windows_per_s else None
+
+
 def _measure(root: Path, features: list[np.ndarray], dtype: str, codec: tuple[str, Callable[[], Any]], chunk: int,
              window: int, budget_s: float) -> dict[str, Any]:
     """Write ``features`` with one setting (``codec`` = (name, factory)), then time window and whole-entry reads."""
@@ -145,29 +154,30 @@ def _measure(root: Path, features: list[np.ndarray], dtype: str, codec: tuple[st
             "whole_read_mb_per_s": raw / 2**20 / max(whole_s, 1e-9)}
 
 
-def _recommend(matrix: list[dict[str, Any]], current: dict[str, Any], demand: float | None) -> dict[str, Any]:
-    """Pick the setting to use; ``demand`` = training's fastest window consumption (windows/s) or None."""
-    fastest = max(row["window_reads_per_s"] for row in matrix)
-    floor = DEMAND_MARGIN * demand if demand else FALLBACK_FRACTION * fastest
-    eligible = [row for row in matrix if row["window_reads_per_s"] >= floor] or [max(matrix, key=lambda r: r["window_reads_per_s"])]
+def _recommend(matrix: list[dict[str, Any]], current: dict[str, Any], demand_mb_s: float | None) -> dict[str, Any]:
+    """Pick the setting to use; ``demand_mb_s`` = training's fastest consumption (MB/s of float32 features) or None."""
+    speed = "whole_read_mb_per_s"
+    fastest = max(matrix, key=lambda row: row[speed])
+    floor = DEMAND_MARGIN * demand_mb_s if demand_mb_s else FALLBACK_FRACTION * fastest[speed]
+    eligible = [row for row in matrix if row[speed] >= floor] or [fastest]
     smallest = min(row["bytes"] for row in eligible)
     best = max((row for row in eligible if row["bytes"] <= SIZE_TIE * smallest), key=lambda r: r["window_reads_per_s"])
     now = next(row for row in matrix if all(row[k] == current[k] for k in ("dtype", "codec", "chunk")))
     keep = now in eligible and now["bytes"] <= SIZE_SLACK * smallest
-    pick = lambda row: {k: row[k] for k in ("dtype", "codec", "chunk", "ratio", "window_reads_per_s",  # noqa: E731
-                                            "whole_read_mb_per_s")}
-    why = (f"{DEMAND_MARGIN:g} x training's fastest consumption of {demand:.1f} windows/s" if demand
+    pick = lambda row: {k: row[k] for k in ("dtype", "codec", "chunk", "ratio", "window_reads_per_s", speed)}  # noqa: E731
+    why = (f"{DEMAND_MARGIN:g} x training's fastest consumption of {demand_mb_s:.1f} MB/s" if demand_mb_s
            else f"{FALLBACK_FRACTION:.0%} of the fastest setting")
-    return {"rule": f"smallest on disk among settings reading >= {floor:.0f} windows/s per process ({why})",
-            "demand_windows_per_s": demand, "floor_windows_per_s": floor, "eligible": len(eligible),
+    return {"rule": f"smallest on disk among settings reading whole entries at >= {floor:.0f} MB/s per process ({why})",
+            "demand_mb_per_s": demand_mb_s, "floor_mb_per_s": floor, "eligible": len(eligible),
             "best": pick(best), "current": pick(now), "smallest": pick(min(matrix, key=lambda r: r["bytes"])),
-            "fastest": pick(max(matrix, key=lambda r: r["window_reads_per_s"])), "change": not keep}
+            "fastest": pick(fastest), "change": not keep}
 
 
 def codec_section(paths: list[Path], work: Path, window: int, max_frames: int, budget_s: float,
                   demand: float | None, progress: Callable[[str], None]) -> dict[str, Any]:
     """The dtype x codec x chunk matrix on up to ``max_frames`` base frames of the corpus, and a recommendation
-    (``demand``: the fastest rate, in windows/s, at which training consumed windows in this run, or None)."""
+    (``demand``: the fastest rate, in windows/s of ``window`` base frames, at which training consumed windows
+    in this run, or None)."""
     current = current_setting()
     codecs = dict(CODECS)
     codecs.setdefault(current["codec"], default_codec)  # a codec chosen since this matrix was written
@@ -187,4 +197,4 @@ def codec_section(paths: list[Path], work: Path, window: int, max_frames: int, b
     return {"frames": int(len(flat)), "window_base_frames": window, "current": current, "matrix": matrix,
             "float16_error": {"max_abs": float(np.abs(error).max()), "rms": float(np.sqrt((error**2).mean())),
                               "feature_std": float(flat.std())},
-            "recommendation": _recommend(matrix, current, demand)}
+            "recommendation": _recommend(matrix, current, demand_mb_s(demand, window, flat.shape[1]))}

@@ -209,6 +209,7 @@ def _store(store: dict[str, Any]) -> list[str]:
     best, now = rec["best"], rec["current"]
     verdict = (f"change to {best['dtype']} {best['codec']} chunk {best['chunk']}" if rec["change"]
                else "keep the current setting")
+    out += [f"Fast enough: {rec['eligible']} of {len(codecs['matrix'])} settings.", ""]
     describe = lambda r: (f"{r['dtype']} {r['codec']} chunk {r['chunk']} (ratio {r['ratio']:.2f}, "  # noqa: E731
                           f"{r['window_reads_per_s']:.0f} windows/s, {r['whole_read_mb_per_s']:.0f} MB/s whole)")
     out += [f"Recommendation ({rec['rule']}): {describe(best)}; current {describe(now)}: **{verdict}**.", ""]
