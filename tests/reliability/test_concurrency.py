@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import FeaturesRequest, build_features
 from stores import ArraySpec, EntryReader, Store, content_key, load_view
-from stores.store import default_codec
+from stores import default_codec
 from tests.builders import make_corpus
 from tests.reliability.helpers import (assert_entries_match, assert_no_traceback, cli_popen, snapshot,
                                        view_entries)
