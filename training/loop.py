@@ -269,6 +269,8 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
             if self.resumed_step is not None:
                 self._forget_metrics_after(self.resumed_step)
+            else:  # a new run in an old directory starts a new log
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:

@@ -184,3 +184,11 @@ def test_mid_epoch_checkpoint_resumes_only_with_the_same_world_size(toy, tmp_pat
     save_checkpoint(tmp_path / "run" / "last.pt", {**ckpt, "world": 2})
     with pytest.raises(AgencerdasError, match="same number of processes"):
         toy.train(tmp_path / "run", "EPOCHS=2", resume=True)
+
+
+def test_a_new_run_in_an_old_directory_starts_a_new_metrics_log(toy, tmp_path):
+    toy.train(tmp_path / "run", "EPOCHS=2")
+    toy.train(tmp_path / "run", "EPOCHS=1")
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "epoch"]
+    assert epochs == [1]
