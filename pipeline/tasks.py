@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from stores import ArraySpec, Store
+from stores import ArraySpec, Store, default_codec, feature_key, hash_file
 from stores.errors import AgencerdasError
-from stores import default_codec
 
 from .audio import probe, stream_mono
 from .features import FeatureConfig, LogMel
@@ -212,8 +211,6 @@ def ensure_features(store: Store, path: Path, config: FeatureConfig) -> tuple[st
     Returns (features key, entry attributes). Used to diarize or evaluate new audio
     through the same cache the training corpus uses.
     """
-    from stores import feature_key, hash_file
-
     try:
         key = feature_key(hash_file(path), config.to_dict())
     except OSError as exc:

@@ -9,7 +9,7 @@ from .options import parse_storage_options
 from .arrays import ArraySpec, default_codec
 from .store import Store, VerifyReport
 from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
-from .windows import EntryReader, downsample_features, downsample_labels, read_rows
+from .windows import EntryReader, downsample_features, downsample_labels, downsample_mask, read_rows
 
 __all__ = [
     "AgencerdasError",
@@ -24,6 +24,7 @@ __all__ = [
     "default_codec",
     "downsample_features",
     "downsample_labels",
+    "downsample_mask",
     "feature_key",
     "hash_file",
     "label_key",

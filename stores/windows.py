@@ -42,6 +42,12 @@ def downsample_labels(y: np.ndarray, factor: int) -> np.ndarray:
     return (2 * groups.sum(axis=1, dtype=np.int32) >= factor).astype(np.uint8)
 
 
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Base-rate validity (frames,) bool → model frames (frames // factor,) bool, by the same
+    majority rule as :func:`downsample_labels`."""
+    return downsample_labels(mask[:, None].astype(np.uint8), factor)[:, 0].astype(bool)
+
+
 def read_rows(array: zarr.Array, start: int, frames: int) -> np.ndarray:
     """Rows [start, start + frames) of a time-major array; the part past the end is zero-filled.
 
@@ -82,5 +88,5 @@ class EntryReader:
         if downsample > 1:
             feats = downsample_features(feats, downsample, pooling)
             labels = downsample_labels(labels, downsample) if labels is not None else None
-            mask = downsample_labels(mask[:, None].astype(np.uint8), downsample)[:, 0].astype(bool)
+            mask = downsample_mask(mask, downsample)
         return feats, labels, mask

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import xxhash
 
 from stores.errors import AgencerdasError
 
@@ -68,15 +67,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"({CHECKPOINT_VERSION}); upgrade agencerdas"
         )
     return payload
-
-
-def file_hash(path: Path) -> str:
-    """xxh3-128 of a file's bytes (checkpoint identity in reports)."""
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stores import EntryReader, Store, ViewRecording, downsample_features, downsample_labels, read_rows
+from stores import EntryReader, Store, ViewRecording, downsample_features, downsample_labels, downsample_mask, read_rows
 from stores.errors import AgencerdasError
 
 Window = tuple[int, int]  # (recording index, start in base frames)
@@ -39,6 +39,11 @@ class Normalizer:
     mean: np.ndarray
     std: np.ndarray
 
+    def __post_init__(self) -> None:
+        # x -> x * scale - offset, computed once rather than per window.
+        self._scale = torch.from_numpy((1.0 / self.std).astype(np.float32))
+        self._offset = torch.from_numpy((self.mean / self.std).astype(np.float32))
+
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """Normalised float32 copy of ``feats`` (frames, n_mels), any float dtype.
 
@@ -46,7 +51,7 @@ class Normalizer:
         in-place scale and shift avoid two temporaries: this is the loader's hot path.
         """
         out = torch.from_numpy(np.ascontiguousarray(feats)).float()
-        return out.mul_(torch.from_numpy(1.0 / self.std)).sub_(torch.from_numpy(self.mean / self.std)).numpy()
+        return out.mul_(self._scale).sub_(self._offset).numpy()
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -203,7 +208,7 @@ class WindowDataset(Dataset):
         return {
             "feats": torch.from_numpy(np.ascontiguousarray(downsample_features(feats, self.downsample, self.pooling))),
             "labels": torch.from_numpy(labels.astype(np.float32)),
-            "mask": torch.from_numpy(downsample_labels(mask[:, None].astype(np.uint8), self.downsample)[:, 0].astype(bool)),
+            "mask": torch.from_numpy(downsample_mask(mask, self.downsample)),
             "weight": torch.tensor(self.pseudo_weight if self.recordings[index].pseudo else 1.0),
         }
 

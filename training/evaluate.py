@@ -19,10 +19,9 @@ import torch
 from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 from pipeline.discover import discover
 from pipeline.rttm import unique_file_names, write_rttm
-from stores import Store, load_view
+from stores import Store, hash_file, load_view
 from stores.errors import AgencerdasError
 
-from .checkpoint import file_hash
 from .der import DERSettings, score
 from .infer import activity_to_segments, binarize, tune
 from .plots import plot_attention, plot_timeline
@@ -141,7 +140,7 @@ def evaluate(req: EvalRequest) -> dict:
               "read_and_stitch_s": inference_s - predict.seconds, "postprocess_s": post_s,
               "x_real_time": audio_s / max(inference_s + post_s, 1e-9)}
     payload = {
-        "checkpoint": str(req.model), "checkpoint_xxh3": file_hash(Path(req.model)), "config": cfg.to_dict(),
+        "checkpoint": str(req.model), "checkpoint_xxh3": hash_file(Path(req.model)), "config": cfg.to_dict(),
         "seed": cfg.seed, "feature_config": lm.feature_config, "store": store.url, "view": view.name,
         "view_fingerprint": view.fingerprint(), "split": "all" if req.audio_dir else req.split,
         "inference": asdict(inf), "tuned": tuned, "der": report.to_dict(), "skipped_unscored": skipped,

@@ -49,6 +49,16 @@ class Data:
     lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
     fingerprint: str = ""
     pseudo: int = 0  # train recordings whose labels are pseudo labels
+    cap_frames: int | None = None  # AUDIO_CAP_S in base frames (None: whole recordings)
+
+    @property
+    def shift_s(self) -> float:
+        """Seconds per base frame."""
+        return self.feature_config["hop_length"] / self.feature_config["sample_rate"]
+
+    def capped(self, rec) -> int:
+        """Base frames of ``rec`` that training and validation use."""
+        return min(rec.frames, self.cap_frames) if self.cap_frames else rec.frames
 
 
 def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
@@ -61,9 +71,9 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     data.pseudo = sum(r.pseudo for r in train)
     if not data.train:
         raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
-    shift = view.feature_config["hop_length"] / view.feature_config["sample_rate"]
-    cap = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
-    data.lengths = [min(r.frames, cap) if cap else r.frames for r in data.train]
+    shift = data.shift_s
+    data.cap_frames = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
+    data.lengths = [data.capped(r) for r in data.train]
     if max(data.lengths) < cfg.window_base_frames:
         raise AgencerdasError(
             f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "
@@ -110,9 +120,15 @@ def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
     return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout)
 
 
+def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer) -> WindowDataset:
+    """Windows of ``recordings`` (capped like training) read through the store."""
+    return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
+                         cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
+                         cfg.pseudo_weight)
+
+
 def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
-    dataset = WindowDataset(data.store.url, data.store.storage_options, data.train, data.lengths, cfg.downsample,
-                            cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb, cfg.pseudo_weight)
+    dataset = window_dataset(cfg, data, data.train, normalizer)
     plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
                       rank=rt.rank, world=rt.world)
     workers = loader_workers(cfg.num_workers, rt.device)
@@ -146,6 +162,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
         self.loader, self.plan = _loader(cfg, data, self.normalizer, rt)
+        self.val_dataset = window_dataset(cfg, data, data.validation, self.normalizer) if data.validation else None
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=rt.device.type == "cuda")

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from .data import WindowDataset, WindowPlan
+from .data import WindowPlan
 from .der import DERSettings, score
 from .infer import activity_to_segments, binarize
 from .loss import frame_error, pit_bce
 from .predict import predictor, recording_posteriors, reference_segments
 
 
-def _capped(trainer, rec) -> int:
-    data, cfg = trainer.data, trainer.cfg
-    shift = data.feature_config["hop_length"] / data.feature_config["sample_rate"]
-    return min(rec.frames, round(cfg.audio_cap_s / shift)) if cfg.audio_cap_s > 0 else rec.frames
-
-
 @torch.no_grad()
 def window_metrics(trainer) -> dict:
     """Mean PIT loss and frame-level error over validation windows (a fixed tiling, no shuffling)."""
-    cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
-    lengths = [_capped(trainer, r) for r in data.validation]
-    dataset = WindowDataset(data.store.url, data.store.storage_options, data.validation, lengths, cfg.downsample,
-                            cfg.window, cfg.pooling, cfg.max_speakers, trainer.normalizer, cfg.cache_mb)
-    plan = WindowPlan(lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group, shuffle=False)
+    cfg, rt = trainer.cfg, trainer.rt
+    dataset = trainer.val_dataset  # built once per run, so its entry cache lasts across epochs
+    plan = WindowPlan(dataset.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group, shuffle=False)
     loss_sum, batches = 0.0, 0
     counts = {"miss": 0, "false_alarm": 0, "confusion": 0, "speech": 0}
     for windows in plan:
@@ -46,17 +38,17 @@ def der_metrics(trainer) -> dict:
     """DER of whole validation recordings (stitched inference), scored by pyannote.metrics."""
     cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
     predict = predictor(trainer.model, rt.device, rt.autocast())
-    shift = cfg.downsample * data.feature_config["hop_length"] / data.feature_config["sample_rate"]
+    shift = cfg.downsample * data.shift_s
     refs, hyps, uems = {}, {}, {}
     for rec in data.validation:
-        frames = _capped(trainer, rec)
+        frames = data.capped(rec)
         feats = data.store.open("features", rec.features)["feats"]
         post = recording_posteriors(predict, feats, trainer.normalizer, cfg.downsample, cfg.pooling, frames, cfg.window)
         name = rec.source or rec.features
         hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames), shift,
                                           max_end_s=frames * shift / cfg.downsample)
         refs[name], uem = reference_segments(data.store, rec, frames)
-        uems[name] = uem or [(0.0, frames * data.feature_config["hop_length"] / data.feature_config["sample_rate"])]
+        uems[name] = uem or [(0.0, frames * data.shift_s)]
     report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
     return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
             "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"]}
