@@ -305,16 +305,21 @@ class Store:
                   if (self.local and reason.startswith("partial entry")) or self._idle_s(path) >= min_age_s]
         if keep is not None:
             doomed += [self._path(kind, key) for kind in KINDS for key in self.keys(kind) if key not in keep]
-        if not dry_run:
-            for path in doomed:
-                with suppress(FileNotFoundError):  # a concurrent gc got there first
-                    self._remove(path)
-        return doomed
+        if dry_run:
+            return doomed
+        removed = []
+        for path in doomed:
+            with suppress(FileNotFoundError):  # a concurrent gc, or the writer's own rename, got there first
+                self._remove(path)
+                removed.append(path)
+        return removed
 
     def _idle_s(self, path: str) -> float:
         """Seconds since anything at or under ``path`` last changed (infinite when storage cannot tell)."""
         newest = 0.0
         if self.local:
+            if not os.path.lexists(path):
+                return 0.0  # renamed into place (or removed) since it was listed: nothing to collect
             for dirpath, _, filenames in os.walk(path):
                 for name in [dirpath, *(os.path.join(dirpath, f) for f in filenames)]:
                     with suppress(OSError):
@@ -325,6 +330,8 @@ class Store:
             try:
                 for name in self.fs.find(path) or [path]:
                     newest = max(newest, self.fs.modified(name).timestamp())
+            except FileNotFoundError:
+                return 0.0  # gone since it was listed
             except (NotImplementedError, OSError, ValueError, AttributeError):
                 return float("inf")
         return time.time() - newest if newest else float("inf")

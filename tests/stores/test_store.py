@@ -278,3 +278,24 @@ def test_gc_with_views_keeps_referenced_entries(store):
 def test_keys_must_be_hex(store):
     with pytest.raises(AgencerdasError, match="not a content key"):
         store.has("features", "../escape")
+
+
+def test_a_write_that_commits_while_gc_scans_is_neither_reported_nor_harmed(store, monkeypatch):
+    k = key("racing")
+    expected = data()
+    writing = store.write("features", k, {"frames": len(expected)})
+    writer = writing.__enter__()
+    writer.create("feats", SPEC)
+    writer.append("feats", expected)
+    scan = Store._leftovers
+
+    def scan_then_commit(self):
+        found = scan(self)  # gc lists the writer's _tmp/ directory ...
+        writing.__exit__(None, None, None)  # ... which is renamed into place before gc looks at its age
+        return found
+
+    monkeypatch.setattr(Store, "_leftovers", scan_then_commit)
+    assert store.gc() == []
+    monkeypatch.undo()
+    np.testing.assert_array_equal(store.open("features", k)["feats"][:], expected)
+    assert store.verify().ok
