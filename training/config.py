@@ -14,6 +14,8 @@ from typing import Any
 
 from stores.errors import AgencerdasError
 
+from .augment import Augment
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,12 @@ class TrainConfig:
     num_workers: int = -1
     threads: int = 0  # torch CPU threads; 0 = auto: cores not used by loader workers
     cache_mb: int = 1024  # decoded-entry cache per DataLoader worker
+    # augmentation of training windows (training/augment.py); 0 disables each
+    aug_warp: float = 0.0  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
+    aug_gain_db: float = 0.0  # level offset in [-g, g] dB
+    aug_tilt_db: float = 0.0  # spectral slope in [-t, t] dB across the band
+    aug_freq_masks: int = 0  # SpecAugment frequency masks per window ...
+    aug_mask_bins: int = 0  # ... each up to this many mel bins wide
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
     epochs: int = 15
     lr: float = 1e-3
@@ -84,6 +92,10 @@ class TrainConfig:
             problems.append(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.lr <= 0 or self.num_workers < -1 or self.cache_mb < 0 or self.threads < 0:
             problems.append("lr must be > 0; num_workers >= -1 (-1 = auto); cache_mb and threads >= 0")
+        if not 0.0 <= self.aug_warp < 1.0:
+            problems.append(f"aug_warp must be in [0, 1), got {self.aug_warp}")
+        if min(self.aug_gain_db, self.aug_tilt_db, self.aug_freq_masks, self.aug_mask_bins) < 0:
+            problems.append("aug_gain_db, aug_tilt_db, aug_freq_masks and aug_mask_bins must be >= 0")
         if problems:
             raise AgencerdasError("invalid training config: " + "; ".join(problems))
 
@@ -98,6 +110,10 @@ class TrainConfig:
     def window_base_frames(self) -> int:
         """Window length in base (10 ms) frames as read from the store."""
         return self.window * self.downsample
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.aug_warp, self.aug_gain_db, self.aug_tilt_db, self.aug_freq_masks, self.aug_mask_bins)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

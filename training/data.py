@@ -29,7 +29,11 @@ from torch.utils.data import Dataset, Sampler
 from stores import EntryReader, Store, ViewRecording, downsample_features, downsample_labels, downsample_mask, read_rows
 from stores.errors import AgencerdasError
 
-Window = tuple[int, int]  # (recording index, start in base frames)
+from .augment import Augment
+
+# (recording index, start in base frames[, augmentation seed]); training plans add the seed
+# so that a window's perturbation depends on the plan alone, not on which worker reads it.
+Window = tuple[int, ...]
 
 
 @dataclass
@@ -100,13 +104,14 @@ class WindowPlan(Sampler[list[Window]]):
     every rank and after a resume; ``start_batch`` skips the batches already trained.
     Each rank takes every ``world``-th batch; the batch list is padded by wrapping so
     all ranks run the same number of steps, and an epoch is the same data whatever
-    the number of processes.
+    the number of processes. With ``augment`` (and ``shuffle``) every window carries
+    a third element, the seed of its augmentation, drawn from the same epoch RNG.
     """
 
     def __init__(self, lengths: list[int], window: int, batch: int, seed: int, shuffle_group: int,
-                 shuffle: bool = True, rank: int = 0, world: int = 1):
+                 shuffle: bool = True, rank: int = 0, world: int = 1, augment: bool = False):
         self.lengths, self.window, self.batch = lengths, window, batch
-        self.seed, self.shuffle_group, self.shuffle = seed, shuffle_group, shuffle
+        self.seed, self.shuffle_group, self.shuffle, self.augment = seed, shuffle_group, shuffle, augment
         self.rank, self.world = rank, world
         self.epoch = 0
         self.start_batch = 0
@@ -126,6 +131,8 @@ class WindowPlan(Sampler[list[Window]]):
             for g in range(0, len(order), self.shuffle_group):
                 group = [w for rec in order[g : g + self.shuffle_group] for w in by_rec.get(int(rec), [])]
                 windows += [group[i] for i in rng.permutation(len(group))]
+            if self.augment:
+                windows = [(*w, int(s)) for w, s in zip(windows, rng.integers(0, 2**63, len(windows)))]
         batches = [windows[i : i + self.batch] for i in range(0, len(windows), self.batch)]
         if self.world > 1 and len(batches) % self.world:
             # Cycle, not slice: with fewer batches than ranks a slice would leave some ranks short (a DDP hang).
@@ -146,17 +153,19 @@ class WindowDataset(Dataset):
     bool ``mask`` (window,) at the model frame rate; D = downsample * n_mels for ``stack``
     pooling, n_mels for ``mean``. Frames past a recording's (capped) end are zero and masked.
     ``weight`` (scalar) is ``pseudo_weight`` for windows of pseudo-labelled recordings, else 1.
+    A window with an augmentation seed is perturbed by ``augment`` (raw log-mel perturbations
+    before normalisation, frequency masks after); one without is returned as stored.
     """
 
     def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
                  downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
-                 cache_mb: int, pseudo_weight: float = 1.0):
+                 cache_mb: int, pseudo_weight: float = 1.0, augment: Augment | None = None):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
         self.downsample, self.window, self.pooling = downsample, window, pooling
         self.max_speakers, self.normalizer = max_speakers, normalizer
         self.cache_bytes = cache_mb * 2**20
-        self.pseudo_weight = pseudo_weight
+        self.pseudo_weight, self.augment = pseudo_weight, augment
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cached_bytes = 0
@@ -191,7 +200,7 @@ class WindowDataset(Dataset):
         return entry
 
     def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
-        index, start = item
+        index, start, *aug_seed = item
         frames = self.window * self.downsample
         n = self.lengths[index]
         entry = self._entry(index)
@@ -201,7 +210,12 @@ class WindowDataset(Dataset):
         else:
             feats, labels = entry[0][start : start + frames], entry[1][start : start + frames]
         valid = min(frames, max(0, n - start))
-        feats = _pad(self.normalizer(feats[:valid]), frames)
+        if aug_seed and self.augment is not None:
+            rng = np.random.default_rng(aug_seed[0])
+            feats = self.augment.mask(self.normalizer(self.augment.spectral(feats[:valid], rng)), rng)
+        else:
+            feats = self.normalizer(feats[:valid])
+        feats = _pad(feats, frames)
         labels = _pad(labels[:valid], frames)
         mask = np.arange(frames) < valid
         labels = _fit_speakers(downsample_labels(labels, self.downsample), self.max_speakers)

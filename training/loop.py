@@ -121,16 +121,17 @@ def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
 
 
 def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer) -> WindowDataset:
-    """Windows of ``recordings`` (capped like training) read through the store."""
+    """Windows of ``recordings`` (capped like training) read through the store; only windows
+    planned with an augmentation seed (training's) are augmented."""
     return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
                          cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
-                         cfg.pseudo_weight)
+                         cfg.pseudo_weight, cfg.augment)
 
 
 def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
     dataset = window_dataset(cfg, data, data.train, normalizer)
     plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
-                      rank=rt.rank, world=rt.world)
+                      rank=rt.rank, world=rt.world, augment=cfg.augment.active)
     workers = loader_workers(cfg.num_workers, rt.device)
     set_cpu_threads(cfg.threads, workers, rt.device)
     loader = DataLoader(

@@ -7,9 +7,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from stores import downsample_features, downsample_labels
 from stores.errors import AgencerdasError
+from training.augment import Augment
 from training.data import Normalizer, WindowDataset, WindowPlan, plan_windows
 
 LENGTHS = [1000, 599, 600, 1, 1234, 2500, 50, 1801]
@@ -117,6 +119,16 @@ def test_an_epoch_is_the_same_data_whatever_the_number_of_processes(world, batch
     assert [_epoch(_plan(batch=batch, rank=r, world=world), 3, 1) for r in range(world)] == [r[1:] for r in ranks]
 
 
+def test_augmented_plan_sees_the_same_windows_each_with_a_seed_fixed_by_seed_and_epoch():
+    plain, augmented = _epoch(_plan(), 2), _epoch(_plan(augment=True), 2)
+    assert [[w[:2] for w in batch] for batch in augmented] == plain
+    seeds = [w[2] for w in _flat(augmented)]
+    assert len(set(seeds)) == len(seeds)
+    assert _epoch(_plan(augment=True), 2) == augmented  # a resumed or other-rank plan draws the same
+    assert [w[2] for w in _flat(_epoch(_plan(augment=True), 3))] != seeds
+    assert _epoch(_plan(augment=True, shuffle=False), 2) == _epoch(_plan(shuffle=False), 2)  # validation: none
+
+
 # ----------------------------------------------------------------------------------------------- dataset
 
 
@@ -126,10 +138,11 @@ def train_set(toy):
     return recordings, [r.frames for r in recordings], Normalizer.fit(toy.store, recordings)
 
 
-def _dataset(toy, train_set, downsample=10, window=50, pooling="stack", speakers=4, cache_mb=64, lengths=None):
+def _dataset(toy, train_set, downsample=10, window=50, pooling="stack", speakers=4, cache_mb=64, lengths=None,
+             augment=None):
     recordings, frames, normalizer = train_set
     return WindowDataset(toy.url, {}, recordings, lengths or frames, downsample, window, pooling, speakers,
-                         normalizer, cache_mb)
+                         normalizer, cache_mb, augment=augment)
 
 
 def _direct(toy, rec, start, frames, normalizer, downsample, pooling):
@@ -225,3 +238,17 @@ def test_a_worker_copy_starts_with_an_empty_cache(toy, train_set):
     assert copy.reads == 0 and not copy._cache and copy._store is None
     again = copy[(3, 200)]
     assert all(np.array_equal(again[k].numpy(), item[k].numpy()) for k in item)
+
+
+def test_augmentation_perturbs_seeded_windows_only_and_never_their_labels(toy, train_set):
+    dataset = _dataset(toy, train_set, augment=Augment(warp=0.1, gain_db=6, tilt_db=6, freq_masks=2, mask_bins=8))
+    plain = _dataset(toy, train_set)
+    for window in [(0, 0), (2, 100), (1, 1200 - 500)]:
+        reference = plain[window]
+        for key, value in dataset[window].items():  # no seed (validation, inference): as stored
+            assert torch.equal(value, reference[key])
+        first, again, other = dataset[(*window, 11)], dataset[(*window, 11)], dataset[(*window, 12)]
+        assert torch.equal(first["feats"], again["feats"]) and not torch.equal(first["feats"], other["feats"])
+        assert not torch.allclose(first["feats"], reference["feats"])
+        for key in ("labels", "mask", "weight"):
+            assert torch.equal(first[key], reference[key])

@@ -124,6 +124,13 @@ def test_resume_after_a_crash_from_a_mid_epoch_checkpoint(toy, tmp_path, monkeyp
     assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
 
 
+def test_augmented_training_with_a_worker_resumes_exactly_inside_an_epoch(toy, tmp_path):
+    augment = ["AUG_WARP=0.1", "AUG_GAIN_DB=6", "AUG_TILT_DB=6", "AUG_FREQ_MASKS=2", "AUG_MASK_BINS=8"]
+    stopped, _ = _resume_matches(toy, tmp_path, ["EPOCHS=2", "NUM_WORKERS=1", *augment], ["MAX_STEPS=4"])
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
+    assert stopped["config"]["aug_warp"] == 0.1
+
+
 def test_gradient_accumulation_closes_each_epoch_and_resumes_exactly(toy, tmp_path):
     """3 batches per epoch with ACCUMULATE=2: two optimizer steps per epoch, nothing carried over."""
     stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3", "ACCUMULATE=2"], ["MAX_STEPS=2"])
