@@ -24,7 +24,7 @@ BENCH_SIZE  ?= small
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
 MAKE_VARS := PYTHON VENV DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
-             BENCH_SIZE RESUME SCHEDULER
+             BENCH_SIZE RESUME SCHEDULER PSEUDO_LABELS
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m training.cli,$(BIN)/agencerdas)
 
@@ -48,6 +48,8 @@ help: ## Show this help and the variables you can set
 	@echo "  AUDIO_DIR=$(AUDIO_DIR) RTTM_DIR=$(RTTM_DIR) STORE=$(STORE) VIEW=$(VIEW) JOBS=$(JOBS)"
 	@echo "  PRESET=$(PRESET) (original | optimized | ultra-fast | throughput) RUN=$(RUN) MODEL=$(MODEL) GPUS=$(GPUS)"
 	@echo "  DEMO_SIZE=$(DEMO_SIZE) (default | small) TEST_DIR=$(TEST_DIR) AUDIO=$(AUDIO) OUT=$(OUT) BENCH_SIZE=$(BENCH_SIZE)"
+	@echo "  PSEUDO_LABELS=energy | CHECKPOINT labels recordings without RTTM in make features (flagged pseudo)"
+	@echo "  SCHEDULER=local | tcp://HOST:PORT runs make features on a Dask cluster"
 	@echo "  RESUME=1 continues RUN; any other NAME=VALUE is a training override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 
 $(BIN)/agencerdas: pyproject.toml
@@ -71,6 +73,7 @@ corpus: $(DATA)/train/corpus.json $(DATA)/test/corpus.json ## Generate the demo 
 features: install ## Build or update the feature store STORE from AUDIO_DIR (+ RTTM_DIR), JOBS processes or SCHEDULER
 	$(BIN)/agencerdas features $(AUDIO_DIR) --rttm-dir $(RTTM_DIR) --store $(STORE) --view $(VIEW) --jobs $(JOBS) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(PSEUDO_LABELS),$(if $(filter energy,$(PSEUDO_LABELS)),--pseudo-labels,--pseudo-model $(PSEUDO_LABELS))) \
 		$(if $(findstring ://,$(STORE)),,--summary-json $(STORE)/last-features-run.json)
 
 train: install ## Train PRESET on the store's VIEW into RUN (GPUS=N uses torchrun; NAME=VALUE overrides)

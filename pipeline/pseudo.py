@@ -16,11 +16,16 @@ Method (all from the stored log-mel features, nothing downloaded):
 
 The method and its settings are part of the labels key and the entry is marked
 ``pseudo: true`` everywhere it appears.
+
+Any other labeller plugs in through :class:`PseudoLabeler` (``training`` provides one
+that runs a trained agencerdas model over the stored features); ``PseudoConfig`` is
+the default one.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -32,9 +37,19 @@ from stores.errors import AgencerdasError
 METHOD = "energy-vad+stats-ahc"
 
 
+class PseudoLabeler(Protocol):
+    """Labels one recording from its stored features; pickled to every worker that labels."""
+
+    def describe(self) -> dict:
+        """Method name and every setting that changes the labels (they enter the labels key)."""
+
+    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+        """Speaker activity (frames, S) from log-mel features (frames, n_mels), 10 ms base frames."""
+
+
 @dataclass(frozen=True)
 class PseudoConfig:
-    """Settings of the pseudo-labelling method (frames are 10 ms base frames)."""
+    """The default labeller: energy VAD + statistics AHC (frames are 10 ms base frames)."""
 
     vad_margin_db: float = 12.0
     vad_smooth_frames: int = 31
@@ -44,8 +59,11 @@ class PseudoConfig:
     cluster_threshold: float = 1.0
     max_speakers: int = 4
 
-    def to_dict(self) -> dict:
+    def describe(self) -> dict:
         return {"method": METHOD, **asdict(self)}
+
+    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+        return pseudo_labels(logmel, self)
 
 
 def speech_activity(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
@@ -102,3 +120,15 @@ def pseudo_labels(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
     nearest = np.abs(frame_idx[:, None] - centres[None, :]).argmin(axis=1)
     activity[frame_idx, [order[c] for c in clusters[nearest]]] = 1
     return activity
+
+
+def by_first_appearance(activity: np.ndarray, speakers: int) -> np.ndarray:
+    """(frames, speakers) uint8: the active columns of ``activity`` (frames, S) in order of first
+    speech, like annotated speakers; when more than ``speakers`` are active, the ones with the most speech."""
+    activity = np.asarray(activity).astype(bool)
+    talk = activity.sum(axis=0)
+    active = [int(c) for c in np.argsort(-talk, kind="stable")[:speakers] if talk[c]]
+    active.sort(key=lambda c: int(activity[:, c].argmax()))
+    out = np.zeros((len(activity), speakers), dtype=np.uint8)
+    out[:, : len(active)] = activity[:, active]
+    return out

@@ -23,7 +23,7 @@ from .cluster import check_shared_store, task_backend
 from .discover import Recording, discover
 from .features import FeatureConfig
 from .labels import LabelConfig, canonical_annotation
-from .pseudo import PseudoConfig
+from .pseudo import PseudoConfig, PseudoLabeler
 from .statcache import StatCache
 from .tasks import Task, TaskResult, run_task
 
@@ -94,6 +94,8 @@ class FeaturesRequest:
     progress: bool = True
     #: Give recordings without an RTTM pseudo labels (energy VAD + clustering), flagged pseudo.
     pseudo_labels: bool = False
+    #: ... or pseudo labels from this labeller (e.g. a trained model; implies ``pseudo_labels``).
+    pseudo_labeler: PseudoLabeler | None = None
     #: None: loky processes here; "local": a Dask LocalCluster here; "tcp://host:port": that Dask cluster.
     scheduler: str | None = None
 
@@ -102,7 +104,9 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
     """Tasks for recordings with missing entries, and the view entry of every recording."""
     cache = StatCache()
     features_cfg, labels_cfg = request.feature_config.to_dict(), request.label_config.to_dict()
-    pseudo = PseudoConfig(max_speakers=request.label_config.max_speakers).to_dict() if request.pseudo_labels else None
+    pseudo = request.pseudo_labeler
+    if pseudo is None and request.pseudo_labels:
+        pseudo = PseudoConfig(max_speakers=request.label_config.max_speakers)
     tasks, keys = [], {}
     for rec in recordings:
         try:
@@ -113,7 +117,7 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
         if rec.segments is not None:
             lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
         else:
-            lkey = label_key(fkey, {"pseudo": pseudo}, labels_cfg) if pseudo else None
+            lkey = label_key(fkey, {"pseudo": pseudo.describe()}, labels_cfg) if pseudo else None
         keys[rec.rec_id] = (fkey, lkey)
         need_features = not store.has("features", fkey)
         need_labels = lkey is not None and not store.has("labels", lkey)

@@ -17,7 +17,7 @@ from stores.errors import AgencerdasError
 from .audio import probe, stream_mono
 from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
-from .pseudo import PseudoConfig, pseudo_labels
+from .pseudo import PseudoLabeler, by_first_appearance
 from .rttm import Segment
 
 #: Frames per stored chunk (80 s at 10 ms); also the block size of feature work. See README "Store".
@@ -40,7 +40,7 @@ class Task:
     need_labels: bool
     segments: list[Segment] | None = None
     uem: list[tuple[float, float]] | None = None
-    pseudo: dict | None = None  # PseudoConfig fields: make pseudo labels instead of reading segments
+    pseudo: PseudoLabeler | None = None  # make pseudo labels with it instead of reading segments
 
 
 @dataclass
@@ -122,9 +122,8 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
     config = LabelConfig(**task.label_config)
     notes = []
     if task.pseudo is not None:
-        pseudo = PseudoConfig(**{k: v for k, v in task.pseudo.items() if k != "method"})
         logmel = np.asarray(store.open("features", task.features_key)["feats"][:frames])
-        activity = pseudo_labels(logmel, pseudo)
+        activity = by_first_appearance(task.pseudo(logmel), config.max_speakers)
         speakers = [f"pseudo{i}" for i in range(activity.shape[1]) if activity[:, i].any()]
         dropped: list[str] = []
     else:
@@ -146,7 +145,7 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
         "dropped_speakers": dropped,
         "frame_shift_s": frame_shift_s,
         "pseudo": task.pseudo is not None,
-        "pseudo_method": task.pseudo,
+        "pseudo_method": task.pseudo.describe() if task.pseudo is not None else None,
         "uem": [list(r) for r in task.uem] if task.uem else None,
         "label_config": config.to_dict(),
         "created_at": time.time(),

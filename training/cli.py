@@ -28,6 +28,12 @@ def _add_storage_flags(parser: argparse.ArgumentParser) -> None:
 def _features(args: argparse.Namespace) -> int:
     from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 
+    feature_config = FeatureConfig(n_mels=args.n_mels, dtype=args.dtype)
+    labeler = None
+    if args.pseudo_model:
+        from .pseudo_model import ModelLabeler
+
+        labeler = ModelLabeler(Path(args.pseudo_model), feature_config.to_dict())
     request = FeaturesRequest(
         audio_dir=Path(args.audio_dir),
         store=args.store,
@@ -35,10 +41,11 @@ def _features(args: argparse.Namespace) -> int:
         uem_dir=Path(args.uem_dir) if args.uem_dir else None,
         jobs=args.jobs,
         pseudo_labels=args.pseudo_labels,
+        pseudo_labeler=labeler,
         view=args.view,
         validation_fraction=args.validation_fraction,
         split_seed=args.split_seed,
-        feature_config=FeatureConfig(n_mels=args.n_mels, dtype=args.dtype),
+        feature_config=feature_config,
         label_config=LabelConfig(max_speakers=args.max_speakers),
         storage_options=_storage_options(args),
         progress=not args.quiet,
@@ -189,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--quiet", action="store_true", help="no progress bar")
     feats.add_argument("--pseudo-labels", action="store_true",
                        help="label recordings without RTTM by energy VAD + clustering (flagged pseudo)")
+    feats.add_argument("--pseudo-model", metavar="CHECKPOINT",
+                       help="label recordings without RTTM with this trained model instead (flagged pseudo)")
     feats.add_argument("--summary-json", help="also write the run summary as JSON here")
     feats.set_defaults(func=_features)
 

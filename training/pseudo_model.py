@@ -1,0 +1,70 @@
+"""Pseudo labels from a trained agencerdas model: ``agencerdas features … --pseudo-model runs/NAME/best.pt``.
+
+The model runs over the recording's stored features exactly as ``diarize`` does
+(stitched sliding-window inference, the run's tuned or configured threshold and
+median filter), and its model-rate activity is repeated to 10 ms base frames.
+Unlike the default energy-VAD + clustering labeller, it can label overlapped speech.
+
+The labels key names the method, the checkpoint's xxh3 and the inference settings,
+so labels from another checkpoint, or another threshold, are other entries.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stores import hash_file
+from stores.errors import AgencerdasError
+
+from .infer import binarize
+from .predict import LoadedModel, load_model, predictor, recording_posteriors
+
+METHOD = "agencerdas-eend"
+
+
+@lru_cache(maxsize=2)
+def _model(path: str, checkpoint_xxh3: str) -> LoadedModel:
+    """The checkpoint loaded once per process (the hash makes a rewritten file a new entry)."""
+    return load_model(Path(path), torch.device("cpu"))
+
+
+class ModelLabeler:
+    """A :class:`pipeline.pseudo.PseudoLabeler` backed by a checkpoint; inference on the CPU in fp32.
+
+    Checked in the calling process, so a bad checkpoint or a feature mismatch is one clear
+    error before any work starts; only the path and settings travel to workers.
+    """
+
+    def __init__(self, checkpoint: Path, feature_config: dict):
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise AgencerdasError(f"pseudo model {path} does not exist; give a checkpoint such as runs/NAME/best.pt")
+        self.path = str(path.resolve())
+        digest = hash_file(path)
+        lm = _model(self.path, digest)
+        if lm.feature_config != feature_config:
+            raise AgencerdasError(
+                f"pseudo model {path} was trained on features {lm.feature_config}, but this run computes "
+                f"{feature_config}; build features with the model's settings or use another checkpoint"
+            )
+        inference = lm.inference
+        self.settings = {"method": METHOD, "checkpoint_xxh3": digest, "window": inference.window,
+                         "overlap": inference.overlap, "threshold": inference.threshold,
+                         "median_frames": inference.median_frames}
+
+    def describe(self) -> dict:
+        return dict(self.settings)
+
+    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+        """Speaker activity (frames, model's max_speakers) bool at base frames for logmel (frames, n_mels)."""
+        lm = _model(self.path, self.settings["checkpoint_xxh3"])
+        cfg, s = lm.config, self.settings
+        post = recording_posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, lm.normalizer,
+                                    cfg.downsample, cfg.pooling, len(logmel), s["window"], s["overlap"])
+        active = binarize(post, s["threshold"], s["median_frames"])
+        return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]
