@@ -297,14 +297,17 @@ class Store:
 
         ``keep`` is usually :meth:`referenced_keys` (every entry some view names).
         ``_tmp/`` orphans and temporary view or marker files may be writes still in progress
-        in another process: only those unchanged for ``min_age_s`` seconds go (0: all of them).
-        On object storage entries are written in place, so the same holds for partial entries.
+        in another process, and an unreferenced entry may have been committed by a ``features``
+        run that has not written its view yet: only those unchanged for ``min_age_s`` seconds go
+        (0: all of them), a grace period like git's for unreachable objects. On object storage
+        entries are written in place, so the same holds for partial entries.
         Returns the removed (or, with ``dry_run``, removable) paths.
         """
         doomed = [path for path, reason in self._leftovers()
                   if (self.local and reason.startswith("partial entry")) or self._idle_s(path) >= min_age_s]
         if keep is not None:
-            doomed += [self._path(kind, key) for kind in KINDS for key in self.keys(kind) if key not in keep]
+            unreferenced = [self._path(kind, key) for kind in KINDS for key in self.keys(kind) if key not in keep]
+            doomed += [path for path in unreferenced if self._idle_s(f"{path}/{COMMIT}") >= min_age_s]
         if dry_run:
             return doomed
         removed = []

@@ -209,10 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
     store.add_argument("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes")
     store.add_argument("--min-age", type=float, default=60.0, metavar="MINUTES",
-                       help="gc: remove temporary files (_tmp/ orphans, view temp files) only when unchanged this long, "
-                            "since younger ones may be writes in progress in another process (default 60)")
+                       help="gc: remove temporary files (_tmp/ orphans, view temp files) and unreferenced entries only "
+                            "when unchanged this long, since younger ones may belong to a features run still in "
+                            "progress in another process (default 60)")
     store.add_argument("--all", action="store_true",
-                       help="gc: remove temporary files whatever their age (only when no other process writes the store)")
+                       help="gc: remove them whatever their age (only when no other process writes the store)")
     store.set_defaults(func=_store)
 
     tr = sub.add_parser("train", help="train SA-EEND on windows streamed from a store")

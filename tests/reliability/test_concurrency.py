@@ -181,3 +181,30 @@ def test_gc_removes_temporary_files_by_age(tmp_path, age_s, removed):
     assert len(store.verify().problems) == 2
     assert len(store.gc()) == 2 * removed
     assert len(store.verify().problems) == 2 - 2 * removed
+
+
+def test_gc_while_features_run_keeps_the_entries_the_run_has_not_yet_named_in_a_view(tmp_path, monkeypatch):
+    import pipeline.runner as runner
+    from stores import referenced_keys
+
+    audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=4.0)
+    path = tmp_path / "store"
+    assert build_features(FeaturesRequest(audio, str(path), rttm_dir=rttm, view="old", progress=False)).ok
+    more, more_rttm = make_corpus(tmp_path / "more", n=5, seconds=4.0)
+    for i in (3, 4):
+        shutil.copy(next(more.glob(f"rec{i:02d}.*")), audio)
+        shutil.copy(more_rttm / f"rec{i:02d}.rttm", rttm)
+    save_view, collected = runner.save_view, []
+
+    def gc_then_save(store, view):  # `store gc` in another shell: the new entries are committed, not yet named
+        other = Store(path, create=False)
+        collected.extend(other.gc(keep=referenced_keys(other)))
+        save_view(store, view)
+
+    monkeypatch.setattr(runner, "save_view", gc_then_save)
+    summary = build_features(FeaturesRequest(audio, str(path), rttm_dir=rttm, view="new", progress=False))
+    assert summary.ok and summary.computed == 2 and collected == []
+    store = Store(path, create=False)
+    for rec in load_view(store, "new").recordings.values():
+        assert store.has("features", rec.features) and store.has("labels", rec.labels)
+    assert store.verify().ok
