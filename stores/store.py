@@ -5,7 +5,8 @@ Layout under the store root::
     store.json                    format marker and version
     features/<key>/               one Zarr group per features entry
     labels/<key>/                 one Zarr group per labels entry
-        zarr.json, <array>/...    the arrays and their attributes
+        zarr.json, <array>/...    the arrays and their attributes (on object storage:
+                                  in a generation folder g<id>/ that commit.json names)
         commit.json               written last: shapes, dtypes and xxh3 checksums
     views/<name>.json             dataset views (which entries form a training set)
     _tmp/                         entries being written on a local filesystem
@@ -13,9 +14,10 @@ Layout under the store root::
 An entry exists for readers only when its ``commit.json`` exists. On a local
 filesystem the whole group is written under ``_tmp/`` and renamed into place, so
 a crash leaves at most an orphan in ``_tmp/``; on object storage, where rename is
-not atomic, the group is written in place and the marker is the last object
-written (and the first one deleted). ``verify`` reports both kinds of leftovers;
-``gc`` removes them.
+not atomic, each writer writes its own generation inside the entry and the marker,
+naming it, is the last object written (and the first one deleted), so concurrent
+writers of one key never mix their objects. ``verify`` reports every kind of
+leftover; ``gc`` removes them.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ KINDS = ("features", "labels")
 COMMIT = "commit.json"
 STORE_FORMAT = "agencerdas-store"
 #: Layout version of the store; a reader refuses a store written by a newer one.
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: object-storage entries keep their arrays in the generation commit.json names
 #: ``gc`` leaves ``_tmp/`` orphans and temporary view files younger than this alone by default:
 #: they may be writes still in progress in another process (``verify`` reports them whatever their age).
 TMP_MIN_AGE_S = 3600.0
 _MARKER_TMP = ".store.json."
+
+
+def _is_plain_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _is_marker_tmp(path: str) -> bool:
@@ -189,17 +195,16 @@ class Store:
                 for block in blocks:
                     w.append("feats", block)
 
-        If another process committed the same key meanwhile, ours is discarded
-        (keys are content hashes, so both are identical). On object storage a
-        committed entry is never written over: a second writer of a committed key
-        writes to ``_tmp/`` and discards it.
+        On a local filesystem the group is written under ``_tmp/`` and renamed into place.
+        On object storage, where rename is a copy, each writer writes its own generation
+        ``<kind>/<key>/g<id>/`` and commits by writing ``commit.json`` that names it, so two
+        writers of one new key never touch each other's objects. If another process
+        committed the key meanwhile, ours is discarded (keys are content hashes: both are
+        the same data).
         """
         final = self._path(kind, key)
-        scratch = f"{self.root}/_tmp/{kind}-{key}-{uuid.uuid4().hex[:8]}"
-        in_place = not self.local and not self.has(kind, key)
-        target = final if in_place else scratch
-        if in_place and self.exists(final):
-            self.fs.rm(final, recursive=True)  # an uncommitted leftover of a crashed writer
+        generation = f"g{uuid.uuid4().hex[:12]}"
+        target = f"{self.root}/_tmp/{kind}-{key}-{generation}" if self.local else f"{final}/{generation}"
         try:
             group = zarr.open_group(store=zarr_store(self.fs, target, read_only=False), mode="w")
             group.update_attributes(attrs)
@@ -211,42 +216,67 @@ class Store:
                     "`agencerdas store gc --all`?); nothing was committed, rerun to write it"
                 )
             commit = {"kind": kind, "key": key, "arrays": writer.manifest(), "committed_at": time.time()}
-            self.fs.pipe_file(f"{target}/{COMMIT}", json.dumps(commit).encode())
+            if self.local:
+                self.fs.pipe_file(f"{target}/{COMMIT}", json.dumps(commit).encode())
+            elif not self.has(kind, key):
+                self.fs.pipe_file(f"{final}/{COMMIT}", json.dumps({**commit, "data": generation}).encode())
+                return
         except BaseException:
             if self.local:
                 shutil.rmtree(target, ignore_errors=True)
-            elif not in_place:
-                with suppress(OSError):  # best effort: gc removes whatever is left in _tmp/
+            else:
+                with suppress(OSError):  # best effort: gc removes whatever is left
                     self.fs.rm(target, recursive=True)
             raise
-        if not self.local and not in_place:
-            self._remove(target)  # the key was committed before we started: ours is a duplicate
-        if self.local:
-            try:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                for attempt in range(2):
-                    try:
-                        os.rename(target, final)
+        if not self.local:  # the key was committed while we wrote: ours is a duplicate
+            with suppress(OSError):
+                self.fs.rm(target, recursive=True)
+            return
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            for attempt in range(2):
+                try:
+                    os.rename(target, final)
+                    break
+                except OSError:
+                    if self.has(kind, key):
+                        shutil.rmtree(target, ignore_errors=True)
                         break
-                    except OSError:
-                        if self.has(kind, key):
-                            shutil.rmtree(target, ignore_errors=True)
-                            break
-                        if attempt or not os.path.isdir(final):
-                            raise
-                        # An uncommitted leftover (an interrupted copy or gc) holds the name: replace it.
-                        shutil.rmtree(final, ignore_errors=True)
-            except BaseException:
-                shutil.rmtree(target, ignore_errors=True)  # e.g. no space for the directory: leave no orphan
-                raise
+                    if attempt or not os.path.isdir(final):
+                        raise
+                    # An uncommitted leftover (an interrupted copy or gc) holds the name: replace it.
+                    shutil.rmtree(final, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # e.g. no space for the directory: leave no orphan
+            raise
+
+    def _commit(self, path: str) -> dict | None:
+        """The commit marker of the entry at ``path``, None when it has none (not committed)."""
+        try:
+            commit = json.loads(self.fs.cat_file(f"{path}/{COMMIT}"))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise AgencerdasError(f"{path}/{COMMIT} is damaged ({exc}); remove the entry and rerun features") from None
+        data = commit.get("data") if isinstance(commit, dict) else None
+        if not isinstance(commit, dict) or (data is not None and not _is_plain_name(data)):
+            raise AgencerdasError(f"{path}/{COMMIT} is not a commit marker; remove the entry and rerun features")
+        return commit
+
+    @staticmethod
+    def _data_path(path: str, commit: dict) -> str:
+        """Where the committed arrays are: the generation ``commit`` names (object storage) or ``path``."""
+        return f"{path}/{commit['data']}" if commit.get("data") else path
 
     def open(self, kind: str, key: str) -> zarr.Group:
         """The committed entry ``kind/key`` as a read-only Zarr group."""
-        if not self.has(kind, key):
+        path = self._path(kind, key)
+        commit = self._commit(path)
+        if commit is None:
             raise AgencerdasError(
                 f"store {self.url} has no {kind} entry {key}; rebuild it with `agencerdas features`"
             )
-        return zarr.open_group(store=zarr_store(self.fs, self._path(kind, key), read_only=True), mode="r")
+        return zarr.open_group(store=zarr_store(self.fs, self._data_path(path, commit), read_only=True), mode="r")
 
     def attrs(self, kind: str, key: str) -> dict[str, Any]:
         """The attributes recorded with a committed entry (config, provenance, sizes)."""
@@ -268,6 +298,14 @@ class Store:
             for path in self._listing(f"{self.root}/{kind}"):
                 if not self.exists(f"{path}/{COMMIT}"):
                     found.append((path, "partial entry without commit marker"))
+                elif not self.local:  # generations other than the committed one: a raced or killed writer's
+                    try:
+                        generation = (self._commit(path) or {}).get("data")
+                    except AgencerdasError:
+                        continue  # verify reports the damaged marker itself
+                    if generation:
+                        found += [(p, "write of a committed entry that did not commit") for p in self._listing(path)
+                                  if p.rsplit("/", 1)[-1] not in (COMMIT, generation)]
         return found
 
     def verify(self, checksums: bool = True) -> VerifyReport:

@@ -103,14 +103,20 @@ def test_features_on_s3_read_back_equal_to_a_local_store(tmp_path, s3):
 def test_uncommitted_entries_are_invisible_and_verify_and_gc_handle_them(s3):
     store = Store(*s3)
     committed, array = put(store, "committed")
-    crashed = content_key("s3-test", "crashed")
-    with pytest.raises(RuntimeError, match="killed"):
-        with store.write("features", crashed, {}) as writer:  # written in place on object storage ...
+    failed = content_key("s3-test", "failed")
+    with pytest.raises(RuntimeError, match="failed"):
+        with store.write("features", failed, {}) as writer:  # an error inside the write cleans up after itself
             writer.create("feats", SPEC)
-            writer.append("feats", array)
-            raise RuntimeError("killed")  # ... and interrupted before its commit marker
+            raise RuntimeError("failed")
+    assert not store.fs.exists(store._path("features", failed))
+
+    crashed = content_key("s3-test", "crashed")
+    killed = store.write("features", crashed, {})  # a writer killed before its commit marker: never exited
+    writer = killed.__enter__()
+    writer.create("feats", SPEC)
+    writer.append("feats", array)
     partial = store._path("features", crashed)
-    assert store.fs.exists(f"{partial}/zarr.json")
+    assert store.fs.find(partial)
 
     for reader in (store, Store(*s3, create=False)):
         assert not reader.has("features", crashed) and reader.keys("features") == [committed]
@@ -129,12 +135,43 @@ def test_uncommitted_entries_are_invisible_and_verify_and_gc_handle_them(s3):
 
     assert store.gc(keep=set(), min_age_s=0) == [store._path("features", committed)]  # unreferenced: removed
     assert store.keys("features") == [] and store.verify().ok
+    killed.gen.close()  # release the abandoned writer while the server runs; its objects are gone already
+
+
+def test_two_writers_of_one_new_key_never_mix_their_objects(s3):
+    first, second = Store(*s3), Store(*s3, create=False)
+    key = content_key("s3-test", "raced")
+    array = np.random.default_rng(3).standard_normal((50, 4)).astype(np.float32)
+    a, b = first.write("features", key, {"frames": 50}), second.write("features", key, {"frames": 50})
+    writer_a = a.__enter__()
+    writer_a.create("feats", SPEC)
+    writer_a.append("feats", array[:20])
+    writer_b = b.__enter__()  # starts while A is half-way: it must not disturb A's objects
+    writer_b.create("feats", SPEC)
+    writer_b.append("feats", array[:40])
+    writer_a.append("feats", array[20:])
+    a.__exit__(None, None, None)  # A commits first
+    np.testing.assert_array_equal(second.open("features", key)["feats"][:], array)
+    writer_b.append("feats", array[40:])
+    b.__exit__(None, None, None)  # B finds the key committed and discards its copy
+    np.testing.assert_array_equal(first.open("features", key)["feats"][:], array)
+    assert first.verify().ok and first.gc(dry_run=True, min_age_s=0) == []
+
+    killed = first.write("features", key, {"frames": 50})  # a third writer of the committed key, killed
+    killed.__enter__().create("feats", SPEC)
+    [(leftover, reason)] = first.verify().problems
+    assert leftover.startswith(first._path("features", key) + "/g") and "did not commit" in reason
+    assert first.gc() == [] and first.gc(min_age_s=0) == [leftover]
+    np.testing.assert_array_equal(first.open("features", key)["feats"][:], array)
+    assert first.verify().ok
+    killed.gen.close()
 
 
 def test_verify_detects_a_missing_chunk_on_s3(s3):
     store = Store(*s3)
     key, _ = put(store, "chunky")
-    store.fs.rm(f"{store._path('features', key)}/feats/c/1/0")  # zarr would read it back as zeros
+    [chunk] = [p for p in store.fs.find(store._path("features", key)) if p.endswith("/feats/c/1/0")]
+    store.fs.rm(chunk)  # zarr would read it back as zeros
     [(path, reason)] = store.verify().problems
     assert path.endswith(f"{key}/feats") and "checksum mismatch" in reason
     assert store.verify(checksums=False).ok
