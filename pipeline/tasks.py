@@ -19,6 +19,7 @@ from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
 from .pseudo import PseudoLabeler, by_first_appearance
 from .rttm import Segment
+from .statcache import StatCache
 
 #: Frames per stored chunk (80 s at 10 ms); also the block size of feature work. See README "Store".
 CHUNK_FRAMES = 8000
@@ -204,14 +205,16 @@ def run_task(task: Task) -> TaskResult:
     return result
 
 
-def ensure_features(store: Store, path: Path, config: FeatureConfig) -> tuple[str, dict[str, Any]]:
+def ensure_features(store: Store, path: Path, config: FeatureConfig,
+                    cache: StatCache | None = None) -> tuple[str, dict[str, Any]]:
     """Features of one audio file in ``store`` (computed in this process when missing).
 
     Returns (features key, entry attributes). Used to diarize or evaluate new audio
-    through the same cache the training corpus uses.
+    through the same cache the training corpus uses; with a stat ``cache`` an unchanged
+    file is not even read to find its key.
     """
     try:
-        key = feature_key(hash_file(path), config.to_dict())
+        key = feature_key(cache.content_hash(path) if cache else hash_file(path), config.to_dict())
     except OSError as exc:
         raise AgencerdasError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not store.has("features", key):

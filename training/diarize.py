@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline import FeatureConfig
 from pipeline.rttm import unique_file_names, write_rttm
+from pipeline.statcache import StatCache
 from pipeline.tasks import ensure_features
 from stores import Store
 from stores.errors import AgencerdasError
@@ -50,13 +51,14 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
     config = FeatureConfig(**lm.feature_config)
     scratch = None if store_url else tempfile.mkdtemp(prefix="agencerdas-diarize-")
     store = Store(store_url or scratch, create=True)
+    cache = StatCache() if store_url else None  # a scratch store is gone after this run: nothing to find again
     predict = predictor(lm.model, rt.device, rt.autocast())
     summary = DiarizeSummary()
     try:
         targets = unique_file_names([Path(path).stem for path in audio], ".rttm")
         for path, target in zip(audio, targets):
             try:
-                key, attrs = ensure_features(store, Path(path), config)
+                key, attrs = ensure_features(store, Path(path), config, cache)
                 feats = store.open("features", key)["feats"]
                 post = recording_posteriors(predict, feats, lm.normalizer, lm.config.downsample, lm.config.pooling,
                                             attrs["frames"], lm.inference.window, lm.inference.overlap)
@@ -70,6 +72,8 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
             except OSError as exc:  # disk full, permission denied while writing the RTTM
                 summary.failures.append((str(path), f"cannot write {target}: {exc.strerror or exc}"))
     finally:
+        if cache:
+            cache.save()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     summary.seconds = time.perf_counter() - start

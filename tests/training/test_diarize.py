@@ -63,3 +63,20 @@ def test_memory_does_not_grow_with_the_recording_length(model, tmp_path):
         peaks[minutes] = int(result.stdout.strip().splitlines()[-1]) / 1024  # MiB
     # The 20-minute input holds 77 MB of float32 samples and 46 MB of float32 features; neither may be resident.
     assert peaks[20] <= 1.2 * peaks[1] + 30, peaks
+
+
+def test_a_second_diarize_into_a_store_finds_the_features_without_reading_the_audio(model, tmp_path, monkeypatch):
+    import pipeline.statcache
+
+    monkeypatch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path / "cache"))
+    audio, store = _recording(tmp_path / "call.wav", 20.0), str(tmp_path / "store")
+    assert not diarize([audio], model, tmp_path / "first", store_url=store, device="cpu").failures
+    hashed = []
+    hash_file = pipeline.statcache.hash_file
+    monkeypatch.setattr(pipeline.statcache, "hash_file", lambda path: hashed.append(path) or hash_file(path))
+    assert not diarize([audio], model, tmp_path / "second", store_url=store, device="cpu").failures
+    assert hashed == []  # the stat cache knew the file; the store had its features
+    assert (tmp_path / "second" / "call.rttm").read_text() == (tmp_path / "first" / "call.rttm").read_text()
+    _recording(audio, 15.0, seed=1)  # the file changes: it is hashed again
+    assert not diarize([audio], model, tmp_path / "third", store_url=store, device="cpu").failures
+    assert hashed == [audio]
