@@ -6,11 +6,15 @@ import os
 import resource
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from stores.errors import AgencerdasError
+
+#: Collective timeout of a DDP run (see setup).
+DDP_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass
@@ -105,7 +109,9 @@ def setup(device: str = "auto", precision: str = "auto") -> Runtime:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # Full-recording DER validation runs on rank 0 while the other ranks wait at a barrier;
+        # on a large validation split that can outlast the default 10-minute collective timeout.
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=DDP_TIMEOUT)
     return Runtime(dev, _amp_dtype(precision, dev), rank, world, local_rank)
 
 
