@@ -66,6 +66,7 @@ class TrainConfig:
     der_every: int = 1
     collar_s: float = 0.25
     threshold: float = 0.5
+    fill_speech: bool = True  # undecided speech frames go to the most probable speaker (infer.binarize)
     # recordings whose labels are pseudo labels: include | exclude | weight=W (loss weight W in [0, 1])
     pseudo: str = "include"
     median_frames: int = 11

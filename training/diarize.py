@@ -62,7 +62,7 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
                 feats = store.open("features", key)["feats"]
                 post = recording_posteriors(predict, feats, lm.normalizer, lm.config.downsample, lm.config.pooling,
                                             attrs["frames"], lm.inference.window, lm.inference.overlap)
-                active = binarize(post, lm.inference.threshold, lm.inference.median_frames)
+                active = binarize(post, lm.inference.threshold, lm.inference.median_frames, lm.inference.fill_speech)
                 segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
                 write_rttm(Path(out) / target, Path(path).stem, segments)
                 summary.written.append(Path(out) / target)

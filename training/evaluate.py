@@ -119,15 +119,15 @@ def evaluate(req: EvalRequest) -> dict:
     tuned = None
     if req.tune:
         threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, TUNE_THRESHOLDS, TUNE_MEDIANS,
-                                      lambda r, h, u: score(r, h, u, settings).overall["der"])
+                                      lambda r, h, u: score(r, h, u, settings).overall["der"], inf.fill_speech)
         tuned = {"threshold": threshold, "median_frames": median, "der": der, "view": view.name, "split": req.split}
         (Path(req.model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
         inf.threshold, inf.median_frames = threshold, median
     post_start = time.perf_counter()
     files = dict(zip(posteriors, unique_file_names(list(posteriors), "")))
     for rec_id, post in posteriors.items():
-        hyps[rec_id] = activity_to_segments(binarize(post, inf.threshold, inf.median_frames), lm.frame_shift_s,
-                                            max_end_s=view.recordings[rec_id].duration_s)
+        active = binarize(post, inf.threshold, inf.median_frames, inf.fill_speech)
+        hyps[rec_id] = activity_to_segments(active, lm.frame_shift_s, max_end_s=view.recordings[rec_id].duration_s)
         write_rttm(out / "rttm" / f"{files[rec_id]}.rttm", rec_id, hyps[rec_id])
     post_s = time.perf_counter() - post_start
     report = score(refs, hyps, uems, settings)

@@ -55,7 +55,7 @@ class ModelLabeler:
         inference = lm.inference
         self.settings = {"method": METHOD, "checkpoint_xxh3": digest, "window": inference.window,
                          "overlap": inference.overlap, "threshold": inference.threshold,
-                         "median_frames": inference.median_frames}
+                         "median_frames": inference.median_frames, "fill_speech": inference.fill_speech}
 
     def describe(self) -> dict:
         return dict(self.settings)
@@ -66,5 +66,5 @@ class ModelLabeler:
         cfg, s = lm.config, self.settings
         post = recording_posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, lm.normalizer,
                                     cfg.downsample, cfg.pooling, len(logmel), s["window"], s["overlap"])
-        active = binarize(post, s["threshold"], s["median_frames"])
+        active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"])
         return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]

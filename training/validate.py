@@ -45,7 +45,7 @@ def der_metrics(trainer) -> dict:
         feats = data.store.open("features", rec.features)["feats"]
         post = recording_posteriors(predict, feats, trainer.normalizer, cfg.downsample, cfg.pooling, frames, cfg.window)
         name = rec.source or rec.features
-        hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames), shift,
+        hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech), shift,
                                           max_end_s=frames * shift / cfg.downsample)
         refs[name], uem = reference_segments(data.store, rec, frames)
         uems[name] = uem or [(0.0, frames * data.shift_s)]

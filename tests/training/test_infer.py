@@ -148,6 +148,19 @@ def test_binarize_thresholds_then_median_filters_per_speaker():
     assert not binarize(np.full((4, 1), 0.5), 0.5, 1).any()  # strictly above the threshold
 
 
+def test_undecided_speech_goes_to_the_most_probable_speaker():
+    posteriors = np.array([
+        [0.40, 0.35, 0.0],  # someone speaks (1 - 0.6 * 0.65 = 0.61) but no one passes 0.5: speaker 0
+        [0.10, 0.45, 0.3],  # 1 - 0.9 * 0.55 * 0.7 = 0.65: speaker 1
+        [0.20, 0.20, 0.0],  # 0.36: silence stays silence
+        [0.90, 0.45, 0.0],  # decided: speaker 0 alone, the 0.45 is not added
+    ])
+    filled = binarize(posteriors, 0.5, 1)
+    assert filled.tolist() == [[True, False, False], [False, True, False], [False, False, False], [True, False, False]]
+    assert binarize(posteriors, 0.5, 1, fill_speech=False).tolist() == [[False] * 3] * 3 + [[True, False, False]]
+    assert binarize(np.zeros((0, 3)), 0.5, 1).shape == (0, 3)
+
+
 def test_segments_survive_the_rttm_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     posteriors = np.clip(_truth(3000, 3, seed=5) + rng.normal(0, 0.2, (3000, 3)), 0, 1)
