@@ -41,12 +41,13 @@ class TrainConfig:
     num_workers: int = -1
     threads: int = 0  # torch CPU threads; 0 = auto: cores not used by loader workers
     cache_mb: int = 1024  # decoded-entry cache per DataLoader worker
-    # augmentation of training windows (training/augment.py); 0 disables each
-    aug_warp: float = 0.0  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
-    aug_gain_db: float = 0.0  # level offset in [-g, g] dB
-    aug_tilt_db: float = 0.0  # spectral slope in [-t, t] dB across the band
-    aug_freq_masks: int = 0  # SpecAugment frequency masks per window ...
-    aug_mask_bins: int = 0  # ... each up to this many mel bins wide
+    # augmentation of training windows (training/augment.py); 0 disables each. On the demo's unseen
+    # test voices these defaults cut DER from 26.4% to 23.1% / 24.1% (two seeds), see the README.
+    aug_warp: float = 0.1  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
+    aug_gain_db: float = 6.0  # level offset in [-g, g] dB
+    aug_tilt_db: float = 6.0  # spectral slope in [-t, t] dB across the band
+    aug_freq_masks: int = 2  # SpecAugment frequency masks per window ...
+    aug_mask_bins: int = 8  # ... each up to this many mel bins wide
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
     epochs: int = 15
     lr: float = 1e-3
