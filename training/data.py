@@ -53,8 +53,10 @@ class Normalizer:
 
         torch converts float16 about 7x faster than numpy's ``astype``, and the
         in-place scale and shift avoid two temporaries: this is the loader's hot path.
+        The copy is explicit: for float32 input ``.float()`` would return the input's own
+        memory, and the in-place arithmetic would overwrite it (a cached entry, say).
         """
-        out = torch.from_numpy(np.ascontiguousarray(feats)).float()
+        out = torch.from_numpy(np.ascontiguousarray(feats)).to(torch.float32, copy=True)
         return out.mul_(self._scale).sub_(self._offset).numpy()
 
     def to_dict(self) -> dict:

@@ -161,6 +161,15 @@ def test_normalizer_standardises_the_training_features(toy, train_set):
     assert Normalizer.from_dict(normalizer.to_dict()).mean.tolist() == normalizer.mean.tolist()
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_normalizer_never_changes_its_input(dtype):
+    normalizer = Normalizer(np.full(80, 1.0, np.float32), np.full(80, 2.0, np.float32))
+    feats = np.full((5, 80), 3.0, dtype)
+    for _ in range(2):  # e.g. the same cached entry read twice
+        np.testing.assert_array_equal(normalizer(feats), np.full((5, 80), 1.0, np.float32))
+    assert (feats == 3.0).all()
+
+
 @pytest.mark.parametrize("pooling, downsample", [("stack", 10), ("mean", 10), ("stack", 15), ("mean", 4)])
 def test_item_equals_the_entry_read_directly(toy, train_set, pooling, downsample):
     recordings, frames, normalizer = train_set
