@@ -121,6 +121,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: Fields added after checkpoints were first written, with the values that reproduce what runs saved
+#: before them did (no augmentation), so such a run resumes when given those values.
+ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
+                "fill_speech": False}
+
+
 def _is_weight(text: str) -> bool:
     name, _, value = text.partition("=")
     try:

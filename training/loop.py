@@ -25,7 +25,7 @@ from stores import Store, load_view
 from stores.errors import AgencerdasError
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import ADDED_FIELDS, TrainConfig
 from .data import Normalizer, WindowDataset, WindowPlan
 from .loss import pit_bce, weighted_bce
 from .model import EEND
@@ -34,7 +34,7 @@ from .validate import validate
 
 #: Fields that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
-                     "checkpoint_every"}
+                     "checkpoint_every", "fill_speech"}
 
 
 @dataclass
@@ -88,7 +88,8 @@ def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data, world: int) -> None:
             f"view {data.view_name!r} was built with feature config {data.feature_config}, but the checkpoint was "
             f"trained on {ckpt['feature_config']}; resume on a view with the same features or start a new run"
         )
-    changed = sorted(k for k, v in cfg.to_dict().items() if ckpt["config"].get(k) != v and k not in RESUMABLE_CHANGES)
+    saved = {**ADDED_FIELDS, **ckpt["config"]}
+    changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise AgencerdasError(
             f"cannot resume with changed settings {', '.join(changed)} "

@@ -11,7 +11,7 @@ import torch
 from stores.errors import AgencerdasError
 from training import loop
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import PRESETS
+from training.config import ADDED_FIELDS, PRESETS
 from training.loop import build_model
 
 
@@ -177,6 +177,18 @@ def test_resume_with_a_changed_model_setting_is_an_error(toy, tmp_path):
     with pytest.raises(AgencerdasError, match="changed settings dim"):
         toy.train(tmp_path / "run", "EPOCHS=2", "DIM=32", resume=True)
     toy.train(tmp_path / "run", "EPOCHS=2", "LOG_EVERY=1", resume=True)  # only resumable settings changed
+
+
+def test_a_run_saved_before_augmentation_existed_resumes_without_it(toy, tmp_path):
+    toy.train(tmp_path / "run", "EPOCHS=1", *(f"{k}={v}" for k, v in ADDED_FIELDS.items()))
+    for name in ("last.pt", "best.pt"):  # as an older version wrote them: no such fields in the config
+        ckpt = load_checkpoint(tmp_path / "run" / name)
+        ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ADDED_FIELDS}
+        save_checkpoint(tmp_path / "run" / name, ckpt)
+    with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db"):
+        toy.train(tmp_path / "run", "EPOCHS=2", resume=True)  # today's default augments: not the same run
+    no_augmentation = [f"{k}=0" for k in ADDED_FIELDS if k.startswith("aug_")]
+    assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *no_augmentation, resume=True)] == [2]
 
 
 def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path):
