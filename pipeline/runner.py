@@ -117,7 +117,7 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
         if rec.segments is not None:
             lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
         else:
-            lkey = label_key(fkey, {"pseudo": pseudo.describe()}, labels_cfg) if pseudo else None
+            lkey = label_key(fkey, {"pseudo": pseudo.describe()}, labels_cfg) if pseudo is not None else None
         keys[rec.rec_id] = (fkey, lkey)
         need_features = not store.has("features", fkey)
         need_labels = lkey is not None and not store.has("labels", lkey)
@@ -180,12 +180,14 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.labels_only += result.status == "labels-only"
             summary.notes += [(result.path, note) for note in result.notes]
     if keys:
-        view = _view(request, store, found.recordings, keys)
+        previous = _previous_entries(store, request.view)
+        view = _view(request, store, found.recordings, keys, previous, summary.failures)
         try:
             save_view(store, view)
         except OSError as exc:  # disk full, permission denied: the committed entries stay valid
             summary.failures.append((store.view_path(view.name), f"cannot write the view: {exc.strerror or exc}"))
         else:
+            summary.failures += _collected_meanwhile(store, view, previous)
             summary.view = view.name
             summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
             summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
@@ -201,22 +203,45 @@ def _previous_entries(store: Store, name: str) -> dict[str, ViewRecording]:
         return {}
 
 
-def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict) -> DatasetView:
+GC_RACE = "its entries were removed by a concurrent `store gc` before this run's view named them; rerun to rebuild them"
+
+
+def _collected_meanwhile(store: Store, view: DatasetView, previous: dict[str, ViewRecording]) -> list[tuple[str, str]]:
+    """Recordings whose entries a concurrent ``store gc`` removed before ``view`` named them.
+
+    Only entries the previous version of the view did not name can be affected (gc keeps what a
+    view names, and recently committed entries); a rerun rebuilds them.
+    """
+    lost = []
+    for rec_id, entry in view.recordings.items():
+        if previous.get(rec_id) != entry and not (
+            store.has("features", entry.features) and (entry.labels is None or store.has("labels", entry.labels))
+        ):
+            lost.append((entry.source, GC_RACE))
+    return lost
+
+
+def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict,
+          previous: dict[str, ViewRecording], failures: list[tuple[str, str]]) -> DatasetView:
     """The dataset view over every recording with committed entries.
 
-    Entry facts come from the store's attributes, or from the previous version of the view
-    for recordings whose keys and path are unchanged (an unchanged rerun opens no entry).
+    Entry facts come from the store's attributes, or from ``previous`` (the view's previous
+    version) for recordings whose keys and path are unchanged (an unchanged rerun opens no entry).
+    A recording whose entry vanished meanwhile is left out and added to ``failures``.
     """
     entries = {}
     paths = {rec.rec_id: str(rec.path) for rec in recordings}
-    previous = _previous_entries(store, request.view)
     for rec_id, (fkey, lkey) in sorted(keys.items()):
         old = previous.get(rec_id)
         if old is not None and (old.features, old.labels, old.source) == (fkey, lkey, paths[rec_id]):
             entries[rec_id] = old
             continue
-        fattrs = store.attrs("features", fkey)
-        lattrs = store.attrs("labels", lkey) if lkey else {}
+        try:
+            fattrs = store.attrs("features", fkey)
+            lattrs = store.attrs("labels", lkey) if lkey else {}
+        except AgencerdasError:  # committed by this run or reused, then collected by a concurrent `store gc`
+            failures.append((paths[rec_id], GC_RACE))
+            continue
         entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], lattrs.get("speakers", []),
                                         bool(lattrs.get("pseudo")), paths[rec_id])
     return DatasetView(

@@ -124,6 +124,8 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
     notes = []
     if task.pseudo is not None:
         logmel = np.asarray(store.open("features", task.features_key)["feats"][:frames])
+        # Any labeller's columns in first-appearance order (the default labeller already orders them,
+        # except that a cluster owning no frame now moves to the end: same speakers, same PIT loss).
         activity = by_first_appearance(task.pseudo(logmel), config.max_speakers)
         speakers = [f"pseudo{i}" for i in range(activity.shape[1]) if activity[:, i].any()]
         dropped: list[str] = []

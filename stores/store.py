@@ -44,6 +44,8 @@ COMMIT = "commit.json"
 STORE_FORMAT = "agencerdas-store"
 #: Layout version of the store; a reader refuses a store written by a newer one.
 STORE_VERSION = 2  # 2: object-storage entries keep their arrays in the generation commit.json names
+#: The layout a new store gets: local stores are unchanged since version 1, so older readers keep them.
+_LOCAL_VERSION = 1
 #: ``gc`` leaves ``_tmp/`` orphans and temporary view files younger than this alone by default:
 #: they may be writes still in progress in another process (``verify`` reports them whatever their age).
 TMP_MIN_AGE_S = 3600.0
@@ -114,6 +116,7 @@ class Store:
                     f"store {self.url} has layout version {version!r}, newer than this agencerdas "
                     f"understands ({STORE_VERSION}); upgrade agencerdas to read it"
                 )
+            self.version = version
             return
         if not create:
             raise AgencerdasError(f"no agencerdas store at {self.url}; run `agencerdas features` to build one")
@@ -125,7 +128,8 @@ class Store:
             )
         try:
             self.fs.makedirs(self.root, exist_ok=True)
-            payload = json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode()
+            payload = json.dumps({"format": STORE_FORMAT,
+                                  "version": _LOCAL_VERSION if self.local else STORE_VERSION}).encode()
             if self.local:
                 # Written aside and linked into place: a crash never leaves half a marker, and of two
                 # processes creating one store the first wins and the second reads its marker.
@@ -203,6 +207,11 @@ class Store:
         the same data).
         """
         final = self._path(kind, key)
+        if not self.local and self.version < STORE_VERSION:
+            # Generations are layout 2: an older agencerdas must refuse this store, not misread or wipe them.
+            self.fs.pipe_file(f"{self.root}/store.json",
+                              json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+            self.version = STORE_VERSION
         generation = f"g{uuid.uuid4().hex[:12]}"
         target = f"{self.root}/_tmp/{kind}-{key}-{generation}" if self.local else f"{final}/{generation}"
         try:
@@ -210,7 +219,7 @@ class Store:
             group.update_attributes(attrs)
             writer = EntryWriter(group)
             yield writer
-            if self.local and not os.path.exists(f"{target}/zarr.json"):
+            if not self.exists(f"{target}/zarr.json"):
                 raise AgencerdasError(
                     f"the temporary files of {kind} entry {key} vanished while it was written (a concurrent "
                     "`agencerdas store gc --all`?); nothing was committed, rerun to write it"
@@ -338,7 +347,8 @@ class Store:
         in another process, and an unreferenced entry may have been committed by a ``features``
         run that has not written its view yet: only those unchanged for ``min_age_s`` seconds go
         (0: all of them), a grace period like git's for unreachable objects. On object storage
-        entries are written in place, so the same holds for partial entries.
+        writers write generations inside the entry, so the same holds for partial entries and
+        for generations that commit.json does not name.
         Returns the removed (or, with ``dry_run``, removable) paths.
         """
         doomed = [path for path, reason in self._leftovers()

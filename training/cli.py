@@ -30,6 +30,8 @@ def _features(args: argparse.Namespace) -> int:
 
     feature_config = FeatureConfig(n_mels=args.n_mels, dtype=args.dtype)
     labeler = None
+    if args.pseudo_model and args.pseudo_labels:
+        raise AgencerdasError("give --pseudo-labels (energy VAD + clustering) or --pseudo-model CHECKPOINT, not both")
     if args.pseudo_model:
         from .pseudo_model import ModelLabeler
 

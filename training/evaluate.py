@@ -120,7 +120,8 @@ def evaluate(req: EvalRequest) -> dict:
     if req.tune:
         threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, TUNE_THRESHOLDS, TUNE_MEDIANS,
                                       lambda r, h, u: score(r, h, u, settings).overall["der"], inf.fill_speech)
-        tuned = {"threshold": threshold, "median_frames": median, "der": der, "view": view.name, "split": req.split}
+        tuned = {"threshold": threshold, "median_frames": median, "fill_speech": inf.fill_speech, "der": der,
+                 "view": view.name, "split": req.split}
         (Path(req.model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
         inf.threshold, inf.median_frames = threshold, median
     post_start = time.perf_counter()

@@ -91,9 +91,12 @@ def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data, world: int) -> None:
     saved = {**ADDED_FIELDS, **ckpt["config"]}
     changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
     if changed:
+        older = [k for k in changed if k not in ckpt["config"]]  # a run saved before these fields existed
+        remedy = (f"resume it with {' '.join(f'{k.upper()}={saved[k]}' for k in older)}" if older == changed
+                  else "start a new run in another --out")
         raise AgencerdasError(
             f"cannot resume with changed settings {', '.join(changed)} "
-            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); start a new run in another --out"
+            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); {remedy}"
         )
     # A mid-epoch position counts batches of one rank's share of the epoch, which depends on the world size.
     if ckpt["batch_in_epoch"] and ckpt.get("world", 1) != world:
@@ -288,8 +291,9 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
             if self.resumed_step is not None:
                 self._forget_metrics_after(self.resumed_step)
-            else:  # a new run in an old directory starts a new log
+            else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
+                (self.out / "tuned.json").unlink(missing_ok=True)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:

@@ -97,6 +97,6 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     tuned_path = Path(path).parent / "tuned.json"
     tuned = json.loads(tuned_path.read_text()) if tuned_path.is_file() else {}
     inference = InferenceConfig(window=config.window, threshold=tuned.get("threshold", config.threshold),
-                                fill_speech=config.fill_speech,
+                                fill_speech=tuned.get("fill_speech", config.fill_speech),
                                 median_frames=tuned.get("median_frames", config.median_frames))
     return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference)

@@ -29,7 +29,15 @@ METHOD = "agencerdas-eend"
 
 @lru_cache(maxsize=2)
 def _model(path: str, checkpoint_xxh3: str) -> LoadedModel:
-    """The checkpoint loaded once per process (the hash makes a rewritten file a new entry)."""
+    """The checkpoint loaded once per process, if it is still the one whose hash is in the labels key."""
+    try:
+        found = hash_file(Path(path))
+    except OSError as exc:
+        raise AgencerdasError(f"pseudo model {path} cannot be read here ({exc.strerror or exc}); workers need "
+                              "the checkpoint at the same path") from None
+    if found != checkpoint_xxh3:
+        raise AgencerdasError(f"pseudo model {path} changed while features ran (training still writing it?); "
+                              "rerun features with a checkpoint that does not change")
     return load_model(Path(path), torch.device("cpu"))
 
 

@@ -208,3 +208,30 @@ def test_gc_while_features_run_keeps_the_entries_the_run_has_not_yet_named_in_a_
     for rec in load_view(store, "new").recordings.values():
         assert store.has("features", rec.features) and store.has("labels", rec.labels)
     assert store.verify().ok
+
+
+def test_entries_a_forced_gc_removes_before_the_view_names_them_are_reported_and_rebuilt(tmp_path, monkeypatch):
+    import pipeline.runner as runner
+    from stores import referenced_keys
+
+    audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=4.0)
+    path = tmp_path / "store"
+    assert build_features(FeaturesRequest(audio, str(path), rttm_dir=rttm, view="old", progress=False)).ok
+    (path / "views" / "old.json").unlink()  # its entries are now unreferenced, as after a view was dropped
+    save_view = runner.save_view
+
+    def forced_gc_then_save(store, view):  # `store gc --all` elsewhere, after this run planned to reuse them
+        other = Store(path, create=False)
+        assert len(other.gc(keep=referenced_keys(other), min_age_s=0)) == 6
+        save_view(store, view)
+
+    monkeypatch.setattr(runner, "save_view", forced_gc_then_save)
+    summary = build_features(FeaturesRequest(audio, str(path), rttm_dir=rttm, view="new", progress=False))
+    assert summary.reused == 3 and not summary.ok
+    assert sorted(Path(p).name for p, _ in summary.failures) == sorted(p.name for p in audio.iterdir())
+    assert all("concurrent `store gc`" in reason for _, reason in summary.failures)
+    monkeypatch.undo()
+    again = build_features(FeaturesRequest(audio, str(path), rttm_dir=rttm, view="new", progress=False))
+    assert again.ok and again.computed == 3
+    store = Store(path, create=False)
+    assert all(store.has("features", r.features) for r in load_view(store, "new").recordings.values())

@@ -14,6 +14,7 @@ import pytest
 
 from stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, referenced_keys, save_view
 from stores.errors import AgencerdasError
+from stores.store import STORE_VERSION
 from stores import default_codec
 
 SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
@@ -200,7 +201,7 @@ def test_newer_store_version_is_refused(tmp_path):
     Store(tmp_path / "store")
     marker = tmp_path / "store" / "store.json"
     info = json.loads(marker.read_text())
-    marker.write_text(json.dumps({**info, "version": info["version"] + 1}))
+    marker.write_text(json.dumps({**info, "version": STORE_VERSION + 1}))
     with pytest.raises(AgencerdasError, match=r"newer than this agencerdas understands.*upgrade agencerdas"):
         Store(tmp_path / "store")
 
@@ -304,3 +305,28 @@ def test_a_write_that_commits_while_gc_scans_is_neither_reported_nor_harmed(stor
     monkeypatch.undo()
     np.testing.assert_array_equal(store.open("features", k)["feats"][:], expected)
     assert store.verify().ok
+
+
+def test_object_store_entries_of_layout_1_still_read_and_writing_raises_the_layout(tmp_path):
+    url = f"memory://agencerdas-test-{uuid.uuid4().hex}"
+    store = Store(url)
+    k = key("old")
+    array = put(store, "features", k)
+    # Rewrite the entry as layout 1 wrote it: arrays in the entry folder, commit.json without "data".
+    entry = store._path("features", k)
+    commit = json.loads(store.fs.cat_file(f"{entry}/commit.json"))
+    generation = f"{entry}/{commit.pop('data')}"
+    for path in store.fs.find(generation):
+        store.fs.pipe_file(entry + path[len(generation):], store.fs.cat_file(path))
+    store.fs.rm(generation, recursive=True)
+    store.fs.pipe_file(f"{entry}/commit.json", json.dumps(commit).encode())
+    store.fs.pipe_file(f"{store.root}/store.json", json.dumps({"format": "agencerdas-store", "version": 1}).encode())
+
+    old = Store(url, create=False)
+    assert old.version == 1
+    np.testing.assert_array_equal(old.open("features", k)["feats"][:], array)
+    assert old.verify().ok and old.gc(min_age_s=0) == []
+    put(old, "features", key("new"))  # the first generation write marks the store as layout 2
+    assert json.loads(old.fs.cat_file(f"{old.root}/store.json"))["version"] == STORE_VERSION == 2
+    assert Store(url, create=False).verify().ok
+    assert Store(tmp_path / "local").version == 1  # local stores are unchanged: older readers keep them

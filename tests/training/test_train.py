@@ -185,7 +185,7 @@ def test_a_run_saved_before_augmentation_existed_resumes_without_it(toy, tmp_pat
         ckpt = load_checkpoint(tmp_path / "run" / name)
         ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ADDED_FIELDS}
         save_checkpoint(tmp_path / "run" / name, ckpt)
-    with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db"):
+    with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db.*resume it with AUG_FREQ"):
         toy.train(tmp_path / "run", "EPOCHS=2", resume=True)  # today's default augments: not the same run
     no_augmentation = [f"{k}=0" for k in ADDED_FIELDS if k.startswith("aug_")]
     assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *no_augmentation, resume=True)] == [2]
@@ -205,9 +205,13 @@ def test_mid_epoch_checkpoint_resumes_only_with_the_same_world_size(toy, tmp_pat
         toy.train(tmp_path / "run", "EPOCHS=2", resume=True)
 
 
-def test_a_new_run_in_an_old_directory_starts_a_new_metrics_log(toy, tmp_path):
+def test_a_new_run_in_an_old_directory_starts_a_new_metrics_log_without_the_old_tuning(toy, tmp_path):
     toy.train(tmp_path / "run", "EPOCHS=2")
+    (tmp_path / "run" / "tuned.json").write_text('{"threshold": 0.3, "median_frames": 5}')  # `evaluate --tune`
+    toy.train(tmp_path / "run", "EPOCHS=2", resume=True)
+    assert (tmp_path / "run" / "tuned.json").exists()  # the same model, continued: its tuning holds
     toy.train(tmp_path / "run", "EPOCHS=1")
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "epoch"]
     assert epochs == [1]
+    assert not (tmp_path / "run" / "tuned.json").exists()  # another model: the old tuning is not its own
