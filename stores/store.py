@@ -272,10 +272,11 @@ class Store:
             raise AgencerdasError(f"{path}/{COMMIT} is not a commit marker; remove the entry and rerun features")
         return commit
 
-    @staticmethod
-    def _data_path(path: str, commit: dict) -> str:
-        """Where the committed arrays are: the generation ``commit`` names (object storage) or ``path``."""
-        return f"{path}/{commit['data']}" if commit.get("data") else path
+    def _group(self, path: str, commit: dict) -> zarr.Group:
+        """The committed arrays at ``path``, read-only: in the generation ``commit`` names
+        (object storage) or in ``path`` itself."""
+        data = f"{path}/{commit['data']}" if commit.get("data") else path
+        return zarr.open_group(store=zarr_store(self.fs, data, read_only=True), mode="r")
 
     def open(self, kind: str, key: str) -> zarr.Group:
         """The committed entry ``kind/key`` as a read-only Zarr group."""
@@ -285,7 +286,7 @@ class Store:
             raise AgencerdasError(
                 f"store {self.url} has no {kind} entry {key}; rebuild it with `agencerdas features`"
             )
-        return zarr.open_group(store=zarr_store(self.fs, self._data_path(path, commit), read_only=True), mode="r")
+        return self._group(path, commit)
 
     def attrs(self, kind: str, key: str) -> dict[str, Any]:
         """The attributes recorded with a committed entry (config, provenance, sizes)."""
@@ -305,16 +306,19 @@ class Store:
         found += [(p, "interrupted store creation") for p in self._listing(self.root) if _is_marker_tmp(p)]
         for kind in KINDS:
             for path in self._listing(f"{self.root}/{kind}"):
-                if not self.exists(f"{path}/{COMMIT}"):
-                    found.append((path, "partial entry without commit marker"))
-                elif not self.local:  # generations other than the committed one: a raced or killed writer's
+                if self.local:  # a stat is enough: entries arrive whole by rename, with no generations
+                    committed, generation = self.exists(f"{path}/{COMMIT}"), None
+                else:
                     try:
-                        generation = (self._commit(path) or {}).get("data")
+                        commit = self._commit(path)
                     except AgencerdasError:
                         continue  # verify reports the damaged marker itself
-                    if generation:
-                        found += [(p, "write of a committed entry that did not commit") for p in self._listing(path)
-                                  if p.rsplit("/", 1)[-1] not in (COMMIT, generation)]
+                    committed, generation = commit is not None, (commit or {}).get("data")
+                if not committed:
+                    found.append((path, "partial entry without commit marker"))
+                elif generation:  # generations other than the committed one: a raced or killed writer's
+                    found += [(p, "write of a committed entry that did not commit") for p in self._listing(path)
+                              if p.rsplit("/", 1)[-1] not in (COMMIT, generation)]
         return found
 
     def verify(self, checksums: bool = True) -> VerifyReport:
@@ -329,9 +333,9 @@ class Store:
                 report.checked += 1
                 path = self._path(kind, key)
                 try:
-                    manifest = json.loads(self.fs.cat_file(f"{path}/{COMMIT}"))["arrays"]
-                    group = self.open(kind, key)
-                    for name, expected in manifest.items():
+                    commit = self._commit(path) or {}  # one read: the manifest and where the arrays are
+                    group = self._group(path, commit)
+                    for name, expected in commit["arrays"].items():
                         problem = check_array(group[name], expected, checksums)
                         if problem:
                             report.problems.append((f"{path}/{name}", problem))

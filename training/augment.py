@@ -44,12 +44,13 @@ class Augment:
         return bool(self.warp or self.gain_db or self.tilt_db or (self.freq_masks and self.mask_bins))
 
     def spectral(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Warped, gained and tilted float32 copy of raw log-mel ``feats`` (frames, n_mels).
+        """Warped, gained and tilted raw log-mel ``feats`` (frames, n_mels) as float32 (a new array
+        whenever anything is perturbed; ``feats`` itself is never written).
 
         The warp is a linear interpolation along the mel axis, applied as one (n_mels, n_mels)
         matrix product (torch: ~4x faster than numpy indexing on the loader's hot path).
         """
-        out = torch.from_numpy(np.ascontiguousarray(feats)).to(torch.float32, copy=True)
+        out = torch.from_numpy(np.ascontiguousarray(feats)).float()  # may share feats' memory: no in-place ops
         n_mels = out.shape[1]
         bins = np.arange(n_mels, dtype=np.float32)
         if self.warp:
@@ -67,7 +68,7 @@ class Augment:
         if self.tilt_db:
             offset_db += rng.uniform(-self.tilt_db, self.tilt_db) * (bins / max(1, n_mels - 1) - 0.5)
         if offset_db.any():
-            out += torch.from_numpy(offset_db * np.float32(_LN_PER_DB))
+            out = out + torch.from_numpy(offset_db * np.float32(_LN_PER_DB))
         return out.numpy()
 
     def mask(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:

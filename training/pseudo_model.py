@@ -12,7 +12,6 @@ so labels from another checkpoint, or another threshold, are other entries.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,23 @@ from .predict import LoadedModel, load_model, predictor, recording_posteriors
 METHOD = "agencerdas-eend"
 
 
-@lru_cache(maxsize=2)
+#: Models loaded in this process, by (path, checkpoint xxh3): each worker loads one once, not per task.
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+
+
 def _model(path: str, checkpoint_xxh3: str) -> LoadedModel:
     """The checkpoint loaded once per process, if it is still the one whose hash is in the labels key."""
-    try:
-        found = hash_file(Path(path))
-    except OSError as exc:
-        raise AgencerdasError(f"pseudo model {path} cannot be read here ({exc.strerror or exc}); workers need "
-                              "the checkpoint at the same path") from None
-    if found != checkpoint_xxh3:
-        raise AgencerdasError(f"pseudo model {path} changed while features ran (training still writing it?); "
-                              "rerun features with a checkpoint that does not change")
-    return load_model(Path(path), torch.device("cpu"))
+    if (path, checkpoint_xxh3) not in _LOADED:
+        try:
+            found = hash_file(Path(path))
+        except OSError as exc:
+            raise AgencerdasError(f"pseudo model {path} cannot be read here ({exc.strerror or exc}); workers need "
+                                  "the checkpoint at the same path") from None
+        if found != checkpoint_xxh3:
+            raise AgencerdasError(f"pseudo model {path} changed while features ran (training still writing it?); "
+                                  "rerun features with a checkpoint that does not change")
+        _LOADED[path, checkpoint_xxh3] = load_model(Path(path), torch.device("cpu"))
+    return _LOADED[path, checkpoint_xxh3]
 
 
 class ModelLabeler:
@@ -54,7 +58,7 @@ class ModelLabeler:
             raise AgencerdasError(f"pseudo model {path} does not exist; give a checkpoint such as runs/NAME/best.pt")
         self.path = str(path.resolve())
         digest = hash_file(path)
-        lm = _model(self.path, digest)
+        lm = _LOADED[self.path, digest] = load_model(path, torch.device("cpu"))  # just hashed: no second look
         if lm.feature_config != feature_config:
             raise AgencerdasError(
                 f"pseudo model {path} was trained on features {lm.feature_config}, but this run computes "
