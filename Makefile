@@ -7,8 +7,17 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 DEMO_SIZE   ?= default
 DATA        ?= data/demo-$(DEMO_SIZE)
-AUDIO_DIR   ?= $(DATA)/train/audio
-RTTM_DIR    ?= $(DATA)/train/rttm
+# RTTMs default to the demo corpus only while AUDIO_DIR does; a user's AUDIO_DIR brings its RTTMs
+# along (beside the audio unless RTTM_DIR says otherwise), as `agencerdas features` itself does.
+ifeq ($(origin AUDIO_DIR),undefined)
+  AUDIO_DIR := $(DATA)/train/audio
+  RTTM_DIR  ?= $(DATA)/train/rttm
+else
+  RTTM_DIR  ?= $(AUDIO_DIR)
+endif
+# The torch requirement, pinned in the same pip resolution as the project so the project's
+# range never swaps the build pip chose for a newer one (a multi-GB CUDA build on a CPU machine).
+TORCH       ?= torch==2.13.0
 TEST_DIR    ?= $(DATA)/test
 STORE       ?= store
 VIEW        ?= default
@@ -23,10 +32,10 @@ BENCH_SIZE  ?= small
 
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
-MAKE_VARS := PYTHON VENV DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
+MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
              BENCH_SIZE RESUME SCHEDULER PSEUDO_LABELS
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
-TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m training.cli,$(BIN)/agencerdas)
+TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
 ifeq ($(DEMO_SIZE),small)
   SIM_TRAIN := --n 24 --min-duration 30 --max-duration 60
@@ -55,12 +64,11 @@ help: ## Show this help and the variables you can set
 $(BIN)/agencerdas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU wheel first, so nothing below pulls a multi-GB CUDA build of torch.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]" "$(TORCH)"
 	@touch $@
 
-install: $(BIN)/agencerdas ## Create .venv with torch (CPU) and the project (editable, with test extras)
+install: $(BIN)/agencerdas ## Create .venv with TORCH (default torch==2.13.0) and the project (editable, test extras)
 
 $(DATA)/train/corpus.json: | $(BIN)/agencerdas
 	$(BIN)/agencerdas simulate $(DATA)/train --pool train --seed 1 $(SIM_TRAIN) $(SIM_COMMON)

@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import xxhash
 
 from stores.errors import AgencerdasError
+from stores.segments import Segment
 
 _WHITESPACE = re.compile(r"\s+")
-
-
-@dataclass(frozen=True, order=True)
-class Segment:
-    """One speaker turn: ``start`` and ``duration`` in seconds."""
-
-    start: float
-    duration: float
-    speaker: str
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
 
 
 def rttm_safe(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Content-addressed Zarr feature store: keys, atomic entries, dataset views, window reads.
+"""Content-addressed Zarr feature store: keys, atomic entries, dataset views, window reads, and the
+small types every layer shares (the error type, the speaker turn).
 
 Imports neither ``pipeline`` nor ``training``.
 """
@@ -7,7 +8,9 @@ from .errors import AgencerdasError
 from .keys import FORMAT_VERSION, content_key, feature_key, hash_file, label_key
 from .options import parse_storage_options
 from .arrays import ArraySpec, default_codec
-from .store import Store, VerifyReport
+from .maintenance import VerifyReport
+from .segments import Segment
+from .store import Store
 from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
 from .windows import EntryReader, downsample_features, downsample_labels, downsample_mask, read_rows
 
@@ -17,6 +20,7 @@ __all__ = [
     "DatasetView",
     "EntryReader",
     "FORMAT_VERSION",
+    "Segment",
     "Store",
     "VerifyReport",
     "ViewRecording",

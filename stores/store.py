@@ -28,53 +28,24 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import fsspec
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
-from .arrays import EntryWriter, check_array, zarr_store
+from .arrays import EntryWriter, zarr_store
 from .errors import AgencerdasError
+from .generations import commit_generation, data_path, discard, new_generation, raise_layout
+from .layout import COMMIT, KINDS, LOCAL_VERSION, MARKER_TMP, STORE_FORMAT, STORE_VERSION, is_marker_tmp, is_plain_name
+from .maintenance import Maintenance
 from .options import check_no_credentials
 
-KINDS = ("features", "labels")
-COMMIT = "commit.json"
-STORE_FORMAT = "agencerdas-store"
-#: Layout version of the store; a reader refuses a store written by a newer one.
-STORE_VERSION = 2  # 2: object-storage entries keep their arrays in the generation commit.json names
-#: The layout a new store gets: local stores are unchanged since version 1, so older readers keep them.
-_LOCAL_VERSION = 1
-#: ``gc`` leaves ``_tmp/`` orphans and temporary view files younger than this alone by default:
-#: they may be writes still in progress in another process (``verify`` reports them whatever their age).
-TMP_MIN_AGE_S = 3600.0
-_MARKER_TMP = ".store.json."
+# Re-exported: the layout names callers and tests import from here.
+__all__ = ["COMMIT", "KINDS", "STORE_VERSION", "Store"]
 
 
-def _is_plain_name(name: Any) -> bool:
-    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
-
-
-def _is_marker_tmp(path: str) -> bool:
-    """Whether ``path`` is the temporary file of a store.json being created."""
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name.startswith(_MARKER_TMP) and name.endswith(".tmp")
-
-
-@dataclass
-class VerifyReport:
-    """What ``Store.verify`` found: committed entries checked and every problem by path."""
-
-    checked: int = 0
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-class Store:
+class Store(Maintenance):
     """A feature store at ``url`` (local directory or fsspec URL such as ``s3://b/p``, ``memory://x``)."""
 
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None, create: bool = True):
@@ -120,7 +91,7 @@ class Store:
             return
         if not create:
             raise AgencerdasError(f"no agencerdas store at {self.url}; run `agencerdas features` to build one")
-        if [p for p in self._listing(self.root) if not _is_marker_tmp(p)]:
+        if [p for p in self._listing(self.root) if not is_marker_tmp(p)]:
             if self.exists(marker):  # another process created the store meanwhile
                 return self._open_or_create(create=False)
             raise AgencerdasError(
@@ -129,11 +100,11 @@ class Store:
         try:
             self.fs.makedirs(self.root, exist_ok=True)
             payload = json.dumps({"format": STORE_FORMAT,
-                                  "version": _LOCAL_VERSION if self.local else STORE_VERSION}).encode()
+                                  "version": LOCAL_VERSION if self.local else STORE_VERSION}).encode()
             if self.local:
                 # Written aside and linked into place: a crash never leaves half a marker, and of two
                 # processes creating one store the first wins and the second reads its marker.
-                tmp = f"{self.root}/{_MARKER_TMP}{uuid.uuid4().hex[:8]}.tmp"
+                tmp = f"{self.root}/{MARKER_TMP}{uuid.uuid4().hex[:8]}.tmp"
                 try:
                     with open(tmp, "wb") as handle:
                         handle.write(payload)
@@ -208,11 +179,8 @@ class Store:
         """
         final = self._path(kind, key)
         if not self.local and self.version < STORE_VERSION:
-            # Generations are layout 2: an older agencerdas must refuse this store, not misread or wipe them.
-            self.fs.pipe_file(f"{self.root}/store.json",
-                              json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
-            self.version = STORE_VERSION
-        generation = f"g{uuid.uuid4().hex[:12]}"
+            self.version = raise_layout(self.fs, self.root)
+        generation = new_generation()
         target = f"{self.root}/_tmp/{kind}-{key}-{generation}" if self.local else f"{final}/{generation}"
         try:
             group = zarr.open_group(store=zarr_store(self.fs, target, read_only=False), mode="w")
@@ -228,18 +196,16 @@ class Store:
             if self.local:
                 self.fs.pipe_file(f"{target}/{COMMIT}", json.dumps(commit).encode())
             elif not self.has(kind, key):
-                self.fs.pipe_file(f"{final}/{COMMIT}", json.dumps({**commit, "data": generation}).encode())
+                commit_generation(self.fs, final, generation, commit)
                 return
         except BaseException:
             if self.local:
                 shutil.rmtree(target, ignore_errors=True)
             else:
-                with suppress(OSError):  # best effort: gc removes whatever is left
-                    self.fs.rm(target, recursive=True)
+                discard(self.fs, target)
             raise
         if not self.local:  # the key was committed while we wrote: ours is a duplicate
-            with suppress(OSError):
-                self.fs.rm(target, recursive=True)
+            discard(self.fs, target)
             return
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -268,15 +234,14 @@ class Store:
         except ValueError as exc:
             raise AgencerdasError(f"{path}/{COMMIT} is damaged ({exc}); remove the entry and rerun features") from None
         data = commit.get("data") if isinstance(commit, dict) else None
-        if not isinstance(commit, dict) or (data is not None and not _is_plain_name(data)):
+        if not isinstance(commit, dict) or (data is not None and not is_plain_name(data)):
             raise AgencerdasError(f"{path}/{COMMIT} is not a commit marker; remove the entry and rerun features")
         return commit
 
     def _group(self, path: str, commit: dict) -> zarr.Group:
         """The committed arrays at ``path``, read-only: in the generation ``commit`` names
         (object storage) or in ``path`` itself."""
-        data = f"{path}/{commit['data']}" if commit.get("data") else path
-        return zarr.open_group(store=zarr_store(self.fs, data, read_only=True), mode="r")
+        return zarr.open_group(store=zarr_store(self.fs, data_path(path, commit), read_only=True), mode="r")
 
     def open(self, kind: str, key: str) -> zarr.Group:
         """The committed entry ``kind/key`` as a read-only Zarr group."""
@@ -297,99 +262,6 @@ class Store:
         base = f"{self.root}/{kind}"
         names = [p.rsplit("/", 1)[-1] for p in self._listing(base)]
         return [name for name in names if self.exists(f"{base}/{name}/{COMMIT}")]
-
-    def _leftovers(self) -> list[tuple[str, str]]:
-        """Paths that no reader trusts: ``_tmp`` orphans, temporary view and marker files, and groups
-        without a commit marker."""
-        found = [(p, "orphan of an interrupted write") for p in self._listing(f"{self.root}/_tmp")]
-        found += [(p, "interrupted view write") for p in self._listing(f"{self.root}/views") if p.endswith(".tmp")]
-        found += [(p, "interrupted store creation") for p in self._listing(self.root) if _is_marker_tmp(p)]
-        for kind in KINDS:
-            for path in self._listing(f"{self.root}/{kind}"):
-                if self.local:  # a stat is enough: entries arrive whole by rename, with no generations
-                    committed, generation = self.exists(f"{path}/{COMMIT}"), None
-                else:
-                    try:
-                        commit = self._commit(path)
-                    except AgencerdasError:
-                        continue  # verify reports the damaged marker itself
-                    committed, generation = commit is not None, (commit or {}).get("data")
-                if not committed:
-                    found.append((path, "partial entry without commit marker"))
-                elif generation:  # generations other than the committed one: a raced or killed writer's
-                    found += [(p, "write of a committed entry that did not commit") for p in self._listing(path)
-                              if p.rsplit("/", 1)[-1] not in (COMMIT, generation)]
-        return found
-
-    def verify(self, checksums: bool = True) -> VerifyReport:
-        """Check every committed entry against its commit manifest and list leftovers.
-
-        With ``checksums``, every array is read back in chunk-sized blocks and its
-        xxh3 compared with the one recorded at commit time.
-        """
-        report = VerifyReport(problems=self._leftovers())
-        for kind in KINDS:
-            for key in self.keys(kind):
-                report.checked += 1
-                path = self._path(kind, key)
-                try:
-                    commit = self._commit(path) or {}  # one read: the manifest and where the arrays are
-                    group = self._group(path, commit)
-                    for name, expected in commit["arrays"].items():
-                        problem = check_array(group[name], expected, checksums)
-                        if problem:
-                            report.problems.append((f"{path}/{name}", problem))
-                except Exception as exc:  # any failure to read a committed entry is a finding, not a crash
-                    report.problems.append((path, f"unreadable: {type(exc).__name__}: {exc}"))
-        return report
-
-    def gc(self, keep: set[str] | None = None, dry_run: bool = False, min_age_s: float = TMP_MIN_AGE_S) -> list[str]:
-        """Remove leftovers and, when ``keep`` is given, committed entries whose key is not in it.
-
-        ``keep`` is usually :meth:`referenced_keys` (every entry some view names).
-        ``_tmp/`` orphans and temporary view or marker files may be writes still in progress
-        in another process, and an unreferenced entry may have been committed by a ``features``
-        run that has not written its view yet: only those unchanged for ``min_age_s`` seconds go
-        (0: all of them), a grace period like git's for unreachable objects. On object storage
-        writers write generations inside the entry, so the same holds for partial entries and
-        for generations that commit.json does not name.
-        Returns the removed (or, with ``dry_run``, removable) paths.
-        """
-        doomed = [path for path, reason in self._leftovers()
-                  if (self.local and reason.startswith("partial entry")) or self._idle_s(path) >= min_age_s]
-        if keep is not None:
-            unreferenced = [self._path(kind, key) for kind in KINDS for key in self.keys(kind) if key not in keep]
-            doomed += [path for path in unreferenced if self._idle_s(f"{path}/{COMMIT}") >= min_age_s]
-        if dry_run:
-            return doomed
-        removed = []
-        for path in doomed:
-            with suppress(FileNotFoundError):  # a concurrent gc, or the writer's own rename, got there first
-                self._remove(path)
-                removed.append(path)
-        return removed
-
-    def _idle_s(self, path: str) -> float:
-        """Seconds since anything at or under ``path`` last changed (infinite when storage cannot tell)."""
-        newest = 0.0
-        if self.local:
-            if not os.path.lexists(path):
-                return 0.0  # renamed into place (or removed) since it was listed: nothing to collect
-            for dirpath, _, filenames in os.walk(path):
-                for name in [dirpath, *(os.path.join(dirpath, f) for f in filenames)]:
-                    with suppress(OSError):
-                        newest = max(newest, os.lstat(name).st_mtime)
-            with suppress(OSError):
-                newest = max(newest, os.lstat(path).st_mtime)
-        else:
-            try:
-                for name in self.fs.find(path) or [path]:
-                    newest = max(newest, self.fs.modified(name).timestamp())
-            except FileNotFoundError:
-                return 0.0  # gone since it was listed
-            except (NotImplementedError, OSError, ValueError, AttributeError):
-                return float("inf")
-        return time.time() - newest if newest else float("inf")
 
     # ------------------------------------------------------------------- views
 

@@ -1,4 +1,4 @@
-"""Reading windows of an entry at the base rate, with downsampling applied at read time.
+"""Rows of an entry at the base rate, and the downsampling every reader applies to them.
 
 Features are stored once at the base frame rate (10 ms); a preset that runs its
 model at 10x, 15x or 20x fewer frames downsamples when it reads, so every preset
@@ -63,30 +63,11 @@ def read_rows(array: zarr.Array, start: int, frames: int) -> np.ndarray:
 
 
 class EntryReader:
-    """Features (and labels, when given) of one recording, opened once and read by window."""
+    """Features (and labels, when given) of one recording, opened once; ``frames`` base frames.
+
+    Model-rate windows are cut from these arrays by ``training.windows.cut_window``."""
 
     def __init__(self, store: Store, features_key: str, labels_key: str | None = None):
         self.features = store.open("features", features_key)["feats"]
         self.labels = store.open("labels", labels_key)["labels"] if labels_key else None
         self.frames = self.features.shape[0]
-
-    def read(
-        self, start: int, frames: int, downsample: int = 1, pooling: str = "stack"
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Window [start, start + frames) in base frames, downsampled by ``downsample``.
-
-        Returns ``(features, labels, mask)``: features float32 (frames // downsample, D),
-        labels uint8 (frames // downsample, S) or None, mask bool (frames // downsample,)
-        True where the model frame lies inside the recording (windows past the end are
-        zero-padded, never dropped).
-        """
-        if downsample < 1:
-            raise AgencerdasError(f"downsample factor must be >= 1, got {downsample}")
-        feats = read_rows(self.features, start, frames).astype(np.float32)
-        mask = np.arange(start, start + frames) < self.frames
-        labels = read_rows(self.labels, start, frames) if self.labels is not None else None
-        if downsample > 1:
-            feats = downsample_features(feats, downsample, pooling)
-            labels = downsample_labels(labels, downsample) if labels is not None else None
-            mask = downsample_mask(mask, downsample)
-        return feats, labels, mask

@@ -20,67 +20,19 @@ recordings' lengths (an entry larger than the cache is read window by window).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stores import EntryReader, Store, ViewRecording, downsample_features, downsample_labels, downsample_mask, read_rows
-from stores.errors import AgencerdasError
+from stores import EntryReader, Store, ViewRecording
 
 from .augment import Augment
+from .windows import Normalizer, WindowFormat, cut_window
 
 # (recording index, start in base frames[, augmentation seed]); training plans add the seed
 # so that a window's perturbation depends on the plan alone, not on which worker reads it.
 Window = tuple[int, ...]
-
-
-@dataclass
-class Normalizer:
-    """Per-bin mean and standard deviation of the base-rate log-mel features (n_mels,)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    def __post_init__(self) -> None:
-        # x -> x * scale - offset, computed once rather than per window.
-        self._scale = torch.from_numpy((1.0 / self.std).astype(np.float32))
-        self._offset = torch.from_numpy((self.mean / self.std).astype(np.float32))
-
-    def __call__(self, feats: np.ndarray) -> np.ndarray:
-        """Normalised float32 copy of ``feats`` (frames, n_mels), any float dtype.
-
-        torch converts float16 about 7x faster than numpy's ``astype``, and the
-        in-place scale and shift avoid two temporaries: this is the loader's hot path.
-        The copy is explicit: for float32 input ``.float()`` would return the input's own
-        memory, and the in-place arithmetic would overwrite it (a cached entry, say).
-        """
-        out = torch.from_numpy(np.ascontiguousarray(feats)).to(torch.float32, copy=True)
-        return out.mul_(self._scale).sub_(self._offset).numpy()
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, payload: dict) -> "Normalizer":
-        return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32))
-
-    @classmethod
-    def fit(cls, store: Store, recordings: list[ViewRecording], max_frames_each: int = 20000) -> "Normalizer":
-        """Statistics over the first ``max_frames_each`` frames of every recording (float64 sums)."""
-        total, sq, count = 0.0, 0.0, 0
-        for rec in recordings:
-            feats = store.open("features", rec.features)["feats"]
-            block = np.asarray(feats[: min(max_frames_each, feats.shape[0])], dtype=np.float64)
-            total = total + block.sum(axis=0)
-            sq = sq + (block**2).sum(axis=0)
-            count += len(block)
-        if count == 0:
-            raise AgencerdasError("no feature frames to normalise with; the training split is empty")
-        mean = total / count
-        std = np.sqrt(np.maximum(sq / count - mean**2, 1e-8))
-        return cls(mean.astype(np.float32), std.astype(np.float32))
 
 
 def plan_windows(lengths: list[int], window: int, rng: np.random.Generator | None) -> list[Window]:
@@ -167,7 +119,8 @@ class WindowDataset(Dataset):
         self.downsample, self.window, self.pooling = downsample, window, pooling
         self.max_speakers, self.normalizer = max_speakers, normalizer
         self.cache_bytes = cache_mb * 2**20
-        self.pseudo_weight, self.augment = pseudo_weight, augment
+        self.pseudo_weight = pseudo_weight
+        self.format = WindowFormat(normalizer, downsample, pooling, max_speakers, augment)
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cached_bytes = 0
@@ -203,50 +156,18 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
         index, start, *aug_seed = item
-        frames = self.window * self.downsample
-        n = self.lengths[index]
         entry = self._entry(index)
         if isinstance(entry, EntryReader):
             self.reads += 1
-            feats, labels = read_rows(entry.features, start, frames), read_rows(entry.labels, start, frames)
+            feats, labels = entry.features, entry.labels
         else:
-            feats, labels = entry[0][start : start + frames], entry[1][start : start + frames]
-        valid = min(frames, max(0, n - start))
-        if aug_seed and self.augment is not None:
-            rng = np.random.default_rng(aug_seed[0])
-            feats = self.augment.mask(self.normalizer(self.augment.spectral(feats[:valid], rng)), rng)
-        else:
-            feats = self.normalizer(feats[:valid])
-        feats = _pad(feats, frames)
-        labels = _pad(labels[:valid], frames)
-        mask = np.arange(frames) < valid
-        labels = _fit_speakers(downsample_labels(labels, self.downsample), self.max_speakers)
+            feats, labels = entry
+        rng = np.random.default_rng(aug_seed[0]) if aug_seed else None
+        x, y, mask = cut_window(self.format, feats, labels, start, self.window * self.downsample,
+                                self.lengths[index], rng)
         return {
-            "feats": torch.from_numpy(np.ascontiguousarray(downsample_features(feats, self.downsample, self.pooling))),
-            "labels": torch.from_numpy(labels.astype(np.float32)),
-            "mask": torch.from_numpy(downsample_mask(mask, self.downsample)),
+            "feats": torch.from_numpy(x),
+            "labels": torch.from_numpy(y.astype(np.float32)),
+            "mask": torch.from_numpy(mask),
             "weight": torch.tensor(self.pseudo_weight if self.recordings[index].pseudo else 1.0),
         }
-
-
-def _pad(x: np.ndarray, frames: int) -> np.ndarray:
-    """``x`` (n, C) zero-padded to (frames, C)."""
-    if len(x) == frames:
-        return x
-    out = np.zeros((frames, x.shape[1]), dtype=x.dtype)
-    out[: len(x)] = x
-    return out
-
-
-def _fit_speakers(labels: np.ndarray, speakers: int) -> np.ndarray:
-    """Labels (frames, S_stored) → (frames, speakers): extra columns must be silent, missing ones are zero."""
-    if labels.shape[1] == speakers:
-        return labels
-    if labels.shape[1] > speakers:
-        if labels[:, speakers:].any():
-            raise AgencerdasError(
-                f"labels have {labels.shape[1]} speakers but the model has max_speakers={speakers}; "
-                "raise MAX_SPEAKERS or rebuild labels with --max-speakers"
-            )
-        return labels[:, :speakers]
-    return np.pad(labels, ((0, 0), (0, speakers - labels.shape[1])))

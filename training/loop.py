@@ -26,11 +26,12 @@ from stores.errors import AgencerdasError
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ADDED_FIELDS, TrainConfig
-from .data import Normalizer, WindowDataset, WindowPlan
+from .data import WindowDataset, WindowPlan
 from .loss import pit_bce, weighted_bce
-from .model import EEND
+from .model import build_model
 from .runtime import Runtime, loader_workers, set_cpu_threads, setup, teardown
 from .validate import validate
+from .windows import Normalizer
 
 #: Fields that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
@@ -117,11 +118,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
-    in_features = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
-    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout)
 
 
 def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer) -> WindowDataset:

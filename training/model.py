@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import TrainConfig
+
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention over frames, with an optional key mask.
@@ -231,3 +233,10 @@ class EEND(nn.Module):
                 maps.append(weights)
         logits = self.head(self.out_norm(h))
         return logits, (maps if return_attention else None)
+
+
+def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
+    """The EEND of ``cfg`` for base-rate features of ``n_mels`` bins (input D = downsample x n_mels for
+    ``stack`` pooling, n_mels for ``mean``)."""
+    in_features = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
+    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from scoring.binarize import activity_to_segments, binarize
+from scoring.der import DERSettings, score
+from scoring.reference import reference_segments
+
 from .data import WindowPlan
-from .der import DERSettings, score
-from .infer import activity_to_segments, binarize
 from .loss import frame_error, pit_bce
-from .predict import predictor, recording_posteriors, reference_segments
+from .posteriors import predictor, recording_posteriors
+from .windows import WindowFormat
 
 
 @torch.no_grad()
@@ -39,11 +42,12 @@ def der_metrics(trainer) -> dict:
     cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
     predict = predictor(trainer.model, rt.device, rt.autocast())
     shift = cfg.downsample * data.shift_s
+    fmt = WindowFormat(trainer.normalizer, cfg.downsample, cfg.pooling)
     refs, hyps, uems = {}, {}, {}
     for rec in data.validation:
         frames = data.capped(rec)
         feats = data.store.open("features", rec.features)["feats"]
-        post = recording_posteriors(predict, feats, trainer.normalizer, cfg.downsample, cfg.pooling, frames, cfg.window)
+        post = recording_posteriors(predict, feats, fmt, frames, cfg.window)
         name = rec.source or rec.features
         hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech), shift,
                                           max_end_s=frames * shift / cfg.downsample)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.rttm import Segment
+from stores.segments import Segment
 from pipeline.simulate.acoustics import add_noise, reverberate, room_impulse_response
 from pipeline.simulate.config import SimulationConfig
 from pipeline.simulate.espeak import SAMPLE_RATE_HZ, Espeak

@@ -94,7 +94,7 @@ def test_a_store_on_a_network_filesystem_is_accepted(tmp_path, monkeypatch):
 
 def test_the_default_path_never_imports_dask():
     code = (
-        "import sys, pipeline, training.cli\n"
+        "import sys, pipeline, agencerdas.cli\n"
         "from pipeline.cluster import task_backend\n"
         "with task_backend(None, 1) as n: assert n == 1\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')], 'dask imported'\n"

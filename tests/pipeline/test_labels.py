@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.labels import LabelConfig, canonical_annotation, frame_labels
-from pipeline.rttm import Segment
+from stores.segments import Segment
 from stores.errors import AgencerdasError
 
 SHIFT = 0.01

@@ -11,8 +11,8 @@ from pipeline.rttm import parse_rttm
 from stores import Store, load_view
 from stores.errors import AgencerdasError
 from tests.builders import make_corpus
-from training.der import DERSettings, score
-from training.infer import activity_to_segments
+from scoring.der import DERSettings, score
+from scoring.binarize import activity_to_segments
 
 #: Stated quality of the method on the tone corpus (pyannote.metrics DER, 0.25 s collar, overlap scored).
 MAX_PSEUDO_DER = 0.25

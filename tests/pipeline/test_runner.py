@@ -15,7 +15,7 @@ from pipeline.audio import stream_mono
 from pipeline.rttm import Segment, parse_rttm, write_rttm
 from stores import Store, load_view, referenced_keys
 from tests.builders import conversation, make_corpus
-from training.cli import main
+from agencerdas.cli import main
 
 SECONDS = 4.0
 

@@ -1,5 +1,5 @@
 """A fork server for crash tests: pays the imports (and librosa warm-up) once, then forks a fresh
-process per command that runs the real ``agencerdas`` CLI (``training.cli.main``) in its own
+process per command that runs the real ``agencerdas`` CLI (``agencerdas.cli.main``) in its own
 process group, so a test can SIGKILL it at any moment without paying seconds of start-up per trial.
 
 Protocol (one JSON object per line): the test writes
@@ -93,7 +93,7 @@ def _child(command: dict) -> None:
     try:
         if command.get("pause"):
             _install_pause(command["pause"])
-        from training.cli import main
+        from agencerdas.cli import main
 
         rc = main(command["argv"])
     except SystemExit as exc:
@@ -109,7 +109,7 @@ def _child(command: dict) -> None:
 
 def serve() -> None:
     import pipeline.runner  # noqa: F401
-    import training.cli  # noqa: F401
+    import agencerdas.cli  # noqa: F401
     from pipeline.features import FeatureConfig
     from pipeline.tasks import _warm_up
 
@@ -117,7 +117,7 @@ def serve() -> None:
         import torch  # noqa: F401
         import torch._dynamo  # noqa: F401 - what the first optimizer imports (seconds, once)
 
-        import training.diarize  # noqa: F401
+        import inference.diarize  # noqa: F401
         import training.loop  # noqa: F401
     _warm_up(FeatureConfig())
     print(json.dumps({"ready": True}), flush=True)

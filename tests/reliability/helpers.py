@@ -18,7 +18,7 @@ from stores import Store, load_view
 from stores.store import COMMIT, KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENCERDAS = [sys.executable, "-m", "training.cli"]
+AGENCERDAS = [sys.executable, "-m", "agencerdas"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -71,7 +71,8 @@ def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):
 
 
 def test_trainer_keeps_reading_while_features_add_entries_and_rewrite_the_view(tmp_path):
-    from training.data import Normalizer, WindowDataset
+    from training.data import WindowDataset
+    from training.windows import Normalizer
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=12.0)
     path = tmp_path / "store"

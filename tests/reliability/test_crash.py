@@ -182,7 +182,7 @@ class _FailingWrites:
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES], ids=["disk-full", "permission-denied"])
 def test_store_write_errors_are_reported_and_committed_entries_stay_valid(err, tmp_path, monkeypatch, capsys):
-    from training.cli import main
+    from agencerdas.cli import main
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=4, seconds=2.0)
     path = tmp_path / "store"
@@ -197,7 +197,8 @@ def test_store_write_errors_are_reported_and_committed_entries_stay_valid(err, t
     # The device fails after a few writes (mid-entry), and then on every write, the view's included.
     failing = _FailingWrites(path, err, allow=3)
     failing.install(monkeypatch)
-    rc = main(["features", str(audio), "--store", str(path), "--rttm-dir", str(rttm), "--quiet"])
+    # --jobs 1: the injected failures live in this process, so the writes must happen here too.
+    rc = main(["features", str(audio), "--store", str(path), "--rttm-dir", str(rttm), "--quiet", "--jobs", "1"])
     monkeypatch.undo()
     captured = capsys.readouterr()
     assert rc == 1, captured.out + captured.err

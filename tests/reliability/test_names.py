@@ -15,7 +15,7 @@ from pipeline.rttm import Segment, file_safe, format_rttm, rttm_safe, write_rttm
 from stores import Store, load_view
 from tests.builders import make_corpus, render
 from tests.reliability.helpers import ROOT, assert_no_traceback, assert_valid_rttm
-from training.cli import main
+from agencerdas.cli import main
 
 SHELL = "$(touch PWNED) `touch PWNED2`"
 NEWLINE = "line\nbreak\ttab"

@@ -13,7 +13,7 @@ import pytest
 import stores.keys as keys_module
 from pipeline.features import FeatureConfig
 from pipeline.labels import LabelConfig, canonical_annotation
-from pipeline.rttm import Segment
+from stores.segments import Segment
 from stores import content_key, feature_key, hash_file, label_key
 from stores.errors import AgencerdasError
 from stores.keys import canonical_bytes

@@ -12,7 +12,8 @@ import torch
 from stores import downsample_features, downsample_labels
 from stores.errors import AgencerdasError
 from training.augment import Augment
-from training.data import Normalizer, WindowDataset, WindowPlan, plan_windows
+from training.data import WindowDataset, WindowPlan, plan_windows
+from training.windows import Normalizer
 
 LENGTHS = [1000, 599, 600, 1, 1234, 2500, 50, 1801]
 WINDOW = 600

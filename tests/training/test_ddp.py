@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from training.checkpoint import load_checkpoint
-from training.loop import build_model
+from training.model import build_model
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 

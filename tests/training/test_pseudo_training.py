@@ -9,7 +9,7 @@ from stores import Store, load_view
 from stores.errors import AgencerdasError
 from tests.builders import make_corpus
 from training.config import resolve
-from training.evaluate import EvalRequest, evaluate
+from inference.evaluate import EvalRequest, evaluate
 from training.loop import train
 from training.loss import pit_bce, weighted_bce
 

@@ -12,7 +12,7 @@ from stores.errors import AgencerdasError
 from training import loop
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import ADDED_FIELDS, PRESETS
-from training.loop import build_model
+from training.model import build_model
 
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -1,0 +1,1 @@
+"""The `agencerdas` console script (:mod:`.cli`); ``python -m agencerdas`` runs it too."""

@@ -1,0 +1,182 @@
+"""The `agencerdas` command line: one table of arguments per subcommand, dispatched to
+:mod:`agencerdas.commands`. Subcommands import their packages lazily, so `agencerdas features`
+and `agencerdas store` never load torch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+from stores.errors import AgencerdasError
+
+from . import commands
+
+#: One argument: the names given to ``add_argument`` and its keyword arguments.
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _a(*names: str, **kwargs: Any) -> Arg:
+    return names, kwargs
+
+
+STORAGE: list[Arg] = [
+    _a("--storage-option", action="append", metavar="KEY=VALUE",
+       help="fsspec option for a store URL (JSON values allowed); never credentials"),
+    _a("--storage-options-file", metavar="JSON", help="fsspec options for a store URL from a JSON file"),
+]
+
+
+def _all_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+FEATURES: list[Arg] = [
+    _a("audio_dir"),
+    _a("--store", required=True, help="store directory or fsspec URL"),
+    _a("--rttm-dir", help="where RTTM files are (default: AUDIO_DIR)"),
+    _a("--uem-dir", help="where UEM files are (default: AUDIO_DIR)"),
+    _a("--jobs", type=int, default=None, help="worker processes (default: every core this process may use)"),
+    _a("--scheduler", metavar="tcp://HOST:PORT|local",
+       help="run the tasks on this Dask cluster ('local': a LocalCluster of --jobs workers here)"),
+    _a("--view", default="default", help="name of the dataset view to write"),
+    _a("--validation-fraction", type=float, default=0.1),
+    _a("--split-seed", type=int, default=0),
+    _a("--n-mels", type=int, default=80),
+    _a("--dtype", default="float16", choices=("float16", "float32")),
+    _a("--max-speakers", type=int, default=4),
+    *STORAGE,
+    _a("--quiet", action="store_true", help="no progress bar"),
+    _a("--pseudo-labels", action="store_true",
+       help="label recordings without RTTM by energy VAD + clustering (flagged pseudo)"),
+    _a("--pseudo-model", metavar="CHECKPOINT",
+       help="label recordings without RTTM with this trained model instead (flagged pseudo)"),
+    _a("--summary-json", help="also write the run summary as JSON here"),
+]
+
+STORE: list[Arg] = [
+    _a("action", choices=("ls", "verify", "gc")),
+    _a("--store", required=True),
+    *STORAGE,
+    _a("--fast", action="store_true", help="verify: skip re-reading arrays for checksums"),
+    _a("--dry-run", action="store_true", help="gc: list what would be removed"),
+    _a("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes"),
+    _a("--min-age", type=float, default=60.0, metavar="MINUTES",
+       help="gc: remove temporary files (_tmp/ orphans, view temp files) and unreferenced entries only when "
+            "unchanged this long, since younger ones may belong to a features run still in progress in another "
+            "process (default 60)"),
+    _a("--all", action="store_true",
+       help="gc: remove them whatever their age (only when no other process writes the store)"),
+]
+
+TRAIN: list[Arg] = [
+    _a("--store", required=True),
+    _a("--view", default="default"),
+    _a("--preset", default="optimized"),
+    _a("--out", help="run directory (default runs/PRESET)"),
+    _a("--resume", action="store_true", help="continue from OUT/last.pt"),
+    *STORAGE,
+    _a("--quiet", action="store_true"),
+    _a("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. EPOCHS=3 lr=5e-4"),
+]
+
+EVALUATE: list[Arg] = [
+    _a("--model", required=True, help="runs/NAME/best.pt or last.pt"),
+    _a("--store", default="store"),
+    _a("--view", help="view to score (default: 'default'; 'test' with --audio-dir)"),
+    _a("--split", default="validation", choices=("validation", "train", "all")),
+    _a("--audio-dir", help="score these recordings (features go through the store)"),
+    _a("--rttm-dir"),
+    _a("--uem-dir"),
+    _a("--out", help="default: the run's eval/ directory"),
+    _a("--collar", type=float, default=0.25, help="seconds on EACH side of a boundary (default 0.25)"),
+    _a("--skip-overlap", action="store_true", help="do not score overlapped speech"),
+    _a("--tune", action="store_true", help="search threshold and median width; save for diarize"),
+    _a("--attention", action="store_true", help="save an attention map of one window"),
+    _a("--device", default="auto"),
+    _a("--jobs", type=int, default=1),
+]
+
+DIARIZE: list[Arg] = [
+    _a("audio", nargs="+"),
+    _a("--model", required=True),
+    _a("--out", required=True),
+    _a("--store", help="feature store to reuse (default: a temporary one)"),
+    _a("--device", default="auto"),
+]
+
+SIMULATE: list[Arg] = [
+    _a("out"),
+    _a("--n", type=int, default=10, help="number of recordings"),
+    _a("--pool", default="train", choices=("train", "test"), help="speaker pool (disjoint)"),
+    _a("--seed", type=int, default=0),
+    _a("--min-duration", type=float, default=60.0, help="seconds"),
+    _a("--max-duration", type=float, default=240.0, help="seconds"),
+    _a("--formats", default="wav", help="comma-separated: wav,flac,ogg,mp3"),
+    _a("--rates", default="16000", help="comma-separated sample rates in Hz"),
+    _a("--stereo", action="store_true"),
+    _a("--noise-snr", type=float, help="background noise at this SNR in dB"),
+    _a("--reverb", action="store_true", help="synthetic room response"),
+    _a("--jobs", type=int, default=1),
+    _a("--quiet", action="store_true"),
+]
+
+PLOT: list[Arg] = [
+    _a("runs", nargs="+"),
+    _a("--out", help="default: RUN/plots/loss.png of the first run"),
+]
+
+DEMO_SUMMARY: list[Arg] = [
+    _a("--data", required=True),
+    _a("--store", required=True),
+    _a("--run", required=True),
+    _a("--stage-seconds"),
+]
+
+#: name -> (help, arguments, handler); help None hides the subcommand from the listing.
+COMMANDS: dict[str, tuple[str | None, list[Arg], Callable[[argparse.Namespace], int]]] = {
+    "features": ("build or update the feature store from an audio directory", FEATURES, commands.features_command),
+    "store": ("inspect and maintain a store", STORE, commands.store_command),
+    "train": ("train SA-EEND on windows streamed from a store", TRAIN, commands.train_command),
+    "evaluate": ("DER of a checkpoint (pyannote.metrics), RTTMs, plots", EVALUATE, commands.evaluate_command),
+    "diarize": ("write one RTTM per audio file", DIARIZE, commands.diarize_command),
+    "simulate": ("generate a simulated conversation corpus (eSpeak NG voices)", SIMULATE, commands.simulate_command),
+    "demo-summary": (None, DEMO_SUMMARY, commands.demo_summary_command),
+    "plot": ("loss curves of one or several runs on one figure", PLOT, commands.plot_command),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agencerdas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, arguments, handler) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text if help_text else argparse.SUPPRESS)
+        for names, kwargs in arguments:
+            command.add_argument(*names, **kwargs)
+        command.set_defaults(func=handler)
+    from bench.command import add_arguments, run_command  # the bench declares its own flags
+
+    bench = sub.add_parser("bench", help="speed and memory ratios against baselines run in the same invocation")
+    add_arguments(bench)
+    bench.set_defaults(func=run_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "jobs", 0) is None:
+        args.jobs = _all_cores()
+    try:
+        return args.func(args)
+    except AgencerdasError as exc:
+        print(f"agencerdas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agencerdas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

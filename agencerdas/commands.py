@@ -1,0 +1,170 @@
+"""What each `agencerdas` subcommand does: one function per subcommand, taking the parsed arguments
+and returning the exit status. Each imports its packages when it runs, so `features` and `store`
+never load torch and `train --help` never loads librosa."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from stores.errors import AgencerdasError
+
+
+def _storage_options(args: argparse.Namespace) -> dict:
+    from stores import parse_storage_options
+
+    return parse_storage_options(args.storage_option, args.storage_options_file)
+
+
+def features_command(args: argparse.Namespace) -> int:
+    from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
+
+    feature_config = FeatureConfig(n_mels=args.n_mels, dtype=args.dtype)
+    labeler = None
+    if args.pseudo_model and args.pseudo_labels:
+        raise AgencerdasError("give --pseudo-labels (energy VAD + clustering) or --pseudo-model CHECKPOINT, not both")
+    if args.pseudo_model:
+        from inference.pseudo_model import ModelLabeler
+
+        labeler = ModelLabeler(Path(args.pseudo_model), feature_config.to_dict())
+    request = FeaturesRequest(
+        audio_dir=Path(args.audio_dir),
+        store=args.store,
+        rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None,
+        uem_dir=Path(args.uem_dir) if args.uem_dir else None,
+        jobs=args.jobs,
+        pseudo_labels=args.pseudo_labels,
+        pseudo_labeler=labeler,
+        view=args.view,
+        validation_fraction=args.validation_fraction,
+        split_seed=args.split_seed,
+        feature_config=feature_config,
+        label_config=LabelConfig(max_speakers=args.max_speakers),
+        storage_options=_storage_options(args),
+        progress=not args.quiet,
+        scheduler=args.scheduler,
+    )
+    summary = build_features(request)
+    print(summary.format())
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(dataclasses.asdict(summary), indent=1))
+    return 0 if summary.ok else 1
+
+
+def store_command(args: argparse.Namespace) -> int:
+    from stores import Store, referenced_keys
+
+    store = Store(args.store, _storage_options(args), create=False)
+    if args.action == "ls":
+        for kind in ("features", "labels"):
+            print(f"{kind}: {len(store.keys(kind))} entries")
+        for name in store.view_names():
+            print(f"view {name}")
+        return 0
+    if args.action == "verify":
+        report = store.verify(checksums=not args.fast)
+        print(f"verified {report.checked} committed entries in {store.url}: {len(report.problems)} problem(s)")
+        for path, reason in report.problems:
+            print(f"  {path}: {reason}")
+        return 0 if report.ok else 1
+    removed = store.gc(keep=None if args.keep_unreferenced else referenced_keys(store), dry_run=args.dry_run,
+                       min_age_s=0.0 if args.all else 60.0 * args.min_age)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} path(s) from {store.url}")
+    for path in removed:
+        print(f"  {path}")
+    return 0
+
+
+def train_summary(cfg, out: Path, history: list[dict]) -> str:
+    """The end-of-training report: what ran, how fast, how good, where the outputs are."""
+    last = history[-1]
+    seconds = sum(r["seconds"] for r in history)
+    ders = [r["val_der"] for r in history if r.get("val_der") is not None]
+    lines = [
+        f"agencerdas train: preset {cfg.preset}, {len(history)} epoch(s) this run, {last['step']} optimizer steps "
+        f"in all, {seconds:.0f} s of training ({sum(r['windows'] for r in history) / max(seconds, 1e-9):.0f} windows/s, "
+        f"{last['precision']}, peak memory {last['peak_mem_mb']:.0f} MB)",
+        f"  train recordings {last['train_recordings']} (pseudo-labelled {last['pseudo_recordings']}, pseudo={cfg.pseudo}); "
+        f"final train loss {last['train_loss']:.4f}"
+        + (f", validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""),
+    ]
+    if ders:
+        lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best {100 * min(ders):.1f}% (pyannote.metrics, "
+                     f"collar {cfg.collar_s} s each side, overlap scored)")
+    lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl")
+    return "\n".join(lines)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from training.config import resolve
+    from training.loop import train
+
+    cfg = resolve(args.preset, args.overrides)
+    out = Path(args.out or f"runs/{args.preset}")
+    history = train(cfg, args.store, args.view, out, resume=args.resume,
+                    storage_options=_storage_options(args), progress=not args.quiet)
+    if history and int(os.environ.get("RANK", 0)) == 0:
+        print(train_summary(cfg, out, history))
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from inference.evaluate import EvalRequest, evaluate
+
+    report = evaluate(EvalRequest(
+        model=Path(args.model), store=args.store, view=args.view, split=args.split,
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
+        out=Path(args.out) if args.out else None, collar_s=args.collar, skip_overlap=args.skip_overlap,
+        tune=args.tune, attention=args.attention, device=args.device, jobs=args.jobs))
+    print(report["table"])
+    t = report["timing"]
+    print(f"inference: {t['audio_s'] / 60:.1f} min of audio, {t['x_real_time']:.0f}x real time "
+          f"(model {t['model_s']:.1f} s, read+stitch {t['read_and_stitch_s']:.1f} s, post {t['postprocess_s']:.1f} s)")
+    if report["tuned"]:
+        print(f"tuned: threshold {report['tuned']['threshold']}, median {report['tuned']['median_frames']} frames")
+    print(f"report, RTTMs and plots in {Path(report['checkpoint']).parent / 'eval' if not args.out else args.out}")
+    return 0
+
+
+def diarize_command(args: argparse.Namespace) -> int:
+    from inference.diarize import diarize
+
+    summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device)
+    print(summary.format())
+    return 0 if not summary.failures else 1
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    from inference.plots import plot_losses
+
+    out = Path(args.out or Path(args.runs[0]) / "plots" / "loss.png")
+    print(f"wrote {plot_losses([Path(r) for r in args.runs], out)}")
+    return 0
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    from pipeline.simulate import SimulationConfig, simulate_corpus
+
+    config = SimulationConfig(
+        n_recordings=args.n, pool=args.pool, seed=args.seed, min_duration_s=args.min_duration,
+        max_duration_s=args.max_duration, formats=tuple(args.formats.split(",")),
+        rates=tuple(int(r) for r in args.rates.split(",")), stereo=args.stereo, noise_snr_db=args.noise_snr,
+        reverb=args.reverb, jobs=args.jobs)
+    corpus = simulate_corpus(Path(args.out), config, progress=not args.quiet)
+    print(f"agencerdas simulate: {corpus['n_recordings']} recordings, {corpus['duration_s'] / 3600:.2f} h, "
+          f"overlap {100 * corpus['overlap_s'] / max(corpus['speech_s'], 1e-9):.1f}% of speech, in {args.out}")
+    return 0
+
+
+def demo_summary_command(args: argparse.Namespace) -> int:
+    from .demo import demo_summary
+
+    print(demo_summary(Path(args.data), Path(args.store), Path(args.run),
+                       [float(s) for s in args.stage_seconds.split(",")] if args.stage_seconds else None))
+    return 0

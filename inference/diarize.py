@@ -1,0 +1,82 @@
+"""`agencerdas diarize`: RTTM for new audio files of any length with a trained model.
+
+Features go through the same pipeline and store as training (a temporary store
+unless one is given), so memory stays bounded by one block of audio plus the
+output, whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import FeatureConfig
+from pipeline.rttm import unique_file_names, write_rttm
+from pipeline.statcache import StatCache
+from pipeline.tasks import ensure_features
+from stores import Store
+from stores.errors import AgencerdasError
+
+from scoring.binarize import activity_to_segments, binarize
+from training.posteriors import predictor, recording_posteriors
+from training.runtime import setup
+
+from .model import load_model
+
+
+@dataclass
+class DiarizeSummary:
+    written: list[Path] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    audio_s: float = 0.0
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        lines = [f"agencerdas diarize: {len(self.written)} RTTM(s) written, {len(self.failures)} failed, "
+                 f"{self.audio_s / 60:.1f} min of audio in {self.seconds:.1f} s "
+                 f"({self.audio_s / max(self.seconds, 1e-9):.1f}x real time)"]
+        lines += [f"  {path}" for path in self.written[:10]]
+        if len(self.written) > 10:
+            lines.append(f"  ... and {len(self.written) - 10} more")
+        lines += [f"  FAILED {name}: {reason}" for name, reason in self.failures]
+        return "\n".join(lines)
+
+
+def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = None, device: str = "auto") -> DiarizeSummary:
+    """Write ``out/<id>.rttm`` for each audio file; a bad file is reported, the others still run."""
+    start = time.perf_counter()
+    rt = setup(device, "auto")
+    lm = load_model(model, rt.device)
+    config = FeatureConfig(**lm.feature_config)
+    scratch = None if store_url else tempfile.mkdtemp(prefix="agencerdas-diarize-")
+    store = Store(store_url or scratch, create=True)
+    cache = StatCache() if store_url else None  # a scratch store is gone after this run: nothing to find again
+    predict = predictor(lm.model, rt.device, rt.autocast())
+    summary = DiarizeSummary()
+    try:
+        targets = unique_file_names([Path(path).stem for path in audio], ".rttm")
+        for path, target in zip(audio, targets):
+            try:
+                key, attrs = ensure_features(store, Path(path), config, cache)
+                feats = store.open("features", key)["feats"]
+                post = recording_posteriors(predict, feats, lm.window_format, attrs["frames"], lm.inference.window,
+                                            lm.inference.overlap)
+                active = binarize(post, lm.inference.threshold, lm.inference.median_frames, lm.inference.fill_speech)
+                segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
+                write_rttm(Path(out) / target, Path(path).stem, segments)
+                summary.written.append(Path(out) / target)
+                summary.audio_s += attrs["duration_s"]
+            except AgencerdasError as exc:
+                summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            except OSError as exc:  # disk full, permission denied while writing the RTTM
+                summary.failures.append((str(path), f"cannot write {target}: {exc.strerror or exc}"))
+    finally:
+        if cache:
+            cache.save()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    summary.seconds = time.perf_counter() - start
+    return summary

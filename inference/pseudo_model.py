@@ -1,0 +1,84 @@
+"""Pseudo labels from a trained agencerdas model: ``agencerdas features … --pseudo-model runs/NAME/best.pt``.
+
+The model runs over the recording's stored features exactly as ``diarize`` does
+(stitched sliding-window inference, the run's tuned or configured threshold and
+median filter), and its model-rate activity is repeated to 10 ms base frames.
+Unlike the default energy-VAD + clustering labeller, it can label overlapped speech.
+
+The labels key names the method, the checkpoint's xxh3 and the inference settings,
+so labels from another checkpoint, or another threshold, are other entries.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stores import hash_file
+from stores.errors import AgencerdasError
+
+from scoring.binarize import binarize
+from training.posteriors import predictor, recording_posteriors
+
+from .model import LoadedModel, load_model
+
+METHOD = "agencerdas-eend"
+
+
+#: Models loaded in this process, by (path, checkpoint xxh3): each worker loads one once, not per task.
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+
+
+def _model(path: str, checkpoint_xxh3: str) -> LoadedModel:
+    """The checkpoint loaded once per process, if it is still the one whose hash is in the labels key."""
+    if (path, checkpoint_xxh3) not in _LOADED:
+        try:
+            found = hash_file(Path(path))
+        except OSError as exc:
+            raise AgencerdasError(f"pseudo model {path} cannot be read here ({exc.strerror or exc}); workers need "
+                                  "the checkpoint at the same path") from None
+        if found != checkpoint_xxh3:
+            raise AgencerdasError(f"pseudo model {path} changed while features ran (training still writing it?); "
+                                  "rerun features with a checkpoint that does not change")
+        _LOADED[path, checkpoint_xxh3] = load_model(Path(path), torch.device("cpu"))
+    return _LOADED[path, checkpoint_xxh3]
+
+
+class ModelLabeler:
+    """A :class:`pipeline.pseudo.PseudoLabeler` backed by a checkpoint; inference on the CPU in fp32.
+
+    Checked in the calling process, so a bad checkpoint or a feature mismatch is one clear
+    error before any work starts; only the path and settings travel to workers.
+    """
+
+    def __init__(self, checkpoint: Path, feature_config: dict):
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise AgencerdasError(f"pseudo model {path} does not exist; give a checkpoint such as runs/NAME/best.pt")
+        self.path = str(path.resolve())
+        digest = hash_file(path)
+        lm = _LOADED[self.path, digest] = load_model(path, torch.device("cpu"))  # just hashed: no second look
+        if lm.feature_config != feature_config:
+            raise AgencerdasError(
+                f"pseudo model {path} was trained on features {lm.feature_config}, but this run computes "
+                f"{feature_config}; build features with the model's settings or use another checkpoint"
+            )
+        inference = lm.inference
+        self.settings = {"method": METHOD, "checkpoint_xxh3": digest, "window": inference.window,
+                         "overlap": inference.overlap, "threshold": inference.threshold,
+                         "median_frames": inference.median_frames, "fill_speech": inference.fill_speech}
+
+    def describe(self) -> dict:
+        return dict(self.settings)
+
+    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+        """Speaker activity (frames, model's max_speakers) bool at base frames for logmel (frames, n_mels)."""
+        lm = _model(self.path, self.settings["checkpoint_xxh3"])
+        cfg, s = lm.config, self.settings
+        post = recording_posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, lm.window_format,
+                                    len(logmel), s["window"], s["overlap"])
+        active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"])
+        return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]

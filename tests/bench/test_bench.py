@@ -1,0 +1,80 @@
+"""The benchmark runs end to end at size tiny and writes well-formed results (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stores.errors import AgencerdasError
+from bench import run_bench
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECTIONS = ("machine", "versions", "config", "corpus", "features", "rerun", "reads", "loader", "memory", "store", "gpu",
+            "targets", "table", "files", "wall_s")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("bench")
+    return run_bench(size="tiny", jobs=1, out_dir=root / "results", work_dir=root / "work", progress=False)
+
+
+def test_result_has_every_section_and_the_machine(tiny: dict) -> None:
+    assert all(key in tiny for key in SECTIONS)
+    assert tiny["machine"]["logical_cores"] >= 1 and tiny["machine"]["cpu"]
+    assert tiny["versions"]["torch"] and tiny["versions"]["zarr"]
+    assert tiny["corpus"]["recordings"] == 4
+
+
+def test_feature_build_and_reruns_are_measured(tiny: dict) -> None:
+    features, rerun = tiny["features"], tiny["rerun"]
+    for run in ("naive", "jobs_1", "jobs_n"):
+        assert features[run]["seconds"] > 0 and features[run]["x_real_time"] > 0
+    assert features["jobs_n"]["computed"] == 4 and features["jobs_n"]["ok"]
+    assert "lhotse" in features
+    assert rerun["unchanged"]["computed"] == 0 and rerun["unchanged"]["reused"] == 4
+    assert rerun["renamed"]["computed"] == 0 and rerun["renamed"]["renamed_files"] == 4
+    assert rerun["rttm_edit"]["as_expected"], rerun["rttm_edit"]
+
+
+def test_reads_loader_memory_store_and_gpu_sections(tiny: dict) -> None:
+    for reader in ("trainer_cold", "trainer_warm", "zarr", "numpy", "notebook"):
+        assert set(tiny["reads"][reader]) == {"1", "2"}
+        assert all(tiny["reads"][reader][k]["per_s"] > 0 for k in ("1", "2"))
+    for preset in ("original", "optimized", "ultra-fast"):
+        run = tiny["loader"][preset]
+        assert run["stall"] > 0 and run["peak_rss_mb"] > 0
+        assert preset in tiny["memory"]["training"]
+    stage = tiny["memory"]["feature_stage"]
+    assert stage["short"]["status"] == stage["long"]["status"] == "computed"
+    assert stage["long"]["peak_rss_mb"] > 0
+    matrix = tiny["store"]["codecs"]["matrix"]
+    assert len(matrix) == 24 and all(row["bytes"] > 0 and row["window_reads_per_s"] > 0 for row in matrix)
+    assert tiny["store"]["codecs"]["recommendation"]["best"]["dtype"] in ("float16", "float32")
+    assert tiny["store"]["usage"]["settings"]
+    assert "gpu" in tiny["gpu"] or "optimized" in tiny["gpu"]
+
+
+def test_targets_say_pass_miss_or_not_measurable(tiny: dict) -> None:
+    names = [t["name"] for t in tiny["targets"]]
+    assert any("speed-up over naive" in n for n in names) and any("loader stall" in n for n in names)
+    assert all(t["passed"] in (True, False, None) for t in tiny["targets"])
+
+
+def test_files_are_written_and_well_formed(tiny: dict) -> None:
+    files = {kind: Path(path) for kind, path in tiny["files"].items()}
+    assert files["json"].name.endswith("-tiny.json")
+    written = json.loads(files["json"].read_text())
+    assert written["size"] == "tiny" and written["targets"] == tiny["targets"]
+    table = files["md"].read_text()
+    assert table.strip() == tiny["table"].strip() and "| Target |" in table and "pass" in table
+    assert files["png"].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_invalid_arguments_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(AgencerdasError, match="unknown bench size"):
+        run_bench(size="huge", out_dir=tmp_path, work_dir=tmp_path)
+    with pytest.raises(AgencerdasError, match="jobs must be at least 1"):
+        run_bench(size="tiny", jobs=0, out_dir=tmp_path, work_dir=tmp_path)
