@@ -80,6 +80,12 @@ def store_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: How best.pt was chosen, by the run's one criterion (training.resume.best_criterion).
+_BEST_IS = {"val_der": "the epoch with the lowest validation DER",
+            "val_loss": "the epoch with the lowest validation loss (DER_EVERY=0)",
+            "last": "the last epoch (the view has no validation split)"}
+
+
 def train_summary(cfg, out: Path, history: list[dict]) -> str:
     """The end-of-training report: what ran, how fast, how good, where the outputs are."""
     last = history[-1]
@@ -95,7 +101,10 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
     ]
     if ders:
         lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best {100 * min(ders):.1f}% (pyannote.metrics, "
-                     f"collar {cfg.collar_s} s each side, overlap scored)")
+                     f"collar {cfg.collar_s} s each side, overlap scored, against "
+                     f"{next(r['val_reference'] for r in reversed(history) if r.get('val_reference'))})")
+    criterion = last.get("best_criterion", "val_der" if ders else "val_loss")
+    lines.append(f"  best.pt: {_BEST_IS[criterion]}")
     lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl")
     return "\n".join(lines)
 
@@ -106,8 +115,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     cfg = resolve(args.preset, args.overrides)
     out = Path(args.out or f"runs/{args.preset}")
-    history = train(cfg, args.store, args.view, out, resume=args.resume,
-                    storage_options=_storage_options(args), progress=not args.quiet)
+    history = train(cfg, args.store, args.view, out, resume=args.resume, storage_options=_storage_options(args),
+                    progress=not args.quiet, allow_view_change=args.resume_on_changed_view)
     if history and int(os.environ.get("RANK", 0)) == 0:
         print(train_summary(cfg, out, history))
     return 0
@@ -121,13 +130,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
         audio_dir=Path(args.audio_dir) if args.audio_dir else None,
         rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
         out=Path(args.out) if args.out else None, collar_s=args.collar, skip_overlap=args.skip_overlap,
-        tune=args.tune, attention=args.attention, device=args.device, jobs=args.jobs))
+        tune=args.tune, tune_on_scored=args.tune_on_scored, attention=args.attention, device=args.device,
+        jobs=args.jobs))
     print(report["table"])
+    for source, recordings in report["reference"].items():
+        print(f"reference: {source} ({len(recordings)} recording(s))")
     t = report["timing"]
     print(f"inference: {t['audio_s'] / 60:.1f} min of audio, {t['x_real_time']:.0f}x real time "
           f"(model {t['model_s']:.1f} s, read+stitch {t['read_and_stitch_s']:.1f} s, post {t['postprocess_s']:.1f} s)")
-    if report["tuned"]:
-        print(f"tuned: threshold {report['tuned']['threshold']}, median {report['tuned']['median_frames']} frames")
+    if report["tuned"]:  # the table above says the values and what they were tuned on
+        print(f"tuned: saved in {Path(args.model).parent / 'tuned.json'} for this checkpoint ({Path(args.model).name})")
     print(f"report, RTTMs and plots in {Path(report['checkpoint']).parent / 'eval' if not args.out else args.out}")
     return 0
 

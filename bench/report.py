@@ -149,7 +149,8 @@ def markdown(result: dict[str, Any], goals: list[Target]) -> str:
                   [[name, r["seconds"], r["percent_of_first"], r["computed"], r["labels_only"], r["reused"]]
                    for name, r in (("unchanged", rerun["unchanged"]), ("every file renamed", rerun["renamed"]),
                                    ("one RTTM edited", rerun["rttm_edit"])) if "seconds" in r])
-    out += _reads(result.get("reads", {})) + _steps(result) + _store(result["store"]) + _gpu(result["gpu"])
+    out += _reads(result.get("reads", {})) + _steps(result) + _store(result["store"])
+    out += _durability(result["durability"]) + _gpu(result["gpu"])
     return "\n".join(out)
 
 
@@ -217,6 +218,19 @@ def _store(store: dict[str, Any]) -> list[str]:
                           f"{r['window_reads_per_s']:.0f} windows/s, {r['whole_read_mb_per_s']:.0f} MB/s whole)")
     out += [f"Recommendation ({rec['rule']}): {describe(best)}; current {describe(now)}: **{verdict}**.", ""]
     return out
+
+
+def _durability(run: dict[str, Any]) -> list[str]:
+    out = ["## Durability", "",
+           f"{run['entries']} features entries of {run['frames']:,} x 80 float16 ({run['entry_mb']:.2f} MB raw each), "
+           f"written in one process into two local stores on {run['filesystem'] or 'an unknown filesystem'}, "
+           "alternating entry by entry.", ""]
+    out += _table(["Commit", "seconds", "ms per entry"],
+                  [[label, run[name]["seconds"], run[name]["ms_per_entry"]]
+                   for name, label in (("durable", "fsync files, directories, rename, parent (default)"),
+                                       ("plain", "rename only (durable=False)"))])
+    return out + [f"fsync costs {_f(run['ratio'])}x the write time without it "
+                  f"({_f(run['extra_ms_per_entry'])} ms more per entry).", ""]
 
 
 def _gpu(gpu: dict[str, Any]) -> list[str]:

@@ -25,7 +25,7 @@ import torch
 
 from training.config import TrainConfig, resolve
 from training.loop import Trainer, load_data
-from training.runtime import Runtime, setup
+from training.runtime import Runtime, native_bf16, setup
 
 from .isolated import run_isolated
 from .measure import RssSampler, iterate_for, ratio
@@ -132,7 +132,7 @@ def _gpu_run(trainer: Trainer, batches: Iterator[Batch], steps: int, windows: in
 def gpu_child(store_url: str, view: str, overrides: list[str], steps: int, out_dir: str) -> dict[str, Any]:
     """Per preset and precision: steps/s and peak CUDA memory with synthetic batches, and with the real loader."""
     device = torch.device("cuda")
-    precisions = ["fp32", "bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
+    precisions = ["fp32", "bf16", "fp16"] if native_bf16(device) else ["fp32", "fp16"]
     results: dict[str, Any] = {"device": torch.cuda.get_device_name(device), "precisions": precisions}
     for preset in PRESETS:
         entry: dict[str, Any] = {}

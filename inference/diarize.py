@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import FeatureConfig
+from pipeline.discover import printable
 from pipeline.rttm import unique_file_names, write_rttm
 from pipeline.statcache import StatCache
 from pipeline.tasks import ensure_features
@@ -41,7 +42,8 @@ class DiarizeSummary:
         lines += [f"  {path}" for path in self.written[:10]]
         if len(self.written) > 10:
             lines.append(f"  ... and {len(self.written) - 10} more")
-        lines += [f"  FAILED {name}: {reason}" for name, reason in self.failures]
+        # printable: a path that is not UTF-8 must not crash a strict-UTF-8 terminal here
+        lines += [f"  FAILED {printable(name)}: {printable(reason)}" for name, reason in self.failures]
         return "\n".join(lines)
 
 

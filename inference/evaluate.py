@@ -3,6 +3,10 @@
 Whole recordings are run through stitched sliding-window inference, turned into
 segments, written as RTTM and scored with pyannote.metrics. Recordings whose
 labels are pseudo-labels are never scored.
+
+``--tune`` tunes the threshold and median width on the validation split of the view the
+model was trained on, never on the recordings it scores (that DER would be optimistic) unless
+``--tune-on-scored`` asks for it; the report says which data the thresholds were tuned on.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import torch
 from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 from pipeline.discover import discover
 from pipeline.rttm import unique_file_names, write_rttm
-from stores import Store, hash_file, load_view
+from stores import DatasetView, Store, ViewRecording, load_view
 from stores.errors import AgencerdasError
 
 from scoring.binarize import activity_to_segments, binarize, tune
 from scoring.der import DERSettings, score
-from scoring.reference import reference_segments
+from scoring.reference import FROM_TURNS, load_reference
+from scoring.stitch import InferenceConfig
 from training.posteriors import model_rate_reader, predictor, recording_posteriors
 from training.runtime import setup
 
@@ -50,6 +55,7 @@ class EvalRequest:
     collar_s: float = 0.25
     skip_overlap: bool = False
     tune: bool = False
+    tune_on_scored: bool = False  # tune on the scored recordings themselves (an optimistic DER), not on validation
     attention: bool = False
     timelines: int = 3
     device: str = "auto"
@@ -88,44 +94,156 @@ def _targets(req: EvalRequest, lm: LoadedModel, store: Store):
     return view, view.split("all"), refs
 
 
+def _check_features(view: DatasetView, lm: LoadedModel, model: Path) -> None:
+    if view.feature_config != lm.feature_config:
+        raise AgencerdasError(
+            f"view {view.name!r} holds features {view.feature_config}, but {model} was trained on "
+            f"{lm.feature_config}; rebuild features with the model's settings"
+        )
+
+
+def _has_reference(rec_id: str, rec: ViewRecording, given_refs: dict | None) -> bool:
+    """Whether a recording can be scored: never against pseudo labels or no labels."""
+    if rec.pseudo:
+        return False
+    return bool(rec.labels) if given_refs is None else rec_id in given_refs
+
+
+def _infer(predict, lm: LoadedModel, store: Store, view: DatasetView, ids: list[str], given_refs: dict | None):
+    """(posteriors, references, UEMs, reference sources) by recording id for ``ids`` of ``view``.
+
+    Posteriors are (n_frames, S) model-rate probabilities; references and UEMs are in seconds,
+    from ``given_refs`` (RTTM and UEM files) when given, else from the stored labels entries.
+    """
+    posteriors, refs, uems, sources = {}, {}, {}, {}
+    for rec_id in ids:
+        rec = view.recordings[rec_id]
+        feats = store.open("features", rec.features)["feats"]
+        posteriors[rec_id] = recording_posteriors(predict, feats, lm.window_format, rec.frames, lm.inference.window,
+                                                  lm.inference.overlap)
+        if given_refs:
+            (refs[rec_id], uem), sources[rec_id] = given_refs[rec_id], FROM_TURNS
+        else:
+            reference = load_reference(store, rec, rec.frames)
+            refs[rec_id], uem, sources[rec_id] = reference.segments, reference.uem, reference.source
+        uems[rec_id] = uem or [(0.0, rec.duration_s)]
+    return posteriors, refs, uems, sources
+
+
+def _data(view: DatasetView, split: str, ids: list[str], audio_dir: Path | None) -> dict:
+    """A set of recordings as tuned.json and the report name it; ``features`` (their content keys)
+    tells whether two sets share recordings, whatever view or directory they came through."""
+    return {"view": view.name, "split": split, "audio_dir": str(audio_dir) if audio_dir else None,
+            "recordings": len(ids), "features": sorted(view.recordings[r].features for r in ids)}
+
+
+def describe_data(data: dict) -> str:
+    """E.g. "the validation split of view 'default' (12 recordings)"."""
+    where = (f"audio dir {data['audio_dir']}" if data["audio_dir"]
+             else f"the {data['split']} split of view {data['view']!r}")
+    return f"{where} ({data['recordings']} recording{'' if data['recordings'] == 1 else 's'})"
+
+
+def _tuning_set(req: EvalRequest, lm: LoadedModel, store: Store, scored: dict) -> tuple[DatasetView, list[str], dict]:
+    """(view, recording ids, data) that ``--tune`` tunes on unless ``--tune-on-scored``: the validation
+    split of the view the model was trained on, refused when it shares recordings with ``scored``."""
+    view = load_view(store, lm.checkpoint.get("view", "default"))
+    _check_features(view, lm, req.model)
+    ids = [r for r in view.split("validation") if _has_reference(r, view.recordings[r], None)]
+    data = _data(view, "validation", ids, None)
+    shared = set(data["features"]) & set(scored["features"])
+    if shared:
+        raise AgencerdasError(
+            f"--tune would tune on {describe_data(data)}, and {len(shared)} of the {scored['recordings']} recordings "
+            "scored here are among them: thresholds tuned on the scored recordings give an optimistic DER. Tune on "
+            "the validation split and score "
+            f"the test set, which one run does: `agencerdas evaluate --model {req.model} --store {store.url} --tune "
+            "--audio-dir TEST/audio --rttm-dir TEST/rttm`; or pass --tune-on-scored to tune on the scored recordings "
+            "anyway (the report flags the DER as optimistic)")
+    if not ids:
+        raise AgencerdasError(
+            f"the validation split of view {view.name!r} has no labelled recordings to tune on; rebuild its features "
+            "with --validation-fraction above 0, or pass --tune-on-scored to tune on the scored recordings "
+            "(the report flags the DER as optimistic)")
+    return view, ids, data
+
+
+def _tune(model: Path, lm: LoadedModel, data: dict, posteriors: dict, refs: dict, uems: dict,
+          settings: DERSettings, on_scored: bool) -> dict:
+    """Grid-search threshold and median width on one set (inputs as :func:`_infer` returns them) and
+    save them as tuned.json beside ``model``, bound to its xxh3 (see :mod:`inference.model`)."""
+    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, TUNE_THRESHOLDS, TUNE_MEDIANS,
+                                  lambda r, h, u: score(r, h, u, settings).overall["der"], lm.inference.fill_speech)
+    tuned = {"threshold": threshold, "median_frames": median, "fill_speech": lm.inference.fill_speech, "der": der,
+             "checkpoint": Path(model).name, "checkpoint_xxh3": lm.checkpoint_xxh3, "tuned_on_scored": on_scored,
+             "data": data}
+    (Path(model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
+    return tuned
+
+
+def _tuned_on(tuned: dict | None, scored: dict) -> dict | None:
+    """Which data the thresholds in use were tuned on (None: the config's, untuned), and how many of
+    the scored recordings were among them (any makes the DER optimistic)."""
+    if tuned is None:
+        return None
+    tuned_keys = set(tuned["data"]["features"])
+    shared = sum(key in tuned_keys for key in scored["features"])
+    return {**{k: v for k, v in tuned["data"].items() if k != "features"},
+            "scored_recordings_tuned_on": shared, "optimistic": shared > 0}
+
+
+def _thresholds_line(inf: InferenceConfig, tuned_on: dict | None, n_scored: int) -> str:
+    """The printed table's account of the post-processing used and where it came from."""
+    used = f"threshold {inf.threshold}, median {inf.median_frames} frames, fill_speech {inf.fill_speech}"
+    if tuned_on is None:
+        return f"{used}: the run's configured values (not tuned)"
+    line = f"{used}: tuned on {describe_data(tuned_on)}"
+    if tuned_on["optimistic"]:
+        line += (f"\nOPTIMISTIC DER: the thresholds were tuned on {tuned_on['scored_recordings_tuned_on']} of the "
+                 f"{n_scored} scored recordings; this is not a held-out score")
+    return line
+
+
 def evaluate(req: EvalRequest) -> dict:
-    """Score ``req.model``; writes report.json, hypothesis RTTMs and plots; returns the report."""
+    """Score ``req.model``; writes report.json, hypothesis RTTMs and plots; returns the report.
+
+    With ``req.tune``, thresholds are first tuned (see :func:`_tuning_set`) and saved as tuned.json.
+    """
+    if req.tune_on_scored and not req.tune:
+        raise AgencerdasError("--tune-on-scored says what --tune tunes on; add --tune, or leave --tune-on-scored out")
     rt = setup(req.device, "auto")
     lm = load_model(req.model, rt.device)
     store = Store(req.store, create=req.audio_dir is not None)
     view, ids, given_refs = _targets(req, lm, store)
-    if view.feature_config != lm.feature_config:
-        raise AgencerdasError(
-            f"view {view.name!r} holds features {view.feature_config}, but {req.model} was trained on "
-            f"{lm.feature_config}; rebuild features with the model's settings"
-        )
+    _check_features(view, lm, req.model)
+    scorable = {r: _has_reference(r, view.recordings[r], given_refs) for r in ids}
+    skipped = [r for r, ok in scorable.items() if not ok]
+    ids = [r for r, ok in scorable.items() if ok]
+    if not ids:
+        raise AgencerdasError(f"split {req.split!r} of view {view.name!r} has no recordings with reference labels to score")
+    scored = _data(view, "all" if req.audio_dir else req.split, ids, req.audio_dir)
+    # Refused before any inference runs when it would tune on the scored recordings.
+    tuning = _tuning_set(req, lm, store, scored) if req.tune and not req.tune_on_scored else None
     out = Path(req.out or Path(req.model).parent / "eval")
     cfg, inf = lm.config, lm.inference
     predict = _Timer(predictor(lm.model, rt.device, rt.autocast()))
-    refs, hyps, uems, posteriors, skipped = {}, {}, {}, {}, []
-    audio_s, start = 0.0, time.perf_counter()
-    for rec_id in ids:
-        rec = view.recordings[rec_id]
-        if rec.pseudo or (given_refs is None and not rec.labels) or (given_refs is not None and rec_id not in given_refs):
-            skipped.append(rec_id)  # never score against pseudo labels or no labels
-            continue
-        feats = store.open("features", rec.features)["feats"]
-        posteriors[rec_id] = recording_posteriors(predict, feats, lm.window_format, rec.frames, inf.window, inf.overlap)
-        refs[rec_id], uem = given_refs[rec_id] if given_refs else reference_segments(store, rec, rec.frames)
-        uems[rec_id] = uem or [(0.0, rec.duration_s)]
-        audio_s += rec.duration_s
-    if not posteriors:
-        raise AgencerdasError(f"split {req.split!r} of view {view.name!r} has no recordings with reference labels to score")
+    start = time.perf_counter()
+    posteriors, refs, uems, sources = _infer(predict, lm, store, view, ids, given_refs)
+    audio_s = sum(view.recordings[r].duration_s for r in ids)
     inference_s = time.perf_counter() - start
     settings = DERSettings(collar_s=req.collar_s, skip_overlap=req.skip_overlap)
-    tuned = None
+    tuned, tune_start = None, time.perf_counter()
     if req.tune:
-        threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, TUNE_THRESHOLDS, TUNE_MEDIANS,
-                                      lambda r, h, u: score(r, h, u, settings).overall["der"], inf.fill_speech)
-        tuned = {"threshold": threshold, "median_frames": median, "fill_speech": inf.fill_speech, "der": der,
-                 "view": view.name, "split": req.split}
-        (Path(req.model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
-        inf.threshold, inf.median_frames = threshold, median
+        if tuning is None:  # --tune-on-scored
+            data, inputs = scored, (posteriors, refs, uems)
+        else:  # its own predictor: the timing reported is that of the scored recordings
+            tune_view, tune_ids, data = tuning
+            inputs = _infer(predictor(lm.model, rt.device, rt.autocast()), lm, store, tune_view, tune_ids, None)[:3]
+        tuned = _tune(req.model, lm, data, *inputs, settings, on_scored=tuning is None)
+        inf.threshold, inf.median_frames = tuned["threshold"], tuned["median_frames"]
+    tune_s = time.perf_counter() - tune_start
+    tuned_on = _tuned_on(tuned or lm.tuned, scored)
+    hyps = {}
     post_start = time.perf_counter()
     files = dict(zip(posteriors, unique_file_names(list(posteriors), "")))
     for rec_id, post in posteriors.items():
@@ -141,20 +259,30 @@ def evaluate(req: EvalRequest) -> dict:
         _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,
               "read_and_stitch_s": inference_s - predict.seconds, "postprocess_s": post_s,
-              "x_real_time": audio_s / max(inference_s + post_s, 1e-9)}
+              "x_real_time": audio_s / max(inference_s + post_s, 1e-9), "tune_s": tune_s}
     payload = {
-        "checkpoint": str(req.model), "checkpoint_xxh3": hash_file(Path(req.model)), "config": cfg.to_dict(),
+        "checkpoint": str(req.model), "checkpoint_xxh3": lm.checkpoint_xxh3, "config": cfg.to_dict(),
         "seed": cfg.seed, "feature_config": lm.feature_config, "store": store.url, "view": view.name,
-        "view_fingerprint": view.fingerprint(), "split": "all" if req.audio_dir else req.split,
-        "inference": asdict(inf), "tuned": tuned, "der": report.to_dict(), "skipped_unscored": skipped,
+        "view_fingerprint": view.fingerprint(), "split": scored["split"],
+        "inference": asdict(inf), "tuned": tuned, "tuned_on": tuned_on,
+        "optimistic": bool(tuned_on and tuned_on["optimistic"]), "der": report.to_dict(), "skipped_unscored": skipped,
+        "reference": _reference_summary(sources),
         "pseudo_labels_scored": False,
         "pseudo_recordings_in_view": sorted(r for r, e in view.recordings.items() if e.pseudo),
         "pseudo_recordings_in_training": lm.checkpoint.get("pseudo_recordings", 0), "timing": timing, "device": str(rt.device), "versions": _versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(payload, indent=1))
-    payload["table"] = report.table()
+    payload["table"] = f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}"
     return payload
+
+
+def _reference_summary(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Which reference each scored recording was scored against: source -> recording ids."""
+    summary: dict[str, list[str]] = {}
+    for rec_id, source in sorted(sources.items()):
+        summary.setdefault(source, []).append(rec_id)
+    return summary
 
 
 @torch.no_grad()

@@ -1,13 +1,27 @@
 """A trained model loaded from its checkpoint, with what feeding it needs (config, normaliser,
-inference settings)."""
+inference settings).
+
+``evaluate --tune`` writes ``tuned.json`` next to the checkpoint it tuned::
+
+    {"threshold": float, "median_frames": int, "fill_speech": bool, "der": float,
+     "checkpoint": "best.pt", "checkpoint_xxh3": str, "tuned_on_scored": bool,
+     "data": {"view": str, "split": str, "audio_dir": str | null, "recordings": int,
+              "features": [features key, ...]}}
+
+Other checkpoints of the run share the directory (``last.pt``, a later ``best.pt``), so the
+settings apply only to the file whose xxh3 they name.
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from stores import hash_file
 
 from scoring.stitch import InferenceConfig
 from training.checkpoint import load_checkpoint
@@ -26,6 +40,8 @@ class LoadedModel:
     normalizer: Normalizer
     checkpoint: dict
     inference: InferenceConfig
+    checkpoint_xxh3: str
+    tuned: dict | None = None  # the tuned.json applied to ``inference``, None when the config's settings are used
 
     @property
     def frame_shift_s(self) -> float:
@@ -38,17 +54,42 @@ class LoadedModel:
         return WindowFormat(self.normalizer, self.config.downsample, self.config.pooling)
 
 
-def load_model(path: Path, device: torch.device) -> LoadedModel:
+def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = None) -> LoadedModel:
     """Model, config and normaliser from a checkpoint; threshold and median width from the
-    run's ``tuned.json`` (written by ``evaluate --tune``) when present, else the config's."""
-    ckpt = load_checkpoint(path)
+    run's ``tuned.json`` (written by ``evaluate --tune``) when it names this checkpoint's xxh3,
+    else the config's. A ``tuned.json`` of another checkpoint is ignored with a warning.
+
+    ``checkpoint_xxh3`` is the file's hash when the caller has just computed it (not hashed again).
+    """
+    ckpt = load_checkpoint(path)  # first: a missing or foreign file gets its clear error
+    digest = checkpoint_xxh3 or hash_file(Path(path))
     config = TrainConfig(**ckpt["config"])
     model = build_model(config, ckpt["feature_config"]["n_mels"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    tuned_path = Path(path).parent / "tuned.json"
-    tuned = json.loads(tuned_path.read_text()) if tuned_path.is_file() else {}
-    inference = InferenceConfig(window=config.window, threshold=tuned.get("threshold", config.threshold),
-                                fill_speech=tuned.get("fill_speech", config.fill_speech),
-                                median_frames=tuned.get("median_frames", config.median_frames))
-    return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference)
+    tuned = _tuned_for(Path(path), digest)
+    settings = tuned or {}
+    inference = InferenceConfig(window=config.window, threshold=settings.get("threshold", config.threshold),
+                                fill_speech=settings.get("fill_speech", config.fill_speech),
+                                median_frames=settings.get("median_frames", config.median_frames))
+    return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference,
+                       digest, tuned)
+
+
+def _tuned_for(path: Path, checkpoint_xxh3: str) -> dict | None:
+    """The run's ``tuned.json`` if it was tuned with this very checkpoint file, else None."""
+    tuned_path = path.parent / "tuned.json"
+    if not tuned_path.is_file():
+        return None
+    tuned = json.loads(tuned_path.read_text())
+    if tuned.get("checkpoint_xxh3") == checkpoint_xxh3:
+        return tuned
+    # Written before tuned settings named their checkpoint, or tuned on another one (last.pt, an older best.pt).
+    if tuned.get("checkpoint_xxh3"):
+        reason = (f"was tuned with another checkpoint file ({tuned.get('checkpoint')}, xxh3 "
+                  f"{tuned['checkpoint_xxh3'][:12]}), not {path} (xxh3 {checkpoint_xxh3[:12]})")
+    else:
+        reason = f"names no checkpoint (written before tuned settings were bound to one), so it may not be {path}'s"
+    warnings.warn(f"{tuned_path} {reason}: ignoring it and using the run's configured threshold and median width; "
+                  f"rerun `agencerdas evaluate --model {path} --tune` for this checkpoint", stacklevel=3)
+    return None

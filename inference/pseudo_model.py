@@ -43,7 +43,7 @@ def _model(path: str, checkpoint_xxh3: str) -> LoadedModel:
         if found != checkpoint_xxh3:
             raise AgencerdasError(f"pseudo model {path} changed while features ran (training still writing it?); "
                                   "rerun features with a checkpoint that does not change")
-        _LOADED[path, checkpoint_xxh3] = load_model(Path(path), torch.device("cpu"))
+        _LOADED[path, checkpoint_xxh3] = load_model(Path(path), torch.device("cpu"), found)
     return _LOADED[path, checkpoint_xxh3]
 
 
@@ -60,7 +60,7 @@ class ModelLabeler:
             raise AgencerdasError(f"pseudo model {path} does not exist; give a checkpoint such as runs/NAME/best.pt")
         self.path = str(path.resolve())
         digest = hash_file(path)
-        lm = _LOADED[self.path, digest] = load_model(path, torch.device("cpu"))  # just hashed: no second look
+        lm = _LOADED[self.path, digest] = load_model(path, torch.device("cpu"), digest)  # just hashed: no second look
         if lm.feature_config != feature_config:
             raise AgencerdasError(
                 f"pseudo model {path} was trained on features {lm.feature_config}, but this run computes "

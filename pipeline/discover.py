@@ -1,4 +1,13 @@
-"""Finding recordings under an audio directory and matching their annotations by recording id."""
+"""Finding recordings under an audio directory and matching their annotations by recording id.
+
+File names are bytes on POSIX; Python hands undecodable bytes over as surrogate escapes
+(``b"rec\\xff.wav"`` → ``"rec\\udcff.wav"``). An audio file whose path is not UTF-8 is
+reported and skipped (:data:`NOT_UTF8`): its name becomes the recording id and its
+path the entry's source, both text in UTF-8 files (RTTM, views, entry attributes,
+reports), and an RTTM, being UTF-8, could never name such a recording. Annotation files
+are read whatever their names, which carry no meaning. Every path in a problem is
+made printable (:func:`printable`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,27 @@ from stores.errors import AgencerdasError
 
 from .audio import AUDIO_EXTENSIONS
 from .rttm import Segment, parse_rttm, parse_uem, rttm_safe
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of an undecodable file name shown as ``\\xff`` escapes, so it can
+    be printed and JSON-encoded anywhere; other text is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: Why an audio file whose path is not UTF-8 is skipped, and what to do.
+NOT_UTF8 = ("the file name is not valid UTF-8 (its undecodable bytes are shown as \\x.. escapes); recording ids "
+            "and paths are stored as UTF-8 text, so rename the file or its folder to UTF-8 "
+            "(e.g. `convmv -f latin1 -t utf8 --notest FILE`) and rerun")
+
+
+def is_utf8(path: Path | str) -> bool:
+    """Whether ``path`` is valid UTF-8 text (no surrogate escapes of undecodable bytes)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -85,10 +115,13 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
     """
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
-        raise AgencerdasError(f"audio directory {audio_dir} does not exist or is not a directory")
+        raise AgencerdasError(f"audio directory {printable(str(audio_dir))} does not exist or is not a directory")
     found = Discovery()
     by_id: dict[str, Recording] = {}
     for path in _walk(audio_dir, AUDIO_EXTENSIONS, found.problems):
+        if not is_utf8(path):
+            found.problems.append((str(path), NOT_UTF8))
+            continue
         rec_id = path.stem
         if rec_id in by_id:
             found.problems.append((str(path), f"duplicate recording id {rec_id!r} (also {by_id[rec_id].path})"))
@@ -111,4 +144,5 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
             else:
                 rec.uem = (rec.uem or []) + items
     found.recordings = sorted(by_id.values(), key=lambda r: r.rec_id)
+    found.problems = [(printable(name), printable(reason)) for name, reason in found.problems]
     return found

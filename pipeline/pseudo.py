@@ -35,6 +35,9 @@ from scipy.ndimage import median_filter
 from stores.errors import AgencerdasError
 
 METHOD = "energy-vad+stats-ahc"
+#: Frames per block of the per-frame work (80 s at 10 ms): its float64 / float32 temporaries
+#: are one block's, not the recording's (a 2-hour recording is 720,000 frames).
+BLOCK_FRAMES = 8000
 
 
 class PseudoLabeler(Protocol):
@@ -68,7 +71,11 @@ class PseudoConfig:
 
 def speech_activity(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
     """Boolean speech mask (frames,) from log-mel features (frames, n_mels)."""
-    energy_db = 10 / np.log(10) * np.log(np.exp(logmel.astype(np.float64)).sum(axis=1) + 1e-20)
+    energy = np.empty(len(logmel))  # natural log of the summed mel power per frame
+    for start in range(0, len(logmel), BLOCK_FRAMES):
+        block = logmel[start : start + BLOCK_FRAMES].astype(np.float64)
+        energy[start : start + BLOCK_FRAMES] = np.log(np.exp(block).sum(axis=1) + 1e-20)
+    energy_db = 10 / np.log(10) * energy
     floor = np.percentile(energy_db, 10)
     speech = energy_db > floor + config.vad_margin_db
     return median_filter(speech.astype(np.uint8), size=config.vad_smooth_frames, mode="nearest").astype(bool)
@@ -76,8 +83,11 @@ def speech_activity(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
 
 def _embeddings(logmel: np.ndarray, speech: np.ndarray, config: PseudoConfig) -> tuple[np.ndarray, np.ndarray]:
     """(window centres in frames (W,), embeddings (W, 2 * n_mfcc)) of windows that are mostly speech."""
-    normalised = logmel.astype(np.float32) - logmel[speech].mean(axis=0)
-    feats = dct(normalised, axis=1, norm="ortho")[:, 1 : config.n_mfcc + 1]
+    mean = logmel[speech].mean(axis=0)
+    feats = np.empty((len(logmel), min(config.n_mfcc, logmel.shape[1] - 1)), dtype=np.float32)  # MFCC c1..c<n_mfcc>
+    for start in range(0, len(logmel), BLOCK_FRAMES):
+        normalised = logmel[start : start + BLOCK_FRAMES].astype(np.float32) - mean
+        feats[start : start + BLOCK_FRAMES] = dct(normalised, axis=1, norm="ortho")[:, 1 : config.n_mfcc + 1]
     centres, vectors = [], []
     last = max(1, len(feats) - config.embed_frames + 1)
     for start in range(0, last, config.embed_hop):
@@ -115,11 +125,22 @@ def pseudo_labels(logmel: np.ndarray, config: PseudoConfig) -> np.ndarray:
         clusters = fcluster(tree, t=config.max_speakers, criterion="maxclust")
     # Relabel clusters by first appearance, like annotated speakers.
     _, first = np.unique(clusters, return_index=True)
-    order = {c: i for i, c in enumerate(clusters[np.sort(first)])}
+    rank = np.zeros(clusters.max() + 1, dtype=np.intp)
+    rank[clusters[np.sort(first)]] = np.arange(len(first))
     frame_idx = np.flatnonzero(speech)
-    nearest = np.abs(frame_idx[:, None] - centres[None, :]).argmin(axis=1)
-    activity[frame_idx, [order[c] for c in clusters[nearest]]] = 1
+    activity[frame_idx, rank[clusters[nearest_centre(frame_idx, centres)]]] = 1
     return activity
+
+
+def nearest_centre(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index into ``centres`` (W,) sorted ascending, of the centre nearest to each of ``frames`` (N,).
+
+    A frame halfway between two centres takes the earlier one. O(N log W) time and O(N)
+    memory: the frame-by-window distance matrix would be ~7 GB for an hour of speech.
+    """
+    right = np.searchsorted(centres, frames).clip(max=len(centres) - 1)
+    left = (right - 1).clip(min=0)
+    return np.where(np.abs(centres[right] - frames) < np.abs(frames - centres[left]), right, left)
 
 
 def by_first_appearance(activity: np.ndarray, speakers: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from stores import ArraySpec, Store, default_codec, feature_key, hash_file
 from stores.errors import AgencerdasError
 
 from .audio import probe, stream_mono
+from .discover import NOT_UTF8, is_utf8, printable
 from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
 from .pseudo import PseudoLabeler, by_first_appearance
@@ -150,6 +151,8 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
         "pseudo": task.pseudo is not None,
         "pseudo_method": task.pseudo.describe() if task.pseudo is not None else None,
         "uem": [list(r) for r in task.uem] if task.uem else None,
+        # The annotation itself, every speaker and unquantised: what validation and evaluate score against.
+        "turns": None if task.pseudo is not None else [[s.start, s.duration, s.speaker] for s in task.segments or []],
         "label_config": config.to_dict(),
         "created_at": time.time(),
     }
@@ -213,8 +216,10 @@ def ensure_features(store: Store, path: Path, config: FeatureConfig,
 
     Returns (features key, entry attributes). Used to diarize or evaluate new audio
     through the same cache the training corpus uses; with a stat ``cache`` an unchanged
-    file is not even read to find its key.
+    file is not even read to find its key. A path that is not UTF-8 is refused: it is stored as text.
     """
+    if not is_utf8(path):
+        raise AgencerdasError(f"{printable(str(path))}: {NOT_UTF8}")
     try:
         key = feature_key(cache.content_hash(path) if cache else hash_file(path), config.to_dict())
     except OSError as exc:

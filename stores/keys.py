@@ -93,6 +93,12 @@ def feature_key(audio_hash: str, feature_config: Any) -> str:
     return content_key("features", audio_hash, feature_config)
 
 
+#: What a labels entry holds, beyond FORMAT_VERSION. 2: the reference turns (attrs ``turns``), so
+#: validation scores against the annotation itself, not against the 10 ms, max_speakers frame labels.
+LABELS_VERSION = 2
+
+
 def label_key(features_key: str, annotation: Any, label_config: Any) -> str:
-    """Key of a labels entry: its features key, the recording's canonical annotation and the label config."""
-    return content_key("labels", features_key, annotation, label_config)
+    """Key of a labels entry: its features key, the recording's canonical annotation, the label config
+    and :data:`LABELS_VERSION` (a new version redoes labels only; features are reused)."""
+    return content_key("labels", LABELS_VERSION, features_key, annotation, label_config)

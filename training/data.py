@@ -113,13 +113,15 @@ class WindowDataset(Dataset):
 
     def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
                  downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
-                 cache_mb: int, pseudo_weight: float = 1.0, augment: Augment | None = None):
+                 cache_mb: int, pseudo_weight: float = 1.0, augment: Augment | None = None,
+                 scored: list[np.ndarray | None] | None = None):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
         self.downsample, self.window, self.pooling = downsample, window, pooling
         self.max_speakers, self.normalizer = max_speakers, normalizer
         self.cache_bytes = cache_mb * 2**20
         self.pseudo_weight = pseudo_weight
+        self.scored = scored or [None] * len(recordings)  # per recording: its UEM frames, None for all
         self.format = WindowFormat(normalizer, downsample, pooling, max_speakers, augment)
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -164,7 +166,7 @@ class WindowDataset(Dataset):
             feats, labels = entry
         rng = np.random.default_rng(aug_seed[0]) if aug_seed else None
         x, y, mask = cut_window(self.format, feats, labels, start, self.window * self.downsample,
-                                self.lengths[index], rng)
+                                self.lengths[index], rng, self.scored[index])
         return {
             "feats": torch.from_numpy(x),
             "labels": torch.from_numpy(y.astype(np.float32)),

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -25,18 +26,14 @@ from stores import Store, load_view
 from stores.errors import AgencerdasError
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import ADDED_FIELDS, TrainConfig
+from .config import TrainConfig
 from .data import WindowDataset, WindowPlan
 from .loss import pit_bce, weighted_bce
 from .model import build_model
+from .resume import best_criterion, check_resume
 from .runtime import Runtime, loader_workers, set_cpu_threads, setup, teardown
 from .validate import validate
-from .windows import Normalizer
-
-#: Fields that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
-                     "checkpoint_every", "fill_speech"}
-
+from .windows import Normalizer, scored_frames
 
 @dataclass
 class Data:
@@ -49,6 +46,8 @@ class Data:
     validation: list = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
     fingerprint: str = ""
+    entries: dict[str, list[str]] = field(default_factory=dict)  # recording id -> [features, labels] of the view
+    scored: dict[str, np.ndarray | None] = field(default_factory=dict)  # labels key -> UEM frames (None: all)
     pseudo: int = 0  # train recordings whose labels are pseudo labels
     cap_frames: int | None = None  # AUDIO_CAP_S in base frames (None: whole recordings)
 
@@ -61,6 +60,10 @@ class Data:
         """Base frames of ``rec`` that training and validation use."""
         return min(rec.frames, self.cap_frames) if self.cap_frames else rec.frames
 
+    def scored_of(self, recordings: list) -> list[np.ndarray | None]:
+        """Per recording, its base frames inside the UEM (None: every frame is scored)."""
+        return [self.scored.get(r.labels) for r in recordings]
+
 
 def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
     """Labelled train/validation recordings of the view; clear errors for what cannot train."""
@@ -68,43 +71,23 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     view = load_view(store, view_name)
     pick = lambda part: [view.recordings[r] for r in view.split(part) if view.recordings[r].labels]  # noqa: E731
     train = [r for r in pick("train") if not (r.pseudo and cfg.pseudo_weight == 0)]
-    data = Data(store, view_name, view.feature_config, train, pick("validation"), fingerprint=view.fingerprint())
+    validation = [r for r in pick("validation") if not r.pseudo]  # never scored against pseudo labels
+    entries = {rec_id: [r.features, r.labels or ""] for rec_id, r in sorted(view.recordings.items())}
+    data = Data(store, view_name, view.feature_config, train, validation, fingerprint=view.fingerprint(),
+                entries=entries)
     data.pseudo = sum(r.pseudo for r in train)
     if not data.train:
         raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
     shift = data.shift_s
     data.cap_frames = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
     data.lengths = [data.capped(r) for r in data.train]
+    data.scored = {r.labels: scored_frames(store, r, data.capped(r)) for r in data.train + data.validation}
     if max(data.lengths) < cfg.window_base_frames:
         raise AgencerdasError(
             f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "
             f"training recording (longest {max(data.lengths) * shift:.0f} s); set WINDOW smaller"
         )
     return data
-
-
-def _check_resume(cfg: TrainConfig, ckpt: dict, data: Data, world: int) -> None:
-    if ckpt["feature_config"] != data.feature_config:
-        raise AgencerdasError(
-            f"view {data.view_name!r} was built with feature config {data.feature_config}, but the checkpoint was "
-            f"trained on {ckpt['feature_config']}; resume on a view with the same features or start a new run"
-        )
-    saved = {**ADDED_FIELDS, **ckpt["config"]}
-    changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
-    if changed:
-        older = [k for k in changed if k not in ckpt["config"]]  # a run saved before these fields existed
-        remedy = (f"resume it with {' '.join(f'{k.upper()}={saved[k]}' for k in older)}" if older == changed
-                  else "start a new run in another --out")
-        raise AgencerdasError(
-            f"cannot resume with changed settings {', '.join(changed)} "
-            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); {remedy}"
-        )
-    # A mid-epoch position counts batches of one rank's share of the epoch, which depends on the world size.
-    if ckpt["batch_in_epoch"] and ckpt.get("world", 1) != world:
-        raise AgencerdasError(
-            f"the checkpoint stopped inside an epoch with {ckpt.get('world', 1)} process(es); resume it with the "
-            f"same number of processes (this run has {world}), or from an end-of-epoch checkpoint"
-        )
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -125,7 +108,7 @@ def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: N
     planned with an augmentation seed (training's) are augmented."""
     return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
                          cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
-                         cfg.pseudo_weight, cfg.augment)
+                         cfg.pseudo_weight, cfg.augment, data.scored_of(recordings))
 
 
 def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
@@ -152,16 +135,21 @@ def _one_thread(_: int) -> None:
 class Trainer:
     """State of one run; :meth:`fit` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, data: Data, out_dir: Path, rt: Runtime, resume: bool, progress: bool):
+    def __init__(self, cfg: TrainConfig, data: Data, out_dir: Path, rt: Runtime, resume: bool, progress: bool,
+                 allow_view_change: bool = False):
         self.cfg, self.data, self.out, self.rt, self.progress = cfg, data, Path(out_dir), rt, progress
+        self.criterion = best_criterion(cfg, bool(data.validation))
         if resume and not (self.out / "last.pt").is_file():
             raise AgencerdasError(f"cannot resume: {self.out / 'last.pt'} does not exist; drop --resume to start a new run")
         ckpt = load_checkpoint(self.out / "last.pt") if resume else None
         if ckpt:
-            _check_resume(cfg, ckpt, data, rt.world)
-        self.normalizer = Normalizer.from_dict(ckpt["normalizer"]) if ckpt else Normalizer.fit(data.store, data.train)
+            check_resume(cfg, ckpt, data, rt.world, self.criterion, allow_view_change)
+        self.normalizer = (Normalizer.from_dict(ckpt["normalizer"]) if ckpt
+                           else Normalizer.fit(data.store, data.train, data.scored_of(data.train)))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
+        if rt.rank:  # dropout masks of their own on the other ranks; the epoch plan has its own seeded RNG
+            torch.manual_seed(rank_seed(cfg.seed, rt.rank))
         self.loader, self.plan = _loader(cfg, data, self.normalizer, rt)
         self.val_dataset = window_dataset(cfg, data, data.validation, self.normalizer) if data.validation else None
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
@@ -182,7 +170,11 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
             self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
             self.best = ckpt["best"]
-            set_rng_state(ckpt["rng"])
+            by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+            if rt.rank < len(by_rank):
+                set_rng_state(by_rank[rt.rank])
+            else:  # more processes than the checkpoint had (allowed at an epoch boundary): a fresh stream
+                torch.manual_seed(rank_seed(cfg.seed, rt.rank, self.step))
         self.net = self.model
         if rt.world > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -205,15 +197,24 @@ class Trainer:
             kept = [json.dumps(r) for r in records if r["step"] <= step and not r.get("partial")]
             path.write_text("".join(line + "\n" for line in kept))
 
-    def _save(self, name: str) -> None:
+    def _rng_states(self) -> list[dict]:
+        """Every rank's RNG states, rank order (a collective under DDP: all ranks call it together)."""
+        if self.rt.world == 1:
+            return [rng_state()]
+        states: list = [None] * self.rt.world
+        torch.distributed.all_gather_object(states, rng_state())
+        return states
+
+    def _save(self, name: str, rng_states: list[dict]) -> None:
         if not self.rt.main:
             return
         save_checkpoint(self.out / name, {
-            "config": self.cfg.to_dict(), "feature_config": self.data.feature_config,
-            "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "store": self.data.store.url,
+            "config": self.cfg.to_dict(), "feature_config": self.data.feature_config, "best_criterion": self.criterion,
+            "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "view_entries": self.data.entries,
+            "store": self.data.store.url,
             "normalizer": self.normalizer.to_dict(), "pseudo_recordings": self.data.pseudo, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
+            "scaler": self.scaler.state_dict(), "rng": rng_states[0], "rng_by_rank": rng_states, "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best, "world": self.rt.world,
             "running": self.running,
         })
@@ -272,7 +273,7 @@ class Trainer:
                 self.running = {"loss": loss_sum.item(), "windows": windows, "batches": batches,
                                 "seconds": time.perf_counter() - start}
                 if periodic:
-                    self._save("last.pt")
+                    self._save("last.pt", self._rng_states())
             if stop:
                 break
         bar.close()
@@ -284,7 +285,8 @@ class Trainer:
         cfg, history = self.cfg, []
         if self.rt.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            (self.out / "config.json").write_text(json.dumps({**self.cfg.to_dict(), "best_criterion": self.criterion},
+                                                             indent=1))
             if self.resumed_step is not None:
                 self._forget_metrics_after(self.resumed_step)
             else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
@@ -303,13 +305,15 @@ class Trainer:
                 self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
             else:
                 record["partial"] = True
-            score = record.get("val_der", record.get("val_loss"))
-            improved = finished and score is not None and score < self.best
-            if improved:
+            score = record.get(self.criterion)
+            improved = finished and (self.criterion == "last" or (score is not None and score < self.best))
+            if improved and score is not None:
                 self.best = score
-            self._save("last.pt")
+            record["best_criterion"] = self.criterion
+            states = self._rng_states()
+            self._save("last.pt", states)
             if improved or (finished and self.epoch == 1) or not (self.out / "best.pt").exists():
-                self._save("best.pt")
+                self._save("best.pt", states)
             self._log(record)
             history.append(record)
             if self.rt.main and self.progress:
@@ -328,12 +332,19 @@ def _epoch_line(r: dict) -> str:
     return "  ".join(parts)
 
 
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A torch seed for ``rank`` (> 0) of run ``seed``, distinct from every other rank's."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
 def train(cfg: TrainConfig, store_url: str, view_name: str, out_dir: Path, resume: bool = False,
-          storage_options: dict | None = None, progress: bool = True) -> list[dict]:
-    """Train (or resume) a run in ``out_dir``; returns the per-epoch records written to metrics.jsonl."""
+          storage_options: dict | None = None, progress: bool = True, allow_view_change: bool = False) -> list[dict]:
+    """Train (or resume) a run in ``out_dir``; returns the per-epoch records written to metrics.jsonl.
+
+    ``allow_view_change`` lets a resume continue on a view whose entries changed since the checkpoint."""
     rt = setup(cfg.device, cfg.precision)
     try:
         data = load_data(cfg, store_url, view_name, storage_options or {})
-        return Trainer(cfg, data, out_dir, rt, resume, progress).fit()
+        return Trainer(cfg, data, out_dir, rt, resume, progress, allow_view_change).fit()
     finally:
         teardown()

@@ -73,8 +73,17 @@ def _amp_dtype(request: str, device: torch.device) -> torch.dtype | None:
         # where autocast slows training down.
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[request]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: compute capability 8.0 (Ampere) or newer.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes on older GPUs that only emulate bf16
+    (several times slower than fp16 there), so it is not the test.
+    """
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def cores() -> int:

@@ -6,7 +6,7 @@ import torch
 
 from scoring.binarize import activity_to_segments, binarize
 from scoring.der import DERSettings, score
-from scoring.reference import reference_segments
+from scoring.reference import load_reference
 
 from .data import WindowPlan
 from .loss import frame_error, pit_bce
@@ -43,7 +43,7 @@ def der_metrics(trainer) -> dict:
     predict = predictor(trainer.model, rt.device, rt.autocast())
     shift = cfg.downsample * data.shift_s
     fmt = WindowFormat(trainer.normalizer, cfg.downsample, cfg.pooling)
-    refs, hyps, uems = {}, {}, {}
+    refs, hyps, uems, sources = {}, {}, {}, set()
     for rec in data.validation:
         frames = data.capped(rec)
         feats = data.store.open("features", rec.features)["feats"]
@@ -51,11 +51,13 @@ def der_metrics(trainer) -> dict:
         name = rec.source or rec.features
         hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech), shift,
                                           max_end_s=frames * shift / cfg.downsample)
-        refs[name], uem = reference_segments(data.store, rec, frames)
-        uems[name] = uem or [(0.0, frames * data.shift_s)]
+        reference = load_reference(data.store, rec, frames)
+        refs[name], uems[name] = reference.segments, reference.uem
+        sources.add(reference.source)
     report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
     return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
-            "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"]}
+            "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"],
+            "val_reference": "; ".join(sorted(sources))}
 
 
 def validate(trainer, with_der: bool) -> dict:

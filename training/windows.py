@@ -23,6 +23,10 @@ from stores.errors import AgencerdasError
 from .augment import Augment
 
 
+#: The per-bin std floor of :meth:`Normalizer.fit`, as a fraction of the median bin's std.
+STD_FLOOR = 0.1
+
+
 @dataclass
 class Normalizer:
     """Per-bin mean and standard deviation of the base-rate log-mel features (n_mels,)."""
@@ -59,19 +63,28 @@ class Normalizer:
         return cls(np.asarray(payload["mean"], np.float32), np.asarray(payload["std"], np.float32))
 
     @classmethod
-    def fit(cls, store: Store, recordings: list[ViewRecording], max_frames_each: int = 20000) -> "Normalizer":
-        """Statistics over the first ``max_frames_each`` frames of every recording (float64 sums)."""
+    def fit(cls, store: Store, recordings: list[ViewRecording], scored: list[np.ndarray | None] | None = None,
+            max_frames_each: int = 20000) -> "Normalizer":
+        """Statistics over the first ``max_frames_each`` frames of every recording (float64 sums),
+        counting only frames inside each recording's ``scored`` mask (its UEM; None: every frame)."""
         total, sq, count = 0.0, 0.0, 0
-        for rec in recordings:
+        for index, rec in enumerate(recordings):
             feats = store.open("features", rec.features)["feats"]
             block = np.asarray(feats[: min(max_frames_each, feats.shape[0])], dtype=np.float64)
+            inside = scored[index] if scored is not None else None
+            if inside is not None:
+                block = block[inside[: len(block)]]
             total = total + block.sum(axis=0)
             sq = sq + (block**2).sum(axis=0)
             count += len(block)
         if count == 0:
             raise AgencerdasError("no feature frames to normalise with; the training split is empty")
         mean = total / count
-        std = np.sqrt(np.maximum(sq / count - mean**2, 1e-8))
+        std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
+        # A band that is constant in training (upsampled narrowband audio has nothing above 4 kHz)
+        # would otherwise be scaled by ~1e4 and explode on wideband input: no band is scaled more
+        # than a band of STD_FLOOR x the median band's spread would be.
+        std = np.maximum(std, max(STD_FLOOR * float(np.median(std)), 1e-4))
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
 
@@ -105,13 +118,36 @@ class WindowFormat:
         labels = downsample_labels(_pad(rows, frames), self.downsample)
         return labels if self.max_speakers is None else _fit_speakers(labels, self.max_speakers)
 
-    def mask(self, valid: int, frames: int) -> np.ndarray:
-        """(frames // downsample,) bool: model frames inside the recording (majority of their base frames)."""
-        return downsample_mask(np.arange(frames) < valid, self.downsample)
+    def mask(self, valid: int, frames: int, scored: np.ndarray | None = None) -> np.ndarray:
+        """(frames // downsample,) bool: model frames inside the recording (majority of their base frames),
+        and inside its UEM where ``scored`` (valid,) marks the scored base frames."""
+        inside = np.arange(frames) < valid
+        if scored is not None:
+            inside[:valid] &= scored
+        return downsample_mask(inside, self.downsample)
+
+
+def scored_frames(store: Store, rec: ViewRecording, frames: int) -> np.ndarray | None:
+    """(frames,) bool: base frames whose centre lies inside the recording's UEM; None when it has none.
+
+    Frames outside the UEM were never annotated: they are masked out of the loss, the frame
+    error and the normaliser statistics rather than trained as silence.
+    """
+    if not rec.labels:
+        return None
+    attrs = store.open("labels", rec.labels).attrs.asdict()
+    if not attrs.get("uem"):
+        return None
+    centres = (np.arange(frames) + 0.5) * attrs["frame_shift_s"]
+    inside = np.zeros(frames, dtype=bool)
+    for start, end in attrs["uem"]:
+        inside |= (centres >= start) & (centres < end)
+    return inside
 
 
 def cut_window(fmt: WindowFormat, feats, labels, start: int, frames: int, end: int,
-               rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+               rng: np.random.Generator | None = None,
+               scored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The window of base frames ``[start, start + frames)`` of one recording, at the model rate.
 
     Args:
@@ -123,6 +159,8 @@ def cut_window(fmt: WindowFormat, feats, labels, start: int, frames: int, end: i
         end: base frames of the recording in use (<= n; a cap may shorten it): rows from
             ``end`` on are zero and masked, as is everything past the entry.
         rng: seeds the window's augmentation (training only).
+        scored: (end,) bool, the frames inside the recording's UEM (:func:`scored_frames`); frames
+            outside it are masked like padding. None: every frame is scored.
 
     Returns:
         ``(features, labels, mask)``: float32 (frames // downsample, D), uint8
@@ -134,7 +172,7 @@ def cut_window(fmt: WindowFormat, feats, labels, start: int, frames: int, end: i
     rows = np.asarray(feats[start : start + valid])
     x = fmt.features(rows, frames, rng)
     y = fmt.labels(np.asarray(labels[start : start + valid]), frames) if labels is not None else None
-    return x, y, fmt.mask(valid, frames)
+    return x, y, fmt.mask(valid, frames, None if scored is None else scored[start : start + valid])
 
 
 def _pad(x: np.ndarray, frames: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from bench import run_bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("machine", "versions", "config", "corpus", "features", "rerun", "reads", "loader", "memory", "store", "gpu",
-            "targets", "table", "files", "wall_s")
+            "durability", "targets", "table", "files", "wall_s")
 
 
 @pytest.fixture(scope="module")

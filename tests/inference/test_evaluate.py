@@ -1,26 +1,139 @@
-"""`agencerdas evaluate --tune`: the chosen post-processing is saved with the run and used afterwards."""
+"""`agencerdas evaluate --tune`: the chosen post-processing is saved with the run, bound to the checkpoint
+it was tuned with, and used afterwards; it is never tuned on the scored recordings unless asked."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import warnings
+from pathlib import Path
 
+import pytest
 import torch
 
+from agencerdas.cli import main
 from inference.evaluate import TUNE_MEDIANS, TUNE_THRESHOLDS, EvalRequest, evaluate
 from inference.model import load_model
+from stores import hash_file
+from stores.errors import AgencerdasError
+from tests.builders import make_corpus
 
 
-def test_tune_saves_its_choice_with_the_run_and_later_inference_uses_it(toy, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(toy, tmp_path_factory) -> Path:
+    """A checkpoint trained once on the toy store; tests copy it into their own run directory."""
+    run = tmp_path_factory.mktemp("evaluate-run")
     toy.train(run, "EPOCHS=2", "FILL_SPEECH=false")
-    report = evaluate(EvalRequest(model=run / "best.pt", store=toy.url, split="validation", tune=True, timelines=0,
-                                  device="cpu"))
+    return run / "best.pt"
+
+
+@pytest.fixture
+def model(trained, tmp_path) -> Path:
+    """This test's run directory holding the checkpoint and no tuned.json yet."""
+    (tmp_path / "run").mkdir()
+    return Path(shutil.copy(trained, tmp_path / "run" / "best.pt"))
+
+
+def test_tune_saves_its_choice_with_the_run_and_later_inference_uses_it(toy, model):
+    run = model.parent
+    # Scoring the train split, so tuning on the validation split is not tuning on the scored recordings.
+    report = evaluate(EvalRequest(model=model, store=toy.url, split="train", tune=True, timelines=0, device="cpu"))
     tuned = json.loads((run / "tuned.json").read_text())
     assert tuned["threshold"] in TUNE_THRESHOLDS and tuned["median_frames"] in TUNE_MEDIANS
     assert tuned["fill_speech"] is False  # tuned with the run's own decision rule, and recorded with it
     assert report["tuned"] == tuned
+    (validation,) = toy.view.split("validation")
+    assert (tuned["checkpoint"], tuned["checkpoint_xxh3"], tuned["tuned_on_scored"]) == (
+        "best.pt", hash_file(model), False)
+    assert tuned["data"] == {"view": "default", "split": "validation", "audio_dir": None, "recordings": 1,
+                             "features": [toy.view.recordings[validation].features]}
+    assert report["tuned_on"] == {"view": "default", "split": "validation", "audio_dir": None, "recordings": 1,
+                                  "scored_recordings_tuned_on": 0, "optimistic": False}
+    assert report["optimistic"] is False and report["split"] == "train"
+    assert "tuned on the validation split of view 'default' (1 recording)" in report["table"]
+    assert "OPTIMISTIC" not in report["table"]
     assert {k: report["inference"][k] for k in ("threshold", "median_frames", "fill_speech")} == {
         k: tuned[k] for k in ("threshold", "median_frames", "fill_speech")}
-    inference = load_model(run / "best.pt", torch.device("cpu")).inference  # what diarize and --pseudo-model use
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checkpoint it was tuned with: applied, and no warning
+        loaded = load_model(model, torch.device("cpu"))  # what diarize and --pseudo-model use
+    inference = loaded.inference
     assert (inference.threshold, inference.median_frames, inference.fill_speech) == (
         tuned["threshold"], tuned["median_frames"], False)
+    assert loaded.tuned == tuned
+
+
+def test_tuned_settings_of_another_checkpoint_are_ignored_with_a_warning(model):
+    configured = load_model(model, torch.device("cpu")).inference
+    tuned = {"threshold": 0.9, "median_frames": 21, "fill_speech": True, "der": 0.1}
+    other = {**tuned, "checkpoint": "best.pt", "checkpoint_xxh3": "0" * 32, "tuned_on_scored": False,
+             "data": {"view": "default", "split": "validation", "audio_dir": None, "recordings": 1, "features": []}}
+    # Tuned with another file of the same name (an older best.pt), and a tuned.json from before the binding.
+    for written in (other, {**tuned, "view": "default", "split": "validation"}):
+        (model.parent / "tuned.json").write_text(json.dumps(written))
+        with pytest.warns(UserWarning, match=rf"{re.escape(str(model.parent / 'tuned.json'))} .*"
+                                             rf"{re.escape(str(model))}.*: ignoring it .* rerun `agencerdas evaluate "
+                                             rf"--model {re.escape(str(model))} --tune` for this checkpoint"):
+            loaded = load_model(model, torch.device("cpu"))
+        assert loaded.inference == configured and loaded.tuned is None
+
+    (model.parent / "tuned.json").write_text(json.dumps({**other, "checkpoint_xxh3": hash_file(model)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_model(model, torch.device("cpu"))
+    assert (loaded.inference.threshold, loaded.inference.median_frames, loaded.inference.fill_speech) == (0.9, 21, True)
+
+
+def test_tuning_on_the_scored_recordings_is_refused_unless_asked_and_then_flagged(toy, model):
+    request = dict(model=model, store=toy.url, timelines=0, device="cpu")
+    for split in ("validation", "all"):  # the validation split is all or part of what is scored
+        with pytest.raises(AgencerdasError, match=r"(?s)tune on the validation split of view 'default'.*"
+                                                  r"--tune --audio-dir.*--tune-on-scored"):
+            evaluate(EvalRequest(**request, split=split, tune=True))
+    with pytest.raises(AgencerdasError, match="add --tune"):
+        evaluate(EvalRequest(**request, tune_on_scored=True))
+    assert not (model.parent / "tuned.json").exists()
+
+    report = evaluate(EvalRequest(**request, split="validation", tune=True, tune_on_scored=True))
+    assert report["tuned"]["tuned_on_scored"] is True and report["tuned"]["data"]["split"] == "validation"
+    assert report["optimistic"] is True
+    assert report["tuned_on"]["scored_recordings_tuned_on"] == 1
+    assert "OPTIMISTIC DER: the thresholds were tuned on 1 of the 1 scored recordings" in report["table"]
+    assert json.loads((model.parent / "eval" / "report.json").read_text())["optimistic"] is True
+
+    # Applied later from tuned.json to the same recordings, the DER is still optimistic and says so.
+    later = evaluate(EvalRequest(**request, split="validation"))
+    assert later["tuned"] is None and later["optimistic"] is True
+    assert later["inference"]["threshold"] == report["tuned"]["threshold"]
+
+
+def _store_copy(toy, tmp_path) -> str:
+    """The toy store is shared read-only; evaluating an audio directory writes features and a view."""
+    return str(shutil.copytree(toy.url, tmp_path / "store"))
+
+
+def test_tune_with_an_audio_dir_tunes_on_validation_and_scores_the_test_set(toy, model, tmp_path, capsys):
+    store = _store_copy(toy, tmp_path)
+    audio, rttm = make_corpus(tmp_path / "test", n=2, seconds=8.0, formats=("wav",), rates=(16000,))
+    assert main(["evaluate", "--model", str(model), "--store", store, "--audio-dir", str(audio),
+                 "--rttm-dir", str(rttm), "--tune", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "tuned on the validation split of view 'default' (1 recording)" in printed and "OPTIMISTIC" not in printed
+    report = json.loads((model.parent / "eval" / "report.json").read_text())
+    assert report["split"] == "all" and sorted(report["der"]["per_recording"]) == ["rec00", "rec01"]
+    assert report["tuned"]["data"]["split"] == "validation" and report["optimistic"] is False
+
+
+def test_tune_refuses_an_audio_dir_holding_the_recordings_it_tunes_on(toy, model, tmp_path):
+    store = _store_copy(toy, tmp_path)
+    (validation,) = toy.view.split("validation")
+    source = Path(toy.view.recordings[validation].source)  # the toy corpus's audio/ and rttm/
+    audio, rttm = tmp_path / "test" / "audio", tmp_path / "test" / "rttm"
+    audio.mkdir(parents=True)
+    rttm.mkdir()
+    shutil.copy(source, audio)
+    shutil.copy(source.parent.parent / "rttm" / f"{validation}.rttm", rttm)
+    with pytest.raises(AgencerdasError, match="1 of the 1 recordings scored here are among them"):
+        evaluate(EvalRequest(model=model, store=store, audio_dir=audio, rttm_dir=rttm, tune=True, timelines=0,
+                             device="cpu"))

@@ -76,3 +76,30 @@ def test_plot_attention_single_map_and_heads(tmp_path):
     _assert_png(plot_attention(rng.uniform(size=(3, 40, 40)), tmp_path / "heads.png"))
     with pytest.raises(ValueError, match="attention"):
         plot_attention(np.zeros(5), tmp_path / "bad.png")
+
+
+def test_timeline_draws_each_model_output_in_one_colour_in_every_panel(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    from inference.plots import timeline_figure
+
+    reference = [Segment(0.0, 4.0, "alice"), Segment(3.0, 2.5, "bob"), Segment(6.0, 3.0, "carol")]
+    # Output 0 never speaks: output 1's turns must still be drawn in output 1's colour, not the first one.
+    hypothesis = [Segment(0.2, 3.5, "spk1"), Segment(3.1, 2.0, "spk2"), Segment(6.0, 2.5, "spk1")]
+    posteriors = np.random.default_rng(0).uniform(0, 1, (100, 3)).astype(np.float32)
+    figure = timeline_figure(reference, hypothesis, posteriors, 0.1, "rec1")
+    reference_axes, hypothesis_axes, posterior_axes = figure.axes
+
+    curves = {line.get_label(): to_rgba(line.get_color()) for line in posterior_axes.get_lines()}
+    rows = {bars.get_label(): to_rgba(bars.get_facecolor()[0]) for bars in hypothesis_axes.collections}
+    assert list(curves) == ["spk0", "spk1", "spk2"]
+    assert rows == curves
+    assert {bars.get_label() for bars in hypothesis_axes.collections if bars.get_paths()} == {"spk1", "spk2"}
+    # Row k is output k, a silent output too.
+    assert [tick.get_text() for tick in hypothesis_axes.get_yticklabels()] == ["spk0", "spk1", "spk2"]
+    assert len(set(curves.values())) == 3
+
+    speakers = {bars.get_label(): to_rgba(bars.get_facecolor()[0]) for bars in reference_axes.collections}
+    assert sorted(speakers) == ["alice", "bob", "carol"]
+    assert not set(speakers.values()) & set(curves.values())  # no reference speaker looks like a model output
+    _assert_png(plot_timeline(reference, hypothesis, posteriors, 0.1, tmp_path / "timeline.png", "rec1"))

@@ -1,12 +1,20 @@
-"""Pseudo labels for recordings without RTTM: quality against withheld truth, and the pseudo flag."""
+"""Pseudo labels for recordings without RTTM: quality against withheld truth, the pseudo flag, and
+memory that grows with the frames, not with frames x windows."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline import FeaturesRequest, build_features
-from pipeline.pseudo import PseudoConfig, pseudo_labels, speech_activity
+from pipeline import pseudo
+from pipeline.pseudo import PseudoConfig, nearest_centre, pseudo_labels, speech_activity
 from pipeline.rttm import parse_rttm
 from stores import Store, load_view
 from stores.errors import AgencerdasError
@@ -68,3 +76,100 @@ def test_silence_has_no_speech_and_is_rejected():
     assert not speech_activity(silence, PseudoConfig()).any()
     with pytest.raises(AgencerdasError, match="no speech"):
         pseudo_labels(silence, PseudoConfig())
+
+
+# ------------------------------------------------------------------ memory: O(frames)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def speech_like(frames: int, seed: int = 0, n_mels: int = 80) -> np.ndarray:
+    """Synthetic log-mel (frames, n_mels) float16 of a three-speaker conversation: turns of 1-5 s, each
+    with its speaker's spectral envelope, between pauses of 0.3-1.5 s at a 20 dB lower level (~77% speech).
+
+    Written block by block, so making it needs no more memory than the result.
+    """
+    rng = np.random.default_rng(seed)
+    bins = np.arange(n_mels)
+    envelopes = [-2.0 - 0.1 * bins + 3.0 * np.sin(bins / width) for width in (5.0, 9.0, 14.0)]
+    out = np.empty((frames, n_mels), dtype=np.float16)
+    t, speaker = 0, 0
+    while t < frames:
+        pause, turn = int(rng.integers(30, 150)), int(rng.integers(100, 500))
+        speaker = (speaker + int(rng.integers(1, 3))) % 3
+        for length, level in ((pause, np.full(n_mels, -20.0)), (turn, envelopes[speaker])):
+            n = min(length, frames - t)
+            out[t : t + n] = level + rng.standard_normal((n, n_mels), dtype=np.float32)
+            t += n
+    return out
+
+
+def distance_matrix_assignment(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The previous assignment, kept as the reference: a (frames x windows) matrix, ~7 GB per hour."""
+    return np.abs(frames[:, None] - centres[None, :]).argmin(axis=1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nearest_centre_is_the_argmin_of_the_distance_matrix(seed):
+    rng = np.random.default_rng(seed)
+    hop = int(rng.integers(1, 60))
+    # Evenly spaced centres put frames exactly halfway (ties); random ones test gaps; both start anywhere.
+    centres = np.unique(rng.integers(0, 3000, int(rng.integers(1, 80)))) if seed % 2 else \
+        np.arange(int(rng.integers(0, 100)), 3000, hop)
+    frames = np.sort(rng.integers(-50, 3100, 2000))
+    np.testing.assert_array_equal(nearest_centre(frames, centres), distance_matrix_assignment(frames, centres))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pseudo_labels_equal_those_of_the_distance_matrix_and_whole_array_arithmetic(seed, monkeypatch):
+    logmel = speech_like(int(np.random.default_rng(seed).integers(9000, 30000)), seed=seed)
+    labels = pseudo_labels(logmel, PseudoConfig())
+    assert (labels.sum(axis=0) > 0).sum() >= 2  # several speakers: the cluster order matters too
+    monkeypatch.setattr(pseudo, "nearest_centre", distance_matrix_assignment)
+    monkeypatch.setattr(pseudo, "BLOCK_FRAMES", len(logmel))  # the previous whole-recording temporaries
+    np.testing.assert_array_equal(labels, pseudo_labels(logmel, PseudoConfig()))
+
+
+#: Pseudo-labels a 2-hour recording in a fresh interpreter; prints its RSS before and at the peak (MiB).
+#: VmHWM is this process's own high-water mark; ru_maxrss would also count pytest's RSS at the fork.
+_CHILD = """
+import json, sys
+from pipeline import pseudo
+from tests.pipeline.test_pseudo import speech_like
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) / 1024 for line in lines if line.startswith(field + ":"))
+
+windows = []
+cluster = pseudo.linkage
+pseudo.linkage = lambda vectors, **kw: windows.append(len(vectors)) or cluster(vectors, **kw)
+logmel = speech_like(int(sys.argv[1]))
+before = status("VmRSS")
+labels = pseudo.pseudo_labels(logmel, pseudo.PseudoConfig())
+print(json.dumps({"before_mb": before, "peak_mb": status("VmHWM"), "input_mb": logmel.nbytes / 2**20,
+                  "windows": windows[0], "speech_frames": int(labels.any(axis=1).sum())}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc (Linux)")
+def test_pseudo_labels_of_a_two_hour_recording_stay_within_a_memory_bound():
+    """Peak RSS <= RSS with the input loaded + the clustering's distance matrices + 256 MiB.
+
+    Average-linkage clustering needs the condensed cosine distances of the W speech windows, which
+    scipy copies once more: 2 x 8 B x W(W-1)/2 (~1 GB for this recording's ~11,400 windows: that part
+    grows with W², it is the clustering's own cost). Everything else is O(frames): per-block float64/float32
+    temporaries (8,000 frames), the speech frames copied once for their mean (<= 110 MiB here), MFCCs
+    (frames x 20 float32, 55 MiB), a few int64 arrays of the speech frames. The previous assignment
+    alone was speech frames x W x 8 B: ~550,000 x 11,400 x 8 B = 50 GB.
+    """
+    frames = 720_000  # 2 hours of 10 ms frames
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run = subprocess.run([sys.executable, "-c", _CHILD, str(frames)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    windows = got["windows"]
+    assert got["speech_frames"] > 0.6 * frames and windows > 9000, got  # a long conversation, mostly speech
+    bound = got["before_mb"] + 2 * 8 * windows * (windows - 1) / 2 / 2**20 + 256
+    assert got["peak_mb"] < bound, got

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import soundfile as sf
 from pipeline import FeaturesRequest, build_features
 from pipeline.rttm import Segment, file_safe, format_rttm, rttm_safe, write_rttm
 from stores import Store, load_view
+from stores.errors import AgencerdasError
 from tests.builders import make_corpus, render
-from tests.reliability.helpers import ROOT, assert_no_traceback, assert_valid_rttm
+from tests.reliability.helpers import AGENCERDAS, ROOT, assert_no_traceback, assert_valid_rttm, cli_env
 from agencerdas.cli import main
 
 SHELL = "$(touch PWNED) `touch PWNED2`"
@@ -85,6 +87,34 @@ def test_hostile_recording_ids_and_speakers_are_stored_and_reported_as_data(host
     assert store.verify().ok
     _store_layout_is_keys_only(store_path)
     _no_pwned(tmp_path, root)
+
+
+def test_a_file_name_that_is_not_utf8_is_a_named_user_error_and_the_others_are_built(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    bad = os.fsencode(audio) + b"/rec\xff.wav"  # Latin-1 "recÿ": valid on Linux, not UTF-8
+    sf.write(bad, render([], 2.0, 16000, 0), 16000)
+    sf.write(audio / "good.wav", render([], 2.0, 16000, 1), 16000)
+    # An annotation's file name carries no meaning: one that is not UTF-8 is still read.
+    write_rttm(os.fsdecode(os.fsencode(audio) + b"/notes\xe9.rttm"), "good", [Segment(0.2, 1.0, "alice")])
+    store = tmp_path / "store"
+    # Strict UTF-8 stdout, as under en_US.UTF-8 (C.UTF-8 would let surrogates through): the report must print.
+    run = subprocess.run([*AGENCERDAS, "features", str(audio), "--store", str(store), "--quiet"], cwd=ROOT,
+                         env=cli_env(PYTHONIOENCODING="utf-8"), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert_no_traceback(run.stdout, run.stderr)
+    (line,) = [line for line in run.stdout.splitlines() if "not valid UTF-8" in line]
+    assert f"{audio}/rec\\xff.wav" in line and "rename" in line
+    assert "failed 1" in run.stdout and "good.wav" not in run.stdout
+    view = load_view(Store(store, create=False), "default")
+    assert list(view.recordings) == ["good"] and view.recordings["good"].speakers == ["alice"]
+    assert Store(store, create=False).verify().ok
+
+    from pipeline.features import FeatureConfig
+    from pipeline.tasks import ensure_features
+
+    with pytest.raises(AgencerdasError, match=r"rec\\xff\.wav: the file name is not valid UTF-8"):
+        ensure_features(Store(tmp_path / "diarize-store"), Path(os.fsdecode(bad)), FeatureConfig())
 
 
 @pytest.fixture(scope="module")
