@@ -12,8 +12,15 @@ from typing import Iterable, Iterator
 
 import librosa
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from stores.errors import AgencerdasError
+
+# Frames per FFT batch: the float64 scratch (0.8 MB at 400 samples) and its spectrum stay in
+# L2 cache; one FFT over a whole 80 s block ran 5x slower (issue 17).
+_SUB_BLOCK_FRAMES = 256
+# OpenBLAS computes a product of fewer multiply-adds than this (2^18) on the calling thread.
+_BLAS_SINGLE_THREAD_MACS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -54,24 +61,56 @@ class FeatureConfig:
 
 
 class LogMel:
-    """Streaming log-mel: feed 16 kHz blocks, receive (frames, n_mels) float32 blocks."""
+    """Streaming log-mel: feed 16 kHz blocks, receive (frames, n_mels) float32 blocks.
+
+    The same numbers as ``librosa.stft(center=False, window="hann")`` followed by the
+    mel product, within float32 rounding, so stores written by either stay valid under
+    one features key. librosa gives the filter bank and window, once, here; the loop calls
+    none of it (librosa.stft's modules load numba ufuncs, ~0.6 s in every fresh worker).
+    """
 
     def __init__(self, config: FeatureConfig):
         self.config = config
-        self._mel = librosa.filters.mel(
+        mel = librosa.filters.mel(
             sr=config.sample_rate, n_fft=config.win_length, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
-        ).astype(np.float32)
+        )
+        self._mel_t = np.ascontiguousarray(mel.T, dtype=np.float32)  # (win_length // 2 + 1, n_mels)
+        # The window librosa.stft uses: periodic Hann (fftbins=True), float64.
+        self._window = librosa.filters.get_window("hann", config.win_length, fftbins=True)
         # Left context so that frame 0's window is centred on the first hop.
         self._pad = (config.win_length - config.hop_length) // 2
 
     def _frames(self, signal: np.ndarray) -> np.ndarray:
-        """(n, n_mels) log-mel of every full window in ``signal`` at hop spacing."""
+        """(n, n_mels) float32 log-mel of every full window in ``signal`` (samples) at hop spacing.
+
+        Windowing and FFT run in float64 as librosa's do: a float32 FFT's error is relative to
+        a frame's largest bin, so quiet bands beside a loud one (a DC offset, a tone) would
+        move by several float16 steps. Power and mel product are float32, as before.
+        """
         cfg = self.config
-        spec = librosa.stft(signal, n_fft=cfg.win_length, hop_length=cfg.hop_length, window="hann", center=False)
-        power = spec.real**2 + spec.imag**2  # |X|^2 without the square root of np.abs
-        mel = self._mel @ power
+        windows = sliding_window_view(signal, cfg.win_length)[:: cfg.hop_length]  # (n, win_length), no copy
+        n = len(windows)
+        bins, n_mels = self._mel_t.shape
+        group = max(1, _BLAS_SINGLE_THREAD_MACS // (bins * n_mels))
+        power = np.empty((-(-n // group) * group, bins), dtype=np.float32)
+        power[n:] = 0.0  # padding to whole groups; its products are dropped
+        rows = max(1, min(n, _SUB_BLOCK_FRAMES))
+        framed = np.empty((rows, cfg.win_length), dtype=np.float64)
+        for start in range(0, n, rows):
+            m = min(rows, n - start)
+            # A casting copy, then an in-place product: 30% faster than one mixed-type multiply.
+            framed[:m] = windows[start : start + m]
+            framed[:m] *= self._window
+            spectrum = np.fft.rfft(framed[:m], axis=-1)  # (m, bins) complex128
+            parts = spectrum.view(np.float64)  # (m, 2 * bins): re, im interleaved
+            np.square(parts, out=parts)
+            np.add(parts[:, 0::2], parts[:, 1::2], out=power[start : start + m])
+        # A stack of small products, one numpy call: each stays on this thread. One large
+        # product wakes OpenBLAS's pool, whose threads then spin on other cores for ~0.1 s,
+        # doubling the CPU time of a process with the default thread count.
+        mel = (power.reshape(-1, group, bins) @ self._mel_t).reshape(-1, n_mels)[:n]
         np.maximum(mel, cfg.log_floor, out=mel)
-        return np.log(mel, out=mel).T
+        return np.log(mel, out=mel)
 
     def process(self, blocks: Iterable[np.ndarray], frames_per_block: int) -> Iterator[np.ndarray]:
         """Yield log-mel blocks of exactly ``frames_per_block`` frames (the last may be shorter).

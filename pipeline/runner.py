@@ -56,7 +56,7 @@ class RunSummary:
             f"agencerdas features: {self.found} recordings found",
             f"  computed {self.computed}  labels-only {self.labels_only}  reused {self.reused}  failed {len(self.failures)}",
             f"  audio computed {self.audio_s / 3600:.2f} h in {self.wall_s:.1f} s wall = {speed:.1f}x real time "
-            f"({self.jobs} job(s); worker start-up {self.startup_s:.1f} s, librosa/numba warm-up)"
+            f"({self.jobs} job(s); worker start-up {self.startup_s:.1f} s, imports and warm-up)"
             if self.audio_s
             else f"  no features to compute: {self.wall_s:.1f} s wall",
         ]

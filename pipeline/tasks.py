@@ -65,7 +65,8 @@ _WORKER_WARM = False
 
 
 def _warm_up(config: FeatureConfig) -> float:
-    """Pay the one-off librosa/numba start-up cost once per worker process; returns its seconds."""
+    """Pay the one-off start-up cost (librosa's filter bank and its imports, ~0.9 s) once per worker
+    process; returns its seconds."""
     global _WORKER_WARM
     if _WORKER_WARM:
         return 0.0
