@@ -117,8 +117,7 @@ class WindowDataset(Dataset):
                  scored: list[np.ndarray | None] | None = None):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
-        self.downsample, self.window, self.pooling = downsample, window, pooling
-        self.max_speakers, self.normalizer = max_speakers, normalizer
+        self.frames = window * downsample  # base frames per window
         self.cache_bytes = cache_mb * 2**20
         self.pseudo_weight = pseudo_weight
         self.scored = scored or [None] * len(recordings)  # per recording: its UEM frames, None for all
@@ -165,8 +164,8 @@ class WindowDataset(Dataset):
         else:
             feats, labels = entry
         rng = np.random.default_rng(aug_seed[0]) if aug_seed else None
-        x, y, mask = cut_window(self.format, feats, labels, start, self.window * self.downsample,
-                                self.lengths[index], rng, self.scored[index])
+        x, y, mask = cut_window(self.format, feats, labels, start, self.frames, self.lengths[index], rng,
+                                self.scored[index])
         return {
             "feats": torch.from_numpy(x),
             "labels": torch.from_numpy(y.astype(np.float32)),

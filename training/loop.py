@@ -81,7 +81,8 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     shift = data.shift_s
     data.cap_frames = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
     data.lengths = [data.capped(r) for r in data.train]
-    data.scored = {r.labels: scored_frames(store, r, data.capped(r)) for r in data.train + data.validation}
+    # Over the whole entry, not the cap: the normaliser reads its first frames whatever the cap.
+    data.scored = {r.labels: scored_frames(store, r, r.frames) for r in data.train + data.validation}
     if max(data.lengths) < cfg.window_base_frames:
         raise AgencerdasError(
             f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "

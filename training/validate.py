@@ -46,14 +46,18 @@ def der_metrics(trainer) -> dict:
     refs, hyps, uems, sources = {}, {}, {}, set()
     for rec in data.validation:
         frames = data.capped(rec)
+        reference = load_reference(data.store, rec, frames)
+        if not reference.uem:  # nothing of its UEM lies within the audio cap: nothing to score
+            continue
         feats = data.store.open("features", rec.features)["feats"]
         post = recording_posteriors(predict, feats, fmt, frames, cfg.window)
         name = rec.source or rec.features
         hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech), shift,
                                           max_end_s=frames * shift / cfg.downsample)
-        reference = load_reference(data.store, rec, frames)
         refs[name], uems[name] = reference.segments, reference.uem
         sources.add(reference.source)
+    if not refs:
+        return {}
     report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
     return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
             "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"],

@@ -72,6 +72,17 @@ def test_normaliser_statistics_come_from_inside_the_uem(uem_store):
     assert np.abs(everything.mean - fitted.mean).max() > 1.0
 
 
+def test_a_capped_run_trains_on_recordings_with_a_uem(toy, uem_store, tmp_path):
+    """An audio cap shorter than the entries (ultra-fast's 60 s, here 3 s) with UEMs: the normaliser
+    reads past the cap, so the UEM frames must cover the whole entry, not only the capped part."""
+    from training.loop import train
+
+    store, _ = uem_store
+    history = train(toy.config("EPOCHS=1", "WINDOW=20", "AUDIO_CAP_S=3"), store.url, "default", tmp_path / "run",
+                    progress=False)
+    assert history[-1]["epoch"] == 1 and np.isfinite(history[-1]["train_loss"])
+
+
 def test_validation_reference_is_the_annotation_itself(tmp_path, monkeypatch):
     """Three speakers, a model of two: the stored labels drop one, the reference keeps all three turns."""
     monkeypatch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path / "cache"))
