@@ -46,7 +46,7 @@ else
 endif
 SIM_COMMON := --formats wav,flac,ogg,mp3 --rates 16000,22050,44100 --jobs $(JOBS)
 
-.PHONY: help install corpus features train evaluate diarize plot demo test bench bench-gpu
+.PHONY: help install corpus features train evaluate diarize plot demo test bench bench-gpu gpu-check
 
 help: ## Show this help and the variables you can set
 	@echo "agencerdas — speaker-diarization training on a content-addressed Zarr feature store"
@@ -108,8 +108,16 @@ demo: install corpus ## Everything on the built-in corpus: simulate → features
 test: install ## Run the test suite (CPU only, no network, a few minutes)
 	$(BIN)/python -m pytest -q tests
 
-bench: install ## Speed and memory ratios against in-process baselines (BENCH_SIZE=tiny|small|full)
+# The bench extra (Lhotse, the competitor of the feature-build rows), once per pyproject change; `make test` never needs it.
+$(VENV)/.bench-extra: pyproject.toml | $(BIN)/agencerdas
+	$(BIN)/pip install --quiet -e ".[test,bench]" "$(TORCH)"
+	@touch $@
+
+bench: install $(VENV)/.bench-extra ## Speed and memory ratios against in-process baselines (BENCH_SIZE=tiny|small|full)
 	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS)
 
-bench-gpu: install ## The bench plus fp32/bf16/fp16 step throughput and peak GPU memory per preset (needs CUDA)
+bench-gpu: install $(VENV)/.bench-extra ## The bench plus fp32/bf16/fp16 step throughput and peak GPU memory per preset (needs CUDA)
 	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS) --gpu
+
+gpu-check: install ## The trainer's GPU figures in minutes on a synthetic store (needs CUDA; bench/gpu_check.sh without a registry)
+	$(BIN)/python -m bench.gpu_check --out bench/results/gpu-check.json

@@ -99,6 +99,11 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
         f"final train loss {last['train_loss']:.4f}"
         + (f", validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""),
     ]
+    if last.get("data_path"):
+        lines.append(f"  train data {last['data_path']}")
+    val_s = sum(r.get("val_seconds", 0.0) for r in history)
+    if val_s:
+        lines.append(f"  validation {val_s:.0f} s, {100 * val_s / (val_s + seconds):.0f}% of epoch time")
     if ders:
         lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best {100 * min(ders):.1f}% (pyannote.metrics, "
                      f"collar {cfg.collar_s} s each side, overlap scored, against "

@@ -5,7 +5,9 @@ would: the naive notebook loop, ``build_features`` with 1 and N jobs into fresh
 stores and stat caches, Lhotse when installed, then reruns of the N-job build on
 an unchanged, a renamed and an RTTM-edited corpus. Seconds are wall time of the
 work itself (after the interpreter and the package imports, before exit); audio
-seconds are decoded audio, so ``x_real_time = audio_s / seconds``.
+seconds are decoded audio, so ``x_real_time = audio_s / seconds``. ``cpu_s`` is the
+CPU time of the same span, the step's process and every worker it started together,
+reported per hour of audio (``cpu_s_per_audio_h``) beside the wall time.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from pipeline.features import FeatureConfig
 
 from .corpus import Corpus, edit_one_rttm, noise_and_tones, rename_all
 from .isolated import run_isolated
-from .measure import ratio
+from .measure import cpu_seconds, ratio
 
 Progress = Callable[[str], None]
+
+#: What the Lhotse row needs (the ``bench`` extra): Lhotse, and lilcom for its ``LilcomChunkyWriter``.
+LHOTSE_MODULES = ("lhotse", "lilcom")
 
 
 # --------------------------------------------------------------- child steps
@@ -35,7 +40,7 @@ def naive_child(paths: list[str], feature_config: dict) -> dict[str, Any]:
     import numpy as np
 
     cfg = FeatureConfig(**feature_config)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     audio_s, frames = 0.0, 0
     for path in paths:
         signal, rate = librosa.load(path, sr=cfg.sample_rate)
@@ -43,18 +48,18 @@ def naive_child(paths: list[str], feature_config: dict) -> dict[str, Any]:
                                              n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
         frames += np.log(np.maximum(mel, cfg.log_floor)).shape[1]
         audio_s += len(signal) / rate
-    return {"seconds": time.perf_counter() - start, "audio_s": audio_s, "frames": frames}
+    return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu, "audio_s": audio_s, "frames": frames}
 
 
 def build_child(audio_dir: str, rttm_dir: str | None, store: str, jobs: int) -> dict[str, Any]:
     """``build_features`` as ``agencerdas features`` runs it; the summary plus its wall seconds."""
     from pipeline import FeaturesRequest, build_features
 
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     summary = build_features(FeaturesRequest(audio_dir=Path(audio_dir), rttm_dir=Path(rttm_dir) if rttm_dir else None,
                                              store=store, jobs=jobs, progress=False))
     seconds = time.perf_counter() - start
-    return {**dataclasses.asdict(summary), "seconds": seconds, "ok": summary.ok}
+    return {**dataclasses.asdict(summary), "seconds": seconds, "cpu_s": cpu_seconds() - cpu, "ok": summary.ok}
 
 
 def lhotse_child(audio_dir: str, out_dir: str, jobs: int, sample_rate: int, n_mels: int) -> dict[str, Any]:
@@ -67,12 +72,13 @@ def lhotse_child(audio_dir: str, out_dir: str, jobs: int, sample_rate: int, n_me
 
     if jobs > 1:
         torch.set_num_threads(1)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     recordings = RecordingSet.from_dir(audio_dir, pattern="*.*", num_jobs=jobs)
     cuts = CutSet.from_manifests(recordings=recordings).resample(sample_rate)
     cuts = cuts.compute_and_store_features(extractor=Fbank(FbankConfig(num_mel_bins=n_mels)), storage_path=out_dir,
                                            num_jobs=jobs, storage_type=LilcomChunkyWriter)
-    return {"seconds": time.perf_counter() - start, "audio_s": float(sum(c.duration for c in cuts)), "cuts": len(cuts)}
+    return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
+            "audio_s": float(sum(c.duration for c in cuts)), "cuts": len(cuts)}
 
 
 def feature_stage_child(path: str, store: str) -> dict[str, Any]:
@@ -100,10 +106,13 @@ def _isolated(step: str, cache_dir: Path | None = None, **kwargs: Any) -> dict[s
 # ----------------------------------------------------------------- sections
 
 
-def _speed(run: dict[str, Any], audio_s: float, baseline_s: float | None) -> dict[str, Any]:
-    """Add x real time and the speed-up over the baseline (baseline seconds / seconds)."""
+def _speed(run: dict[str, Any], audio_s: float, baseline: dict[str, Any]) -> dict[str, Any]:
+    """Add x real time, CPU seconds per audio hour, the speed-up over the baseline run (its seconds /
+    these) and the CPU cost relative to it (these CPU seconds / its)."""
     return {**run, "x_real_time": audio_s / run["seconds"] if run["seconds"] else None,
-            "speedup_vs_naive": ratio(baseline_s, run["seconds"])}
+            "cpu_s_per_audio_h": run["cpu_s"] / (audio_s / 3600) if audio_s else None,
+            "speedup_vs_naive": ratio(baseline["seconds"], run["seconds"]),
+            "cpu_vs_naive": ratio(run["cpu_s"], baseline["cpu_s"])}
 
 
 def _build(corpus: Corpus, work: Path, jobs: int) -> dict[str, Any]:
@@ -114,30 +123,32 @@ def _build(corpus: Corpus, work: Path, jobs: int) -> dict[str, Any]:
 
 
 def feature_section(corpus: Corpus, work: Path, jobs: int, progress: Progress) -> dict[str, Any]:
-    """Naive baseline vs ``build_features`` with 1 and ``jobs`` jobs vs Lhotse. Keys of the result:
-    ``naive``, ``jobs_1``, ``jobs_n`` (runs with seconds, x_real_time, speedup_vs_naive), ``lhotse``, ``store``."""
+    """Naive baseline vs ``build_features`` with 1 and ``jobs`` jobs vs Lhotse at ``jobs``, in one run. Keys of
+    the result: ``naive``, ``jobs_1``, ``jobs_n``, ``lhotse`` (runs with seconds, cpu_s, x_real_time,
+    cpu_s_per_audio_h, speedup_vs_naive, cpu_vs_naive; or ``skipped`` with the reason), ``store``."""
     cfg = FeatureConfig()
     progress("naive notebook loop (librosa.load + melspectrogram, 1 process)")
     naive = _isolated("naive_child", paths=[str(p) for p in corpus.audio_files()], feature_config=cfg.to_dict())
     audio_s = naive["audio_s"]
     progress("build_features, jobs=1, fresh store")
-    single = _speed(_build(corpus, work, 1), audio_s, naive["seconds"])
+    single = _speed(_build(corpus, work, 1), audio_s, naive)
     if jobs > 1:
         progress(f"build_features, jobs={jobs}, fresh store")
-        parallel = _speed(_build(corpus, work, jobs), audio_s, naive["seconds"])
+        parallel = _speed(_build(corpus, work, jobs), audio_s, naive)
     else:
         parallel = {**single, "note": "jobs=1: the same run as jobs_1"}
-    result = {"audio_s": audio_s, "jobs": jobs, "naive": _speed(naive, audio_s, naive["seconds"]),
+    result = {"audio_s": audio_s, "jobs": jobs, "naive": _speed(naive, audio_s, naive),
               "jobs_1": single, "jobs_n": parallel, "store": str(work / f"store-{jobs}"),
               "cache_dir": str(work / f"cache-{jobs}")}
-    if importlib.util.find_spec("lhotse") is None:
-        result["lhotse"] = {"skipped": "lhotse not installed"}
+    missing = [name for name in LHOTSE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        result["lhotse"] = {"skipped": f"not installed ({', '.join(missing)}): pip install -e '.[bench]' adds it"}
         return result
     progress(f"lhotse compute_and_store_features, Fbank 80, jobs={jobs}")
     try:
         lhotse_run = _isolated("lhotse_child", audio_dir=str(corpus.audio_dir), out_dir=str(work / "lhotse"),
                                jobs=jobs, sample_rate=cfg.sample_rate, n_mels=cfg.n_mels)
-        result["lhotse"] = _speed(lhotse_run, audio_s, naive["seconds"])
+        result["lhotse"] = _speed(lhotse_run, audio_s, naive)
     except Exception as exc:  # an optional competitor failing must not lose the other results
         result["lhotse"] = {"skipped": f"lhotse failed: {str(exc).splitlines()[-1]}"}
     return result

@@ -39,6 +39,24 @@ def peak_rss_mb(children: bool = False) -> float:
     return usage.ru_maxrss * unit / 2**20
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by this process and every process under it.
+
+    Exited children count once reaped (``RUSAGE_CHILDREN``); live ones, such as the worker
+    pool that joblib keeps for the next call, are read from ``/proc`` with their own reaped
+    children. Take the difference of two calls to get the cost of what ran between them.
+    """
+    own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # exited between listing and reading
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def rss_mb() -> float:
     """Current RSS of this process in MiB."""
     return psutil.Process().memory_info().rss / 2**20

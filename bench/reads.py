@@ -4,7 +4,7 @@ Four ways to get the same kind of window (``cfg.window_base_frames`` base frames
 downsampled at read time), each in 1 process (the loop itself, ``num_workers=0``)
 and in 2 reader processes (a DataLoader with ``num_workers=2``):
 
-* ``trainer_cold`` / ``trainer_warm``: the trainer's own loader (``training.loop._loader``:
+* ``trainer_cold`` / ``trainer_warm``: the trainer's own loader (``training.inputs.streaming_loader``:
   ``WindowDataset`` with its per-worker entry cache, batches in ``WindowPlan`` epoch
   order); cold = a fresh loader per epoch (every entry read from the store once),
   warm = later epochs of one persistent loader;
@@ -32,8 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from stores import EntryReader, Store, ViewRecording
 
 from training.config import TrainConfig
-from training.loop import Data, _loader, load_data
+from training.inputs import Data, load_data, streaming_loader
 from training.runtime import setup
+from training.data import WindowPlan
+from training.resident import ResidentWindows
 from training.windows import Normalizer, WindowFormat, cut_window
 
 from .measure import Throughput, iterate_for, ratio
@@ -142,7 +144,7 @@ def _trainer_cold(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds:
     windows, elapsed, epoch = 0, 0.0, 0
     while elapsed < seconds:
         start = time.perf_counter()
-        loader, plan = _loader(cfg, data, normalizer, rt)
+        loader, plan = streaming_loader(cfg, data, normalizer, rt)
         plan.set_epoch(epoch)
         windows += sum(_windows(batch) for batch in loader)
         del loader
@@ -153,7 +155,7 @@ def _trainer_cold(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds:
 
 def _trainer_warm(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds: float) -> Throughput:
     """Epochs after the first through one persistent trainer loader, until ``seconds``."""
-    loader, plan = _loader(cfg, data, normalizer, setup("cpu", "fp32"))
+    loader, plan = streaming_loader(cfg, data, normalizer, setup("cpu", "fp32"))
 
     def epochs() -> Iterator[dict[str, torch.Tensor]]:
         for epoch in itertools.count():
@@ -161,6 +163,33 @@ def _trainer_warm(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds:
             yield from loader
 
     return iterate_for(epochs(), _windows, seconds, skip=len(plan))  # the first epoch warms the caches
+
+
+def _resident(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds: float) -> tuple[Throughput, int]:
+    """Windows/s of the device-resident batch builder on this CPU with one thread (epoch-plan order,
+    the preset's augmentation), and its bytes of memory traffic per window."""
+    fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,
+                       cfg.augment if cfg.augment.active else None)
+    windows = ResidentWindows(data.store, data.train, data.lengths, data.scored_of(data.train), fmt,
+                              cfg.window_base_frames, cfg.pseudo_weight, torch.device("cpu"), progress=False)
+    plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
+                      augment=cfg.augment.active)
+
+    def epochs() -> Iterator[dict[str, torch.Tensor]]:
+        for epoch in itertools.count():
+            plan.set_epoch(epoch)
+            for batch in plan:
+                yield windows.batch(batch)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rate = iterate_for(epochs(), _windows, seconds, skip=1)
+    finally:
+        torch.set_num_threads(threads)
+    n_mels = windows.features.shape[1]
+    # float16 gathered, written as float32, read and written once more by the fused transform
+    return rate, cfg.window_base_frames * n_mels * (windows.features.element_size() + 3 * 4)
 
 
 def read_section(store_url: str, view: str, cfg: TrainConfig, budget_s: float, notebook_items: int,
@@ -184,11 +213,17 @@ def read_section(store_url: str, view: str, cfg: TrainConfig, budget_s: float, n
             runs[name][key] = _rate(dataset, batches, processes, budget_s).to_dict()
         batches = random_windows(data.lengths, frames, 1, seed=processes)
         runs["notebook"][key] = _rate(notebook, batches, processes, 0.0, notebook_items, notebook_items).to_dict()
+    progress("window reads: the device-resident batch builder, 1 thread")
+    resident, traffic = _resident(cfg, data, normalizer, budget_s)
+    runs["resident"] = {"1": resident.to_dict()}
     ratios = {
         f"{name}_vs_{base}": {k: ratio(runs[name][k]["per_s"], runs[base][k]["per_s"]) for k in map(str, PROCESSES)}
         for name in ("trainer_cold", "trainer_warm", "zarr")
         for base in ("numpy", "notebook")
     }
+    ratios["resident_vs_trainer_warm"] = {"1": ratio(resident.per_s, runs["trainer_warm"]["1"]["per_s"])}
+    runs["resident"]["1"]["bytes_per_window"] = traffic
+    runs["resident"]["1"]["gb_per_s"] = resident.per_s * traffic / 1e9
     return {"preset": cfg.preset, "window_base_frames": frames, "downsample": cfg.downsample, "batch": cfg.batch,
             "cache_mb": cfg.cache_mb, "shuffle_group": cfg.shuffle_group, "train_recordings": len(data.train),
             "train_frames": int(sum(data.lengths)), **runs, "ratios": ratios}

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from training.config import TrainConfig, resolve
-from training.loop import Trainer, load_data
+from training.inputs import load_data
+from training.loop import Trainer
 from training.runtime import Runtime, native_bf16, setup
 
 from .isolated import run_isolated

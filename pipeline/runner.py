@@ -3,15 +3,27 @@
 The parent process hashes files (through the stat cache), decides per recording
 whether features and/or labels are missing from the store, and hands only that
 work to joblib: loky processes on this machine, or a Dask cluster with
-``scheduler`` (see :mod:`pipeline.cluster`). Results stream back as they finish
-behind one tqdm bar; the run ends with a dataset view and a one-screen summary.
+``scheduler`` (see :mod:`pipeline.cluster`). Planning and the work overlap: each
+task is submitted as soon as its keys are known, so the workers start after the
+first file is hashed, not after the last, and read their files just after the
+parent did. Results stream back as they finish behind one tqdm bar; the run ends
+with a dataset view and a one-screen summary.
+
+Why the parent hashes: a features key is the hash of every byte of the audio, so
+whether a recording needs any work is known only after its file was read once. The
+parent, which asks the store what exists (one listing per prefix on object storage),
+keeps the stat cache and sees every recording, is where that decision is cheapest: an
+unchanged or renamed corpus starts no worker at all.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import joblib
 from tqdm.auto import tqdm
@@ -100,51 +112,71 @@ class FeaturesRequest:
     scheduler: str | None = None
 
 
-def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], summary: RunSummary):
-    """Tasks for recordings with missing entries, and the view entry of every recording."""
+def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], summary: RunSummary,
+          keys: dict[str, tuple[str, str | None]]) -> Iterator[Task]:
+    """Yield a task for each recording with a missing entry, as soon as its keys are known.
+
+    Fills ``keys`` (recording id → features and labels keys) and counts reused recordings and
+    unreadable files in ``summary`` as it goes; both are complete once the generator is exhausted.
+    What the store holds is asked once per kind, before the first file is hashed
+    (:meth:`stores.Store.committed`): on object storage one listing, not a request per recording.
+    """
     cache = StatCache()
     features_cfg, labels_cfg = request.feature_config.to_dict(), request.label_config.to_dict()
     pseudo = request.pseudo_labeler
     if pseudo is None and request.pseudo_labels:
         pseudo = PseudoConfig(max_speakers=request.label_config.max_speakers)
-    tasks, keys = [], {}
-    for rec in recordings:
-        try:
-            fkey = feature_key(cache.content_hash(rec.path), features_cfg)
-        except OSError as exc:
-            summary.failures.append((str(rec.path), f"cannot read: {exc.strerror or exc}"))
-            continue
-        if rec.segments is not None:
-            lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
-        else:
-            lkey = label_key(fkey, {"pseudo": pseudo.describe()}, labels_cfg) if pseudo is not None else None
-        keys[rec.rec_id] = (fkey, lkey)
-        need_features = not store.has("features", fkey)
-        need_labels = lkey is not None and not store.has("labels", lkey)
-        if need_features or need_labels:
-            tasks.append(
+    has_features, has_labels = store.committed("features"), store.committed("labels")
+    try:
+        for rec in recordings:
+            try:
+                fkey = feature_key(cache.content_hash(rec.path), features_cfg)
+            except OSError as exc:
+                summary.failures.append((str(rec.path), f"cannot read: {exc.strerror or exc}"))
+                continue
+            if rec.segments is not None:
+                lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
+            else:
+                lkey = label_key(fkey, {"pseudo": pseudo.describe()}, labels_cfg) if pseudo is not None else None
+            keys[rec.rec_id] = (fkey, lkey)
+            need_features = not has_features(fkey)
+            need_labels = lkey is not None and not has_labels(lkey)
+            if need_features or need_labels:
                 # An absolute root for a local store: workers need not share this process's working directory.
-                Task(rec.rec_id, str(rec.path), store.root if store.local else store.url, store.storage_options,
-                     features_cfg, labels_cfg, fkey, lkey, need_features, need_labels, rec.segments, rec.uem,
-                     pseudo if rec.segments is None else None)
-            )
-        else:
-            summary.reused += 1
-    cache.save()
-    return tasks, keys
+                yield Task(rec.rec_id, str(rec.path), store.root if store.local else store.url, store.storage_options,
+                           features_cfg, labels_cfg, fkey, lkey, need_features, need_labels, rec.segments, rec.uem,
+                           pseudo if rec.segments is None else None)
+            else:
+                summary.reused += 1
+    finally:
+        cache.save()  # also when the run stops early: the hashes taken so far are not lost
 
 
-def _run(tasks: list[Task], request: FeaturesRequest, summary: RunSummary) -> list[TaskResult]:
-    """Run tasks on the joblib backend of ``request.scheduler`` (worker processes are kept alive across tasks)."""
+def _run(tasks: Iterator[Task], request: FeaturesRequest, summary: RunSummary) -> list[TaskResult]:
+    """Run ``tasks`` on the joblib backend of ``request.scheduler`` while planning still yields them
+    (worker processes are kept alive across tasks)."""
     results = []
-    if not tasks:
+    first = next(tasks, None)
+    if first is None:
         return results  # nothing to compute: no processes, no cluster
-    bar = tqdm(total=len(tasks), unit="rec", desc="features", disable=not request.progress)
+    bar = tqdm(total=None, unit="rec", desc="features", disable=not request.progress)
+
+    def submitted() -> Iterator:
+        count = 0
+        for task in itertools.chain([first], tasks):
+            count += 1
+            yield joblib.delayed(run_task)(task)
+        bar.total = count  # planning is over: the bar learns its length
+        bar.refresh()
+
     start = time.perf_counter()
     with task_backend(request.scheduler, request.jobs) as workers:
         summary.jobs = workers
-        parallel = joblib.Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1)
-        for result in parallel(joblib.delayed(run_task)(task) for task in tasks):
+        # pre_dispatch="all": this thread submits each task the moment planning yields it, while the workers
+        # run the earlier ones. joblib's default lazy dispatch would pull the next task, and so hash the next
+        # files, from the backend's result callbacks (on Dask, from the client's event loop).
+        parallel = joblib.Parallel(n_jobs=workers, return_as="generator_unordered", batch_size=1, pre_dispatch="all")
+        for result in parallel(submitted()):
             results.append(result)
             if result.status == "computed":
                 summary.audio_s += result.duration_s
@@ -169,8 +201,9 @@ def build_features(request: FeaturesRequest) -> RunSummary:
     found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
     summary.found = len(found.recordings)
     summary.failures += found.problems
-    tasks, keys = _plan(request, store, found.recordings, summary)
-    results = {r.rec_id: r for r in _run(tasks, request, summary)}
+    keys: dict[str, tuple[str, str | None]] = {}
+    with closing(_plan(request, store, found.recordings, summary, keys)) as tasks:
+        results = {r.rec_id: r for r in _run(tasks, request, summary)}
     for result in results.values():
         if result.status == "failed":
             summary.failures.append((result.path, result.reason))
@@ -212,13 +245,12 @@ def _collected_meanwhile(store: Store, view: DatasetView, previous: dict[str, Vi
     Only entries the previous version of the view did not name can be affected (gc keeps what a
     view names, and recently committed entries); a rerun rebuilds them.
     """
-    lost = []
-    for rec_id, entry in view.recordings.items():
-        if previous.get(rec_id) != entry and not (
-            store.has("features", entry.features) and (entry.labels is None or store.has("labels", entry.labels))
-        ):
-            lost.append((entry.source, GC_RACE))
-    return lost
+    changed = [entry for rec_id, entry in view.recordings.items() if previous.get(rec_id) != entry]
+    if not changed:
+        return []
+    has_features, has_labels = store.committed("features"), store.committed("labels")
+    return [(entry.source, GC_RACE) for entry in changed
+            if not (has_features(entry.features) and (entry.labels is None or has_labels(entry.labels)))]
 
 
 def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict,

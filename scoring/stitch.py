@@ -108,8 +108,24 @@ def _align(accumulated: np.ndarray, chunk: np.ndarray) -> np.ndarray:
     return order
 
 
+def _predicted(predict: PredictFn, read: ReadFn, starts: list[int], length: int,
+               batch: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, predict(read(start, length)))`` per chunk, in order; with ``batch`` > 1 up to ``batch``
+    chunks are read, stacked (batch', length, F) and predicted in one call."""
+    for first in range(0, len(starts), batch):
+        group = starts[first : first + batch]
+        inputs = [read(start, length) for start in group]
+        for start, x in zip(group, inputs):
+            if len(x) != length:
+                raise ValueError(f"read({start}, {length}) returned {len(x)} frames")
+        if batch == 1:
+            yield group[0], predict(inputs[0])
+        else:
+            yield from zip(group, predict(np.stack(inputs)))
+
+
 def iter_stitched(
-    predict: PredictFn, read: ReadFn, n_frames: int, window: int, step: int
+    predict: PredictFn, read: ReadFn, n_frames: int, window: int, step: int, batch: int = 1
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream stitched posteriors of a recording of any length, in time order.
 
@@ -126,6 +142,9 @@ def iter_stitched(
         n_frames: recording length in model frames (> 0).
         window: chunk length in frames (> 0).
         step: hop between chunk starts in frames, ``1 <= step <= window``.
+        batch: chunks per ``predict`` call. With ``batch`` > 1, ``predict`` maps a stack
+            (b, n, F) of b <= batch chunks to (b, n, S) (a model on a device runs them as one
+            batch); inputs held: O(batch * window * F). The result does not depend on it.
 
     Yields:
         ``(start, block)``: final float32 posteriors (len(block), S) for frames
@@ -142,7 +161,10 @@ def iter_stitched(
     sums: np.ndarray | None = None
     counts = np.zeros(length, dtype=np.int64)
     base = 0
-    for start in _chunk_starts(n_frames, window, step):
+    if batch < 1:
+        raise ValueError(f"batch={batch} must be at least 1")
+    starts = list(_chunk_starts(n_frames, window, step))
+    for start, chunk in _predicted(predict, read, starts, length, batch):
         shift = start - base
         if sums is not None and shift > 0:
             yield base, (sums[:shift] / counts[:shift, None]).astype(np.float32)
@@ -151,10 +173,7 @@ def iter_stitched(
             counts[: length - shift] = counts[shift:]
             counts[length - shift :] = 0
         base = start
-        x = read(start, length)
-        if len(x) != length:
-            raise ValueError(f"read({start}, {length}) returned {len(x)} frames")
-        chunk = np.asarray(predict(x), dtype=np.float64)
+        chunk = np.asarray(chunk, dtype=np.float64)
         if chunk.ndim != 2 or len(chunk) != length or (sums is not None and chunk.shape[1] != sums.shape[1]):
             expected = f"({length}, {'S' if sums is None else sums.shape[1]})"
             raise ValueError(f"predict returned shape {chunk.shape} for chunk at frame {start}, expected {expected}")
@@ -168,7 +187,8 @@ def iter_stitched(
     yield base, (sums / counts[:, None]).astype(np.float32)
 
 
-def stitched_posteriors(predict: PredictFn, read: ReadFn, n_frames: int, window: int, step: int) -> np.ndarray:
+def stitched_posteriors(predict: PredictFn, read: ReadFn, n_frames: int, window: int, step: int,
+                        batch: int = 1) -> np.ndarray:
     """Whole-recording posteriors: (n_frames, S) float32 in [0, 1].
 
     See :func:`iter_stitched` for the arguments. Memory is the output plus
@@ -176,7 +196,7 @@ def stitched_posteriors(predict: PredictFn, read: ReadFn, n_frames: int, window:
     stream the output too (e.g. to write it to disk as it is produced).
     """
     out: np.ndarray | None = None
-    for start, block in iter_stitched(predict, read, n_frames, window, step):
+    for start, block in iter_stitched(predict, read, n_frames, window, step, batch):
         if out is None:
             out = np.empty((n_frames, block.shape[1]), dtype=np.float32)
         out[start : start + len(block)] = block

@@ -24,3 +24,8 @@ def is_marker_tmp(path: str) -> bool:
     """Whether ``path`` is the temporary file of a store.json being created."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     return name.startswith(MARKER_TMP) and name.endswith(".tmp")
+
+
+def committed_names(scan: dict[str, set[str]]) -> list[str]:
+    """Sorted names of the entries of a scan (entry name → names inside it) that hold a commit marker."""
+    return sorted(name for name, inside in scan.items() if COMMIT in inside)

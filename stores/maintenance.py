@@ -35,30 +35,34 @@ class VerifyReport:
 
 
 class Maintenance:
-    """``verify`` and ``gc`` over the primitives of :class:`~stores.store.Store`
-    (``root``, ``local``, ``fs``, ``exists``, ``_listing``, ``_commit``, ``_group``, ``_path``, ``_remove``, ``keys``)."""
+    """``verify`` and ``gc`` over the primitives of :class:`~stores.store.Store` (``root``, ``local``, ``fs``,
+    ``_listing``, ``_scan``, ``_commit``, ``_group``, ``_path``, ``_remove``, ``keys``)."""
 
     def _leftovers(self) -> list[tuple[str, str]]:
-        """Paths that no reader trusts: ``_tmp`` orphans, temporary view and marker files, and groups
-        without a commit marker."""
+        """Paths that no reader trusts: ``_tmp`` orphans, temporary view and marker files, groups
+        without a commit marker, and (object storage) generations their entry's marker does not name.
+
+        A constant number of listings, whatever the number of entries (:meth:`_scan` per kind); a
+        marker is read only where an entry holds more than itself and one generation.
+        """
         found = [(p, "orphan of an interrupted write") for p in self._listing(f"{self.root}/_tmp")]
         found += [(p, "interrupted view write") for p in self._listing(f"{self.root}/views") if p.endswith(".tmp")]
         found += [(p, "interrupted store creation") for p in self._listing(self.root) if is_marker_tmp(p)]
         for kind in KINDS:
-            for path in self._listing(f"{self.root}/{kind}"):
-                if self.local:  # a stat is enough: entries arrive whole by rename, with no generations
-                    committed, generation = self.exists(f"{path}/{COMMIT}"), None
-                else:
+            for name, inside in sorted(self._scan(kind).items()):
+                path = f"{self.root}/{kind}/{name}"
+                if COMMIT not in inside:
+                    found.append((path, "partial entry without commit marker"))
+                elif not self.local and len(inside) > 2:  # local entries arrive whole by rename, with no generations
                     try:
                         commit = self._commit(path)
                     except AgencerdasError:
                         continue  # verify reports the damaged marker itself
-                    committed, generation = commit is not None, (commit or {}).get("data")
-                if not committed:
-                    found.append((path, "partial entry without commit marker"))
-                elif generation:  # generations other than the committed one: a raced or killed writer's
-                    found += [(p, "write of a committed entry that did not commit")
-                              for p in stale_generations(self._listing(path), generation)]
+                    if commit is None:  # its marker went since the scan (a concurrent gc): what is left is partial
+                        found.append((path, "partial entry without commit marker"))
+                    elif commit.get("data"):  # generations other than the committed one: a raced or killed writer's
+                        found += [(p, "write of a committed entry that did not commit")
+                                  for p in stale_generations([f"{path}/{n}" for n in sorted(inside)], commit["data"])]
         return found
 
     def verify(self, checksums: bool = True) -> VerifyReport:

@@ -32,7 +32,8 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager, suppress
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import fsspec
 import zarr
@@ -42,7 +43,8 @@ from .arrays import EntryWriter, zarr_store
 from .durable import fsync_dir, fsync_tree, make_dirs, write_file
 from .errors import AgencerdasError
 from .generations import commit_generation, data_path, discard, new_generation, raise_layout
-from .layout import COMMIT, KINDS, LOCAL_VERSION, MARKER_TMP, STORE_FORMAT, STORE_VERSION, is_marker_tmp, is_plain_name
+from .layout import (COMMIT, KINDS, LOCAL_VERSION, MARKER_TMP, STORE_FORMAT, STORE_VERSION, committed_names, is_marker_tmp,
+                     is_plain_name)
 from .maintenance import Maintenance
 from .options import check_no_credentials
 
@@ -279,10 +281,57 @@ class Store(Maintenance):
         return self.open(kind, key).attrs.asdict()
 
     def keys(self, kind: str) -> list[str]:
-        """Keys of committed ``kind`` entries, sorted."""
+        """Keys of committed ``kind`` entries, sorted (one listing of the prefix: see :meth:`_scan`)."""
+        return committed_names(self._scan(kind))
+
+    def committed(self, kind: str) -> Callable[[str], bool]:
+        """``has(key)`` for many keys of ``kind`` at the storage's cheapest.
+
+        On object storage, where every question is a round trip, the answer comes from one
+        listing of ``kind/`` taken now (a snapshot: entries committed later read as missing, which
+        costs a planner at most a duplicate write that :meth:`write` discards). On a local
+        filesystem it is :meth:`has` per key, a stat, whose cost does not grow with the store.
+        """
+        if self.local:
+            return partial(self.has, kind)
+        return frozenset(self.keys(kind)).__contains__
+
+    def _scan(self, kind: str) -> dict[str, set[str]]:
+        """Every folder (or stray object) directly under ``kind/``, mapped to the names directly inside it.
+
+        On object storage this is one listing of every object under the prefix (``fs.find``: one
+        request per 1,000 objects however many entries there are), never a request per entry; on a
+        local filesystem, a directory read of ``kind/`` and of each entry (system calls).
+        """
         base = f"{self.root}/{kind}"
-        names = [p.rsplit("/", 1)[-1] for p in self._listing(base)]
-        return [name for name in names if self.exists(f"{base}/{name}/{COMMIT}")]
+        entries: dict[str, set[str]] = {}
+        if self.local:
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                return entries
+            for name in names:
+                try:
+                    entries[name] = set(os.listdir(f"{base}/{name}"))
+                except NotADirectoryError:
+                    entries[name] = set()  # a stray file: an entry without a marker, as a reader sees it
+                except FileNotFoundError:
+                    pass  # removed since the listing (a concurrent gc)
+            return entries
+        self.fs.invalidate_cache(base)
+        try:
+            # withdirs: an empty folder (filesystems with real directories, e.g. memory://) is an entry too.
+            paths = self.fs.find(base, withdirs=True)
+        except FileNotFoundError:
+            return entries
+        for path in paths:
+            relative = path.rstrip("/")[len(base) + 1:] if path.startswith(f"{base}/") else ""
+            if relative:
+                name, _, inside = relative.partition("/")
+                children = entries.setdefault(name, set())
+                if inside:
+                    children.add(inside.split("/", 1)[0])
+        return entries
 
     # ------------------------------------------------------------------- views
 

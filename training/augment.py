@@ -30,6 +30,17 @@ _LN_PER_DB = math.log(10.0) / 10.0
 
 
 @dataclass(frozen=True)
+class Draw:
+    """One window's perturbation, drawn on the host from its seed: applied the same way to a
+    window in a loader worker and to a batch gathered on the device."""
+
+    alpha: float = 1.0  # mel-axis stretch factor
+    gain_db: float = 0.0
+    tilt_db: float = 0.0
+    masks: tuple[tuple[int, int], ...] = ()  # (first bin, width) of each frequency mask
+
+
+@dataclass(frozen=True)
 class Augment:
     """Perturbation ranges; a zero disables that perturbation."""
 
@@ -43,40 +54,72 @@ class Augment:
     def active(self) -> bool:
         return bool(self.warp or self.gain_db or self.tilt_db or (self.freq_masks and self.mask_bins))
 
-    def spectral(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Warped, gained and tilted raw log-mel ``feats`` (frames, n_mels) as float32 (a new array
-        whenever anything is perturbed; ``feats`` itself is never written).
-
-        The warp is a linear interpolation along the mel axis, applied as one (n_mels, n_mels)
-        matrix product (torch: ~4x faster than numpy indexing on the loader's hot path).
-        """
-        out = torch.from_numpy(np.ascontiguousarray(feats)).float()  # may share feats' memory: no in-place ops
-        n_mels = out.shape[1]
-        bins = np.arange(n_mels, dtype=np.float32)
-        if self.warp:
-            # Output bin i reads the input at i * alpha (clamped at the top bin).
-            pos = np.minimum(bins * rng.uniform(1.0 - self.warp, 1.0 + self.warp), n_mels - 1)
-            low = pos.astype(np.int64)
-            frac = pos - low
-            matrix = np.zeros((n_mels, n_mels), dtype=np.float32)
-            np.add.at(matrix, (low, np.arange(n_mels)), 1.0 - frac)
-            np.add.at(matrix, (np.minimum(low + 1, n_mels - 1), np.arange(n_mels)), frac)
-            out = out @ torch.from_numpy(matrix)
-        offset_db = np.zeros(n_mels, dtype=np.float32)
-        if self.gain_db:
-            offset_db += rng.uniform(-self.gain_db, self.gain_db)
-        if self.tilt_db:
-            offset_db += rng.uniform(-self.tilt_db, self.tilt_db) * (bins / max(1, n_mels - 1) - 0.5)
-        if offset_db.any():
-            out = out + torch.from_numpy(offset_db * np.float32(_LN_PER_DB))
-        return out.numpy()
-
-    def mask(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``feats`` (frames, n_mels), normalised, with ``freq_masks`` bands set to zero in place."""
-        n_mels = feats.shape[1]
+    def draw(self, rng: np.random.Generator, n_mels: int) -> Draw:
+        """Every random choice of one window, in the order the perturbations apply (warp, gain,
+        tilt, then the masks), so a window's seed gives the same perturbation on every data path."""
+        alpha = float(rng.uniform(1.0 - self.warp, 1.0 + self.warp)) if self.warp else 1.0
+        gain = float(rng.uniform(-self.gain_db, self.gain_db)) if self.gain_db else 0.0
+        tilt = float(rng.uniform(-self.tilt_db, self.tilt_db)) if self.tilt_db else 0.0
+        masks = []
         width_max = min(self.mask_bins, n_mels)
         for _ in range(self.freq_masks if width_max else 0):
             width = int(rng.integers(0, width_max + 1))
-            start = int(rng.integers(0, n_mels - width + 1))
+            masks.append((int(rng.integers(0, n_mels - width + 1)), width))
+        return Draw(alpha, gain, tilt, tuple(masks))
+
+    def spectral(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Warped, gained and tilted raw log-mel ``feats`` (frames, n_mels) as float32 (a new array
+        whenever anything is perturbed; ``feats`` itself is never written). Draws only the spectral
+        part of :meth:`draw` from ``rng``; :meth:`mask` draws the rest."""
+        draw = Augment(self.warp, self.gain_db, self.tilt_db).draw(rng, feats.shape[1])
+        # may share feats' memory: spectral_batch makes new tensors, never in-place
+        out = torch.from_numpy(np.ascontiguousarray(feats)).float()[None]
+        return spectral_batch(out, [draw])[0].numpy()
+
+    def mask(self, feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``feats`` (frames, n_mels), normalised, with ``freq_masks`` bands set to zero in place."""
+        for start, width in Augment(freq_masks=self.freq_masks, mask_bins=self.mask_bins).draw(rng, feats.shape[1]).masks:
             feats[:, start : start + width] = 0.0
         return feats
+
+
+def affine(draws: list[Draw], n_mels: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The spectral part of ``draws`` as an affine map of log-mel frames, ``x @ warp + offset``:
+    ``warp`` (B, n_mels, n_mels) float32, or None when no window is warped, and ``offset``
+    (B, n_mels) float32 in log-power units (gain plus tilt).
+
+    The warp is a linear interpolation along the mel axis (output bin i reads the input at
+    i * alpha, clamped at the top bin), as one matrix per window.
+    """
+    bins = torch.arange(n_mels, dtype=torch.float32, device=device)
+    alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32, device=device)
+    warp = None
+    if bool((alpha != 1.0).any()):
+        pos = torch.clamp(bins[None] * alpha[:, None], max=n_mels - 1)  # (B, n_mels)
+        low = pos.long()
+        frac = pos - low
+        warp = torch.zeros(len(draws), n_mels, n_mels, device=device)
+        warp.scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
+        warp.scatter_add_(1, torch.clamp(low + 1, max=n_mels - 1)[:, None], frac[:, None])
+    gain = torch.tensor([d.gain_db for d in draws], dtype=torch.float32, device=device)
+    tilt = torch.tensor([d.tilt_db for d in draws], dtype=torch.float32, device=device)
+    offset = (gain[:, None] + tilt[:, None] * (bins / max(1, n_mels - 1) - 0.5)) * _LN_PER_DB
+    return warp, offset
+
+
+def keep(draws: list[Draw], n_mels: int, device: torch.device) -> torch.Tensor:
+    """(B, n_mels) float32: 0 on each window's masked bands, 1 elsewhere."""
+    out = torch.ones(len(draws), n_mels)
+    for b, draw in enumerate(draws):
+        for start, width in draw.masks:
+            out[b, start : start + width] = 0.0
+    return out.to(device)
+
+
+def spectral_batch(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
+    """Warp, gain and tilt of raw log-mel windows ``x`` (B, frames, n_mels) float32, window b by
+    ``draws[b]``, on x's device; a new tensor (``x`` is never written)."""
+    warp, offset = affine(draws, x.shape[-1], x.device)
+    if warp is not None:
+        x = torch.bmm(x, warp)
+    return x + offset[:, None, :] if bool(offset.any()) else x

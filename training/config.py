@@ -41,6 +41,10 @@ class TrainConfig:
     num_workers: int = -1
     threads: int = 0  # torch CPU threads; 0 = auto: cores not used by loader workers
     cache_mb: int = 1024  # decoded-entry cache per DataLoader worker
+    # The train split held on the training device (training/resident.py): auto = when it fits in
+    # data_budget x the memory free on the device (GPU memory on CUDA, available RAM on CPU).
+    data_on_device: str = "auto"  # auto | true | false (false: DataLoader workers stream from the store)
+    data_budget: float = 0.5
     # augmentation of training windows (training/augment.py); 0 disables each. On the demo's unseen
     # test voices these defaults cut DER from 26.4% to 23.1% / 24.1% (two seeds), see the README.
     aug_warp: float = 0.1  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
@@ -48,6 +52,12 @@ class TrainConfig:
     aug_tilt_db: float = 6.0  # spectral slope in [-t, t] dB across the band
     aug_freq_masks: int = 2  # SpecAugment frequency masks per window ...
     aug_mask_bins: int = 8  # ... each up to this many mel bins wide
+    # simulated conversations (training/conversations.py): this fraction of each epoch's training windows
+    # are laid out anew from single-speaker regions of the train split, with its turn-taking statistics
+    sim_prob: float = 0.0
+    sim_min_segment_s: float = 0.5  # shortest single-speaker region used as material
+    sim_gain_db: float = 3.0  # per-speaker level in [-g, g] dB
+    speaker_ids: str = "recording"  # recording: each (recording, speaker) a source; global: RTTM names are people
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
     epochs: int = 15
     lr: float = 1e-3
@@ -96,6 +106,13 @@ class TrainConfig:
             problems.append("lr must be > 0; num_workers >= -1 (-1 = auto); cache_mb and threads >= 0")
         if not 0.0 <= self.aug_warp < 1.0:
             problems.append(f"aug_warp must be in [0, 1), got {self.aug_warp}")
+        if self.data_on_device not in ("auto", "true", "false") or not 0.0 < self.data_budget <= 1.0:
+            problems.append(f"data_on_device must be auto, true or false (got {self.data_on_device!r}) and "
+                            f"data_budget in (0, 1] (got {self.data_budget})")
+        if not 0.0 <= self.sim_prob < 1.0 or self.sim_min_segment_s <= 0 or self.sim_gain_db < 0:
+            problems.append(f"sim_prob must be in [0, 1) (got {self.sim_prob}), sim_min_segment_s > 0, sim_gain_db >= 0")
+        if self.speaker_ids not in ("recording", "global"):
+            problems.append(f"speaker_ids must be 'recording' or 'global', got {self.speaker_ids!r}")
         if min(self.aug_gain_db, self.aug_tilt_db, self.aug_freq_masks, self.aug_mask_bins) < 0:
             problems.append("aug_gain_db, aug_tilt_db, aug_freq_masks and aug_mask_bins must be >= 0")
         if problems:
@@ -124,7 +141,8 @@ class TrainConfig:
 #: Fields added after checkpoints were first written, with the values that reproduce what runs saved
 #: before them did (no augmentation), so such a run resumes when given those values.
 ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
-                "fill_speech": False}
+                "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0,
+                "speaker_ids": "recording"}
 
 
 def _is_weight(text: str) -> bool:

@@ -28,11 +28,14 @@ from torch.utils.data import Dataset, Sampler
 from stores import EntryReader, Store, ViewRecording
 
 from .augment import Augment
+from .conversations import SegmentBank, render
 from .windows import Normalizer, WindowFormat, cut_window
 
 # (recording index, start in base frames[, augmentation seed]); training plans add the seed
 # so that a window's perturbation depends on the plan alone, not on which worker reads it.
+# A simulated conversation is (SIMULATED, recipe seed[, augmentation seed]).
 Window = tuple[int, ...]
+SIMULATED = -1
 
 
 def plan_windows(lengths: list[int], window: int, rng: np.random.Generator | None) -> list[Window]:
@@ -59,13 +62,17 @@ class WindowPlan(Sampler[list[Window]]):
     Each rank takes every ``world``-th batch; the batch list is padded by wrapping so
     all ranks run the same number of steps, and an epoch is the same data whatever
     the number of processes. With ``augment`` (and ``shuffle``) every window carries
-    a third element, the seed of its augmentation, drawn from the same epoch RNG.
+    a third element, the seed of its augmentation, drawn from the same epoch RNG. With
+    ``simulate`` (and ``shuffle``) that fraction of the epoch's windows, drawn by the same RNG,
+    become simulated conversations (``(SIMULATED, recipe seed[, augmentation seed])``): an
+    epoch keeps its number of steps and trades some real windows for new line-ups.
     """
 
     def __init__(self, lengths: list[int], window: int, batch: int, seed: int, shuffle_group: int,
-                 shuffle: bool = True, rank: int = 0, world: int = 1, augment: bool = False):
+                 shuffle: bool = True, rank: int = 0, world: int = 1, augment: bool = False, simulate: float = 0.0):
         self.lengths, self.window, self.batch = lengths, window, batch
         self.seed, self.shuffle_group, self.shuffle, self.augment = seed, shuffle_group, shuffle, augment
+        self.simulate = simulate
         self.rank, self.world = rank, world
         self.epoch = 0
         self.start_batch = 0
@@ -85,6 +92,10 @@ class WindowPlan(Sampler[list[Window]]):
             for g in range(0, len(order), self.shuffle_group):
                 group = [w for rec in order[g : g + self.shuffle_group] for w in by_rec.get(int(rec), [])]
                 windows += [group[i] for i in rng.permutation(len(group))]
+            if self.simulate:
+                replaced = rng.random(len(windows)) < self.simulate
+                recipes = rng.integers(0, 2**63, len(windows))
+                windows = [(SIMULATED, int(r)) if sim else w for w, sim, r in zip(windows, replaced, recipes)]
             if self.augment:
                 windows = [(*w, int(s)) for w, s in zip(windows, rng.integers(0, 2**63, len(windows)))]
         batches = [windows[i : i + self.batch] for i in range(0, len(windows), self.batch)]
@@ -114,13 +125,14 @@ class WindowDataset(Dataset):
     def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
                  downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
                  cache_mb: int, pseudo_weight: float = 1.0, augment: Augment | None = None,
-                 scored: list[np.ndarray | None] | None = None):
+                 scored: list[np.ndarray | None] | None = None, bank: SegmentBank | None = None):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
         self.frames = window * downsample  # base frames per window
         self.cache_bytes = cache_mb * 2**20
         self.pseudo_weight = pseudo_weight
         self.scored = scored or [None] * len(recordings)  # per recording: its UEM frames, None for all
+        self.bank = bank  # simulated conversations' material (training windows only)
         self.format = WindowFormat(normalizer, downsample, pooling, max_speakers, augment)
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -155,15 +167,35 @@ class WindowDataset(Dataset):
             self._cached_bytes -= f.nbytes + y.nbytes
         return entry
 
+    def _rows(self, index: int, start: int, n: int) -> np.ndarray:
+        """Stored feature rows [start, start + n) of recording ``index`` (a simulated window's material)."""
+        entry = self._entry(index)
+        return np.asarray((entry.features if isinstance(entry, EntryReader) else entry[0])[start : start + n])
+
+    def _simulated(self, seed: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        if self.bank is None:
+            raise ValueError("a simulated window needs the dataset's SegmentBank")
+        recipe = self.bank.recipe(seed, self.frames)
+        x = self.format.features(render(recipe, self._rows), self.frames, rng)
+        return {
+            "feats": torch.from_numpy(x),
+            "labels": torch.from_numpy(self.format.labels(recipe.labels(self.format.max_speakers), self.frames)
+                                       .astype(np.float32)),
+            "mask": torch.from_numpy(self.format.mask(self.frames, self.frames)),
+            "weight": torch.tensor(1.0),
+        }
+
     def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
         index, start, *aug_seed = item
+        rng = np.random.default_rng(aug_seed[0]) if aug_seed else None
+        if index == SIMULATED:
+            return self._simulated(start, rng)
         entry = self._entry(index)
         if isinstance(entry, EntryReader):
             self.reads += 1
             feats, labels = entry.features, entry.labels
         else:
             feats, labels = entry
-        rng = np.random.default_rng(aug_seed[0]) if aug_seed else None
         x, y, mask = cut_window(self.format, feats, labels, start, self.frames, self.lengths[index], rng,
                                 self.scored[index])
         return {

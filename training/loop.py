@@ -13,82 +13,24 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from stores import Store, load_view
 from stores.errors import AgencerdasError
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .data import WindowDataset, WindowPlan
+from .inputs import Data, batches, load_data, segment_bank, window_dataset
 from .loss import pit_bce, weighted_bce
 from .model import build_model
 from .resume import best_criterion, check_resume
-from .runtime import Runtime, loader_workers, set_cpu_threads, setup, teardown
+from .runtime import Runtime, setup, teardown
 from .validate import validate
-from .windows import Normalizer, scored_frames
-
-@dataclass
-class Data:
-    """The training inputs resolved from a store and a view."""
-
-    store: Store
-    view_name: str
-    feature_config: dict
-    train: list = field(default_factory=list)  # ViewRecording, labelled, train split
-    validation: list = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
-    fingerprint: str = ""
-    entries: dict[str, list[str]] = field(default_factory=dict)  # recording id -> [features, labels] of the view
-    scored: dict[str, np.ndarray | None] = field(default_factory=dict)  # labels key -> UEM frames (None: all)
-    pseudo: int = 0  # train recordings whose labels are pseudo labels
-    cap_frames: int | None = None  # AUDIO_CAP_S in base frames (None: whole recordings)
-
-    @property
-    def shift_s(self) -> float:
-        """Seconds per base frame."""
-        return self.feature_config["hop_length"] / self.feature_config["sample_rate"]
-
-    def capped(self, rec) -> int:
-        """Base frames of ``rec`` that training and validation use."""
-        return min(rec.frames, self.cap_frames) if self.cap_frames else rec.frames
-
-    def scored_of(self, recordings: list) -> list[np.ndarray | None]:
-        """Per recording, its base frames inside the UEM (None: every frame is scored)."""
-        return [self.scored.get(r.labels) for r in recordings]
-
-
-def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
-    """Labelled train/validation recordings of the view; clear errors for what cannot train."""
-    store = Store(store_url, storage_options, create=False)
-    view = load_view(store, view_name)
-    pick = lambda part: [view.recordings[r] for r in view.split(part) if view.recordings[r].labels]  # noqa: E731
-    train = [r for r in pick("train") if not (r.pseudo and cfg.pseudo_weight == 0)]
-    validation = [r for r in pick("validation") if not r.pseudo]  # never scored against pseudo labels
-    entries = {rec_id: [r.features, r.labels or ""] for rec_id, r in sorted(view.recordings.items())}
-    data = Data(store, view_name, view.feature_config, train, validation, fingerprint=view.fingerprint(),
-                entries=entries)
-    data.pseudo = sum(r.pseudo for r in train)
-    if not data.train:
-        raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
-    shift = data.shift_s
-    data.cap_frames = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
-    data.lengths = [data.capped(r) for r in data.train]
-    # Over the whole entry, not the cap: the normaliser reads its first frames whatever the cap.
-    data.scored = {r.labels: scored_frames(store, r, r.frames) for r in data.train + data.validation}
-    if max(data.lengths) < cfg.window_base_frames:
-        raise AgencerdasError(
-            f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "
-            f"training recording (longest {max(data.lengths) * shift:.0f} s); set WINDOW smaller"
-        )
-    return data
+from .windows import Normalizer
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -102,35 +44,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer) -> WindowDataset:
-    """Windows of ``recordings`` (capped like training) read through the store; only windows
-    planned with an augmentation seed (training's) are augmented."""
-    return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
-                         cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
-                         cfg.pseudo_weight, cfg.augment, data.scored_of(recordings))
-
-
-def _loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime) -> tuple[DataLoader, WindowPlan]:
-    dataset = window_dataset(cfg, data, data.train, normalizer)
-    plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
-                      rank=rt.rank, world=rt.world, augment=cfg.augment.active)
-    workers = loader_workers(cfg.num_workers, rt.device)
-    set_cpu_threads(cfg.threads, workers, rt.device)
-    loader = DataLoader(
-        dataset, batch_sampler=plan, num_workers=workers, pin_memory=rt.device.type == "cuda",
-        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-        worker_init_fn=_one_thread,
-        # A private generator: the loader must not draw from the global RNG, or a
-        # resumed run's dropout masks would differ from an uninterrupted one's.
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    return loader, plan
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 class Trainer:
@@ -151,7 +64,8 @@ class Trainer:
         self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
         if rt.rank:  # dropout masks of their own on the other ranks; the epoch plan has its own seeded RNG
             torch.manual_seed(rank_seed(cfg.seed, rt.rank))
-        self.loader, self.plan = _loader(cfg, data, self.normalizer, rt)
+        self.bank = segment_bank(cfg, data)
+        self.loader, self.plan, self.data_path = batches(cfg, data, self.normalizer, rt, progress, self.bank)
         self.val_dataset = window_dataset(cfg, data, data.validation, self.normalizer) if data.validation else None
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -293,11 +207,23 @@ class Trainer:
             else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
                 (self.out / "tuned.json").unlink(missing_ok=True)
+            if self.bank is not None:  # the corpus's turn-taking, useful to the user on its own
+                stats = (f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
+                         f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
+                         f"turn-taking:\n{self.bank.stats.describe(self.data.shift_s)}")
+                (self.out / "corpus-stats.txt").write_text(stats + "\n")
+                if self.progress:
+                    tqdm.write(stats)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:
+                started = time.perf_counter()
                 record.update(validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0))
+                val_s = time.perf_counter() - started
+                # Validation must never dominate an epoch: its share is logged and shown every epoch.
+                record.update(val_seconds=val_s, val_share=val_s / max(val_s + record["seconds"], 1e-9))
             record.update(step=self.step, peak_mem_mb=self.rt.peak_memory_mb(), precision=self.rt.precision,
+                          data_path=self.data_path,
                           train_recordings=len(self.data.train), pseudo_recordings=self.data.pseudo, pseudo=cfg.pseudo)
             # MAX_STEPS can stop inside an epoch: last.pt then keeps the position, so a resume finishes the epoch.
             finished = self.batch_in_epoch >= len(self.plan)
@@ -330,6 +256,8 @@ def _epoch_line(r: dict) -> str:
     if r.get("val_der") is not None:
         parts.append(f"DER {100 * r['val_der']:.1f}%")
     parts.append(f"{r['windows_per_s']:.0f} win/s  {r['seconds']:.1f} s  peak {r['peak_mem_mb']:.0f} MB")
+    if r.get("val_share") is not None:
+        parts.append(f"validation {100 * r['val_share']:.0f}% of the epoch")
     return "  ".join(parts)
 
 

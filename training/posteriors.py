@@ -12,13 +12,21 @@ from scoring.stitch import stitched_posteriors
 from .windows import WindowFormat, cut_window
 
 
+#: Chunks of one recording run through the model together (inputs held: batch x window x D floats).
+CHUNK_BATCH = 32
+
+
 def predictor(model: torch.nn.Module, device: torch.device, autocast: AbstractContextManager):
-    """``predict(x (n, D)) -> (n, S)`` speaker probabilities for one chunk, no gradients."""
+    """``predict(x)`` speaker probabilities, no gradients: one chunk (n, D) -> (n, S), or a stack of
+    chunks (B, n, D) -> (B, n, S) run as one batch on ``device``."""
 
     def predict(x: np.ndarray) -> np.ndarray:
+        single = x.ndim == 2
+        inputs = torch.from_numpy(np.ascontiguousarray(x)).to(device)
         with torch.no_grad(), autocast:
-            logits, _ = model(torch.from_numpy(x).to(device)[None])
-        return torch.sigmoid(logits.float())[0].cpu().numpy()
+            logits, _ = model(inputs[None] if single else inputs)
+        probs = torch.sigmoid(logits.float()).cpu().numpy()
+        return probs[0] if single else probs
 
     return predict
 
@@ -38,11 +46,12 @@ def model_rate_reader(features, fmt: WindowFormat, frames: int):
 
 
 def recording_posteriors(predict, features, fmt: WindowFormat, frames: int, window: int,
-                         overlap: float = 0.5) -> np.ndarray:
+                         overlap: float = 0.5, batch: int = CHUNK_BATCH) -> np.ndarray:
     """Stitched speaker posteriors (model frames, S) for a whole recording of ``frames`` base frames.
 
-    ``window`` is the chunk length in model frames; chunks overlap by ``overlap``.
+    ``window`` is the chunk length in model frames; chunks overlap by ``overlap``. The recording's
+    chunks go through ``predict`` (a :func:`predictor`) ``batch`` at a time; stitching is on the host.
     """
     read, n_model = model_rate_reader(features, fmt, frames)
     step = max(1, round(window * (1 - overlap)))
-    return stitched_posteriors(predict, read, n_model, window, step)
+    return stitched_posteriors(predict, read, n_model, window, step, batch)

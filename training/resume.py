@@ -13,11 +13,11 @@ from .config import ADDED_FIELDS, TrainConfig
 
 #: Fields that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
-                     "checkpoint_every", "fill_speech"}
+                     "checkpoint_every", "fill_speech", "data_on_device", "data_budget"}
 
 
 def check_resume(cfg: TrainConfig, ckpt: dict, data, world: int, criterion: str, allow_view_change: bool) -> None:
-    """Raise AgencerdasError when the run ``cfg`` on ``data`` (a ``training.loop.Data``) cannot continue ``ckpt``."""
+    """Raise AgencerdasError when the run ``cfg`` on ``data`` (a ``training.inputs.Data``) cannot continue ``ckpt``."""
     if ckpt["feature_config"] != data.feature_config:
         raise AgencerdasError(
             f"view {data.view_name!r} was built with feature config {data.feature_config}, but the checkpoint was "

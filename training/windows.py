@@ -116,7 +116,7 @@ class WindowFormat:
     def labels(self, rows: np.ndarray, frames: int) -> np.ndarray:
         """Model-rate activity (frames // downsample, S) uint8 from base-rate ``rows`` (valid, S_stored)."""
         labels = downsample_labels(_pad(rows, frames), self.downsample)
-        return labels if self.max_speakers is None else _fit_speakers(labels, self.max_speakers)
+        return labels if self.max_speakers is None else fit_speakers(labels, self.max_speakers)
 
     def mask(self, valid: int, frames: int, scored: np.ndarray | None = None) -> np.ndarray:
         """(frames // downsample,) bool: model frames inside the recording (majority of their base frames),
@@ -184,7 +184,7 @@ def _pad(x: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def _fit_speakers(labels: np.ndarray, speakers: int) -> np.ndarray:
+def fit_speakers(labels: np.ndarray, speakers: int) -> np.ndarray:
     """Labels (frames, S_stored) → (frames, speakers): extra columns must be silent, missing ones are zero."""
     if labels.shape[1] == speakers:
         return labels

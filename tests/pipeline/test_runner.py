@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, LogMel, build_features, frame_labels
+from pipeline import runner, statcache
 from pipeline.audio import stream_mono
 from pipeline.rttm import Segment, parse_rttm, write_rttm
 from stores import Store, load_view, referenced_keys
@@ -254,3 +255,29 @@ def test_parallel_run_matches_serial_run(corpus):
     assert counts(again) == (3, 0, 0, 3, 0)
     assert entry_keys(store) == parallel
     assert store.verify().ok
+
+
+def test_work_starts_before_the_last_file_is_hashed(corpus, monkeypatch):
+    """Planning and the work overlap: a task is submitted as soon as its keys are known (one job runs it here,
+    in this process, so the order of events is observable)."""
+    audio, rttm, path = corpus
+    events = []
+    hash_file, run_task = statcache.hash_file, runner.run_task
+
+    def hashing(file):
+        events.append(("hash", Path(file).stem))
+        return hash_file(file)
+
+    def running(task):
+        events.append(("run", task.rec_id))
+        return run_task(task)
+
+    monkeypatch.setattr(statcache, "hash_file", hashing)
+    monkeypatch.setattr(runner, "run_task", running)
+    summary, _ = run(audio, rttm, path, jobs=1)
+    assert summary.ok and counts(summary) == (3, 3, 0, 0, 0)
+    assert events.index(("run", "rec00")) < events.index(("hash", "rec02"))
+
+    events.clear()
+    again, _ = run(audio, rttm, path, jobs=1)  # the stat cache was saved when planning ended: nothing is re-read
+    assert counts(again) == (3, 0, 0, 3, 0) and events == []

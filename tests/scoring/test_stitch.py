@@ -207,3 +207,22 @@ def test_tune_picks_the_best_threshold():
 
     assert tune(posteriors, references, None, 0.1, [0.7, 0.5], [3, 1], scorer=scorer) == (0.7, 3, 1.0)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("batch", [2, 3, 50])
+def test_batches_of_chunks_stitch_exactly_like_single_chunks(batch):
+    truth = _truth(700, 3, seed=11)
+    rng = np.random.default_rng(4)
+    perms = {}
+
+    def single(x):  # each chunk's speakers in a fixed random order, keyed by the chunk's content
+        key = x.tobytes()
+        perms.setdefault(key, rng.permutation(3))
+        return x[:, perms[key]]
+
+    def stacked(x):
+        return np.stack([single(chunk) for chunk in x])
+
+    read = lambda start, n: truth[start : start + n]  # noqa: E731
+    expected = stitched_posteriors(single, read, 700, 100, 50)
+    np.testing.assert_array_equal(stitched_posteriors(stacked, read, 700, 100, 50, batch=batch), expected)

@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
 
 from pipeline import FeaturesRequest, build_features
-from stores import ArraySpec, EntryReader, Store, content_key, load_view
+from pipeline.discover import Recording
+from pipeline.runner import RunSummary, _plan
+from stores import ArraySpec, EntryReader, Segment, Store, content_key, load_view
 from training.windows import Normalizer, WindowFormat, cut_window
 from stores.errors import AgencerdasError
 from stores import default_codec
@@ -71,6 +76,61 @@ def put(store: Store, name: str, seed: int = 0) -> tuple[str, np.ndarray]:
         writer.append("feats", array[:20])
         writer.append("feats", array[20:])
     return key, array
+
+
+@contextmanager
+def s3_requests(store: Store) -> Iterator[Counter]:
+    """Count the S3 API calls (ListObjectsV2, HeadObject, GetObject, ...) that ``store`` sends inside the block."""
+    counts: Counter = Counter()
+
+    def count(model, **_):
+        counts[model.name] += 1
+
+    events = store.fs.s3.meta.events
+    events.register("before-call.s3", count)
+    try:
+        yield counts
+    finally:
+        events.unregister("before-call.s3", count)
+
+
+def commit(store: Store, kind: str, key: str) -> None:
+    with store.write(kind, key, {"frames": 4}) as writer:
+        writer.create("feats", SPEC)
+        writer.append("feats", np.zeros((4, 4), np.float32))
+
+
+def test_planning_and_maintenance_cost_a_constant_number_of_requests(tmp_path, s3):
+    """On object storage every existence check is a round trip: planning N recordings, listing keys and
+    gc each list a prefix once, however many recordings and entries there are."""
+    url, options = s3
+    costs = {}
+    for n in (4, 12):
+        store, audio = Store(f"{url}-{n}", options), tmp_path / f"corpus-{n}"
+        audio.mkdir()
+        recordings = []
+        for i in range(n):  # planning only hashes the bytes: they need not decode
+            (audio / f"r{i}.wav").write_bytes(np.random.default_rng([n, i]).bytes(2000))
+            recordings.append(Recording(f"r{i}", audio / f"r{i}.wav", [Segment(0.0, 1.0, "alice")]))
+        request = FeaturesRequest(audio_dir=audio, store=store.url, storage_options=options, progress=False)
+        keys: dict = {}
+        assert len(list(_plan(request, store, recordings, RunSummary(), keys))) == n  # an empty store: all missing
+        for rec in recordings[::2]:  # every other recording is built already
+            for kind, key in zip(("features", "labels"), keys[rec.rec_id]):
+                commit(store, kind, key)
+
+        summary = RunSummary()
+        with s3_requests(store) as planning:
+            tasks = list(_plan(request, store, recordings, summary, {}))
+        assert [t.rec_id for t in tasks] == [r.rec_id for r in recordings[1::2]] and summary.reused == n // 2
+        with s3_requests(store) as listing:
+            assert len(store.keys("features")) == len(store.keys("labels")) == n // 2
+        with s3_requests(store) as collecting:
+            assert store.gc(keep={k for pair in keys.values() for k in pair}, dry_run=True, min_age_s=0) == []
+        costs[n] = {"planning": planning, "keys": listing, "gc": collecting}
+    assert costs[4] == costs[12]
+    assert costs[12]["planning"] == Counter(ListObjectsV2=2)  # features/ and labels/, once each
+    assert costs[12]["keys"] == Counter(ListObjectsV2=2)
 
 
 def test_features_on_s3_read_back_equal_to_a_local_store(tmp_path, s3):

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from training.config import resolve
-from training.loop import Trainer, load_data
+from training.inputs import load_data
+from training.loop import Trainer
 from training.runtime import setup, teardown
 
 

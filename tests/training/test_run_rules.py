@@ -15,7 +15,8 @@ from stores import Store, load_view, save_view
 from stores.errors import AgencerdasError
 from training import runtime
 from training.checkpoint import load_checkpoint
-from training.loop import Trainer, load_data, rank_seed, train
+from training.inputs import load_data
+from training.loop import Trainer, rank_seed, train
 from training.runtime import Runtime
 
 

@@ -102,11 +102,15 @@ def _logged(run) -> list[tuple]:
 
 
 @pytest.mark.parametrize(
-    "workers, dropout", [("NUM_WORKERS=0", "DROPOUT=0.1"), ("NUM_WORKERS=1", "DROPOUT=0.3")], ids=["inline", "worker"]
+    "workers, dropout, path",
+    [("NUM_WORKERS=0", "DROPOUT=0.1", "false"), ("NUM_WORKERS=1", "DROPOUT=0.3", "false"),
+     ("NUM_WORKERS=0", "DROPOUT=0.3", "true")],
+    ids=["inline", "worker", "resident"],
 )
-def test_resume_after_an_epoch_equals_an_uninterrupted_run(toy, tmp_path, workers, dropout):
+def test_resume_after_an_epoch_equals_an_uninterrupted_run(toy, tmp_path, workers, dropout, path):
     # 10 windows of 4 per epoch: 3 steps; MAX_STEPS=3 stops B after its first epoch.
-    stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3", workers, dropout], ["MAX_STEPS=3"])
+    stopped, resumed = _resume_matches(toy, tmp_path, ["EPOCHS=3", workers, dropout, f"DATA_ON_DEVICE={path}"],
+                                       ["MAX_STEPS=3"])
     assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 0, 3)
     assert [r["epoch"] for r in resumed] == [2, 3]
 
@@ -125,9 +129,11 @@ def test_resume_after_a_crash_from_a_mid_epoch_checkpoint(toy, tmp_path, monkeyp
     assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
 
 
-def test_augmented_training_with_a_worker_resumes_exactly_inside_an_epoch(toy, tmp_path):
+@pytest.mark.parametrize("path", ["NUM_WORKERS=1 DATA_ON_DEVICE=false", "DATA_ON_DEVICE=true"],
+                         ids=["worker", "resident"])
+def test_augmented_training_resumes_exactly_inside_an_epoch(toy, tmp_path, path):
     augment = ["AUG_WARP=0.1", "AUG_GAIN_DB=6", "AUG_TILT_DB=6", "AUG_FREQ_MASKS=2", "AUG_MASK_BINS=8"]
-    stopped, _ = _resume_matches(toy, tmp_path, ["EPOCHS=2", "NUM_WORKERS=1", *augment], ["MAX_STEPS=4"])
+    stopped, _ = _resume_matches(toy, tmp_path, ["EPOCHS=2", *path.split(), *augment], ["MAX_STEPS=4"])
     assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["step"]) == (1, 1, 4)
     assert stopped["config"]["aug_warp"] == 0.1
 

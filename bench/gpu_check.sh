@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU check of the trainer (bench/gpu_check.py), for a machine with CUDA and torch but no
+# package registry, in two halves:
+#
+#   bench/gpu_check.sh prepare        here, where pip reaches a registry: the few wheels such a
+#                                     machine lacks (zarr, numcodecs, pyannote.metrics, ...) into
+#                                     .whl/ (about 10 MB; ignored by git), at this venv's versions
+#   bench/gpu_check.sh run [OUT_DIR]  there, from the repository root with .whl/ carried along:
+#                                     installs them into /tmp/site and runs the check (a synthetic
+#                                     135-recording store made on the spot; about 5 minutes on an
+#                                     H100/H200), printing the table and writing OUT_DIR/gpu-check.json
+#   bench/gpu_check.sh tiny           the same code on this CPU in seconds (what the tests run)
+#
+# PY_VERSION (default 3.12) is the GPU machine's Python, for `prepare`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+# What the trainer needs beyond numpy/scipy/pandas/torch/tqdm/psutil/fsspec/xxhash, which such
+# images carry; each at the version this checkout's .venv uses.
+CARRY="zarr numcodecs donfig google-crc32c pyannote.core pyannote.database pyannote.metrics"
+
+case "${1:-}" in
+  prepare)
+    rm -rf .whl && mkdir -p .whl
+    grep -qxF "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/exclude
+    for name in $CARRY; do
+      version=$(.venv/bin/python -c "from importlib.metadata import version; print(version('$name'))")
+      "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "${PY_VERSION:-3.12}" \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        --platform manylinux_2_5_x86_64 -d .whl "$name==$version"
+    done
+    du -sh .whl
+    ;;
+  run)
+    out=${2:-${OUT:-.}}
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 "$PY" -m bench.gpu_check --out "$out/gpu-check.json"
+    ;;
+  tiny)
+    PYTHONPATH=$PWD "${PYTHON:-.venv/bin/python}" -m bench.gpu_check --tiny --recordings 6 --steps 3 \
+      --work "$(mktemp -d)"
+    ;;
+  *)
+    sed -n '2,17p' "$0" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,148 @@
+"""What feeds the training loop: the view's recordings resolved into :class:`Data`, the epoch plan,
+and the batches — the train split resident on the device when it fits, else streamed from the
+store by DataLoader workers — with the material of simulated conversations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from stores import Store, load_view
+from stores.errors import AgencerdasError
+
+from .config import TrainConfig
+from .data import WindowDataset, WindowPlan
+from .resident import ResidentLoader, ResidentWindows, budget_bytes, choose_resident, split_bytes
+from .runtime import Runtime, loader_workers, set_cpu_threads
+from .conversations import SegmentBank
+from .windows import Normalizer, WindowFormat, scored_frames
+
+
+@dataclass
+class Data:
+    """The training inputs resolved from a store and a view."""
+
+    store: Store
+    view_name: str
+    feature_config: dict
+    train: list = field(default_factory=list)  # ViewRecording, labelled, train split
+    validation: list = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # capped base frames per train recording
+    fingerprint: str = ""
+    entries: dict[str, list[str]] = field(default_factory=dict)  # recording id -> [features, labels] of the view
+    scored: dict[str, np.ndarray | None] = field(default_factory=dict)  # labels key -> UEM frames (None: all)
+    pseudo: int = 0  # train recordings whose labels are pseudo labels
+    cap_frames: int | None = None  # AUDIO_CAP_S in base frames (None: whole recordings)
+
+    @property
+    def shift_s(self) -> float:
+        """Seconds per base frame."""
+        return self.feature_config["hop_length"] / self.feature_config["sample_rate"]
+
+    def capped(self, rec) -> int:
+        """Base frames of ``rec`` that training and validation use."""
+        return min(rec.frames, self.cap_frames) if self.cap_frames else rec.frames
+
+    def scored_of(self, recordings: list) -> list[np.ndarray | None]:
+        """Per recording, its base frames inside the UEM (None: every frame is scored)."""
+        return [self.scored.get(r.labels) for r in recordings]
+
+
+def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options: dict) -> Data:
+    """Labelled train/validation recordings of the view; clear errors for what cannot train."""
+    store = Store(store_url, storage_options, create=False)
+    view = load_view(store, view_name)
+    pick = lambda part: [view.recordings[r] for r in view.split(part) if view.recordings[r].labels]  # noqa: E731
+    train = [r for r in pick("train") if not (r.pseudo and cfg.pseudo_weight == 0)]
+    validation = [r for r in pick("validation") if not r.pseudo]  # never scored against pseudo labels
+    entries = {rec_id: [r.features, r.labels or ""] for rec_id, r in sorted(view.recordings.items())}
+    data = Data(store, view_name, view.feature_config, train, validation, fingerprint=view.fingerprint(),
+                entries=entries)
+    data.pseudo = sum(r.pseudo for r in train)
+    if not data.train:
+        raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
+    shift = data.shift_s
+    data.cap_frames = round(cfg.audio_cap_s / shift) if cfg.audio_cap_s > 0 else None
+    data.lengths = [data.capped(r) for r in data.train]
+    # Over the whole entry, not the cap: the normaliser reads its first frames whatever the cap.
+    data.scored = {r.labels: scored_frames(store, r, r.frames) for r in data.train + data.validation}
+    if max(data.lengths) < cfg.window_base_frames:
+        raise AgencerdasError(
+            f"window of {cfg.window} model frames ({cfg.window_base_frames * shift:.0f} s) is longer than every "
+            f"training recording (longest {max(data.lengths) * shift:.0f} s); set WINDOW smaller"
+        )
+    return data
+
+
+def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer,
+                   bank: SegmentBank | None = None) -> WindowDataset:
+    """Windows of ``recordings`` (capped like training) read through the store; only windows
+    planned with an augmentation seed (training's) are augmented, and only training plans hold
+    simulated windows (made from ``bank``)."""
+    return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
+                         cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
+                         cfg.pseudo_weight, cfg.augment, data.scored_of(recordings), bank)
+
+
+def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
+    """The material of simulated conversations (``SIM_PROB`` > 0): the train split's real-labelled
+    recordings (pseudo-labelled ones contribute nothing), capped like training."""
+    if not cfg.sim_prob:
+        return None
+    labels, names = [], []
+    for rec, n in zip(data.train, data.lengths):
+        group = data.store.open("labels", rec.labels)
+        stored = np.asarray(group["labels"][:n])
+        labels.append(np.zeros_like(stored) if rec.pseudo else stored)
+        names.append(list(group.attrs.asdict()["speakers"]))
+    min_frames = max(1, round(cfg.sim_min_segment_s / data.shift_s))
+    scored = [s[:n] if s is not None else None for s, n in zip(data.scored_of(data.train), data.lengths)]
+    return SegmentBank(labels, names, scored, min_frames, cfg.max_speakers, cfg.speaker_ids, cfg.sim_gain_db)
+
+
+def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:
+    """The epoch plan of the train split: this rank's share, augmentation seeds, simulated windows."""
+    return WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
+                      rank=rt.rank, world=rt.world, augment=cfg.augment.active, simulate=cfg.sim_prob)
+
+
+def streaming_loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime,
+            bank: SegmentBank | None = None) -> tuple[DataLoader, WindowPlan]:
+    dataset = window_dataset(cfg, data, data.train, normalizer, bank)
+    plan = training_plan(cfg, data, rt)
+    workers = loader_workers(cfg.num_workers, rt.device)
+    set_cpu_threads(cfg.threads, workers, rt.device)
+    loader = DataLoader(
+        dataset, batch_sampler=plan, num_workers=workers, pin_memory=rt.device.type == "cuda",
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        worker_init_fn=_one_thread,
+        # A private generator: the loader must not draw from the global RNG, or a
+        # resumed run's dropout masks would differ from an uninterrupted one's.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return loader, plan
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batches(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime, progress: bool,
+             bank: SegmentBank | None):
+    """The epoch plan and what yields its batches: the train split resident on the device when it fits
+    the budget (``DATA_ON_DEVICE``), else the streaming DataLoader; and a line saying which and why."""
+    needed = split_bytes(data.store, data.train, data.lengths, cfg.max_speakers)
+    resident, why = choose_resident(cfg.data_on_device, needed, budget_bytes(rt.device, cfg.data_budget))
+    if not resident:
+        loader, plan = streaming_loader(cfg, data, normalizer, rt, bank)
+        return loader, plan, why
+    set_cpu_threads(cfg.threads, 0, rt.device)
+    plan = training_plan(cfg, data, rt)
+    fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,
+                       cfg.augment if cfg.augment.active else None)
+    windows = ResidentWindows(data.store, data.train, data.lengths, data.scored_of(data.train), fmt,
+                              cfg.window_base_frames, cfg.pseudo_weight, rt.device, progress and rt.main, bank)
+    return ResidentLoader(plan, windows), plan, why

@@ -1,0 +1,206 @@
+"""The train split held on the training device, with every batch built there by index arithmetic.
+
+At GPU speed a step wants thousands of windows per second (an optimized window is 7,500 x 80
+base frames, 1.2 MB of float16): per-window slicing, normalising and augmenting in loader
+workers cannot feed that, and copying the windows to the device costs as much as the step.
+The whole demo split is ~340 MB of float16 features, so when the split fits a budget it is
+loaded once, packed into one tensor per array with per-recording offsets, and a batch is a
+gather plus batched tensor operations: normalise, augment, pad and mask, downsample.
+
+The batches equal those of :class:`training.data.WindowDataset` for the same windows (the
+same :class:`~training.windows.WindowFormat` rules; augmentation drawn from the same
+per-window seeds), within float rounding, so the epoch plan, resume and DDP sharding are
+those of the streaming path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from stores import Store, ViewRecording
+from stores.errors import AgencerdasError
+
+from .augment import affine, keep
+from .data import SIMULATED, Window
+from .conversations import FLOOR, SegmentBank
+from .windows import WindowFormat, fit_speakers
+
+
+def split_bytes(store: Store, recordings: list[ViewRecording], lengths: list[int], max_speakers: int) -> int:
+    """Device bytes of ``recordings`` (capped to ``lengths`` base frames) as packed arrays:
+    features as stored (float16 or float32), uint8 labels and a bool UEM mask per base frame."""
+    if not recordings:
+        return 0
+    feats = store.open("features", recordings[0].features)["feats"]
+    return sum(lengths) * (feats.dtype.itemsize * feats.shape[1] + max_speakers + 1)
+
+
+def budget_bytes(device: torch.device, fraction: float) -> int:
+    """``fraction`` of the memory free now on ``device`` (GPU memory on CUDA, available RAM elsewhere)."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
+    return int(fraction * free)
+
+
+def choose_resident(mode: str, needed: int, budget: int) -> tuple[bool, str]:
+    """Whether the train split goes to the device (``DATA_ON_DEVICE`` = auto | true | false), and why."""
+    fits = needed <= budget
+    why = f"train split {needed / 2**20:.0f} MB, budget {budget / 2**20:.0f} MB"
+    if mode == "false":
+        return False, "streamed from the store (DATA_ON_DEVICE=false)"
+    if mode == "true" and not fits:
+        raise AgencerdasError(f"DATA_ON_DEVICE=true but the {why}; raise DATA_BUDGET (a fraction of free memory) "
+                              "or use DATA_ON_DEVICE=auto to stream when it does not fit")
+    if fits:
+        return True, f"on the device ({why})"
+    return False, f"streamed from the store: the {why} (DATA_BUDGET fraction of free memory)"
+
+
+class ResidentWindows:
+    """Packed train split on ``device``; :meth:`batch` turns planned windows into a training batch.
+
+    Arrays: features (T, n_mels) float16, labels (T, max_speakers) uint8, scored (T,) bool, where
+    T is the sum of the recordings' (capped) base frames; recording i occupies rows
+    ``[offsets[i], offsets[i] + lengths[i])``.
+    """
+
+    def __init__(self, store: Store, recordings: list[ViewRecording], lengths: list[int],
+                 scored: list[np.ndarray | None], fmt: WindowFormat, frames: int, pseudo_weight: float,
+                 device: torch.device, progress: bool = True, bank: SegmentBank | None = None):
+        if fmt.max_speakers is None:
+            raise ValueError("a resident split needs the model's max_speakers")
+        self.fmt, self.frames, self.device, self.bank = fmt, frames, device, bank
+        total = int(sum(lengths))
+        first = store.open("features", recordings[0].features)["feats"]
+        dtype = torch.float16 if first.dtype == np.float16 else torch.float32  # as stored: no rounding
+        self.features = torch.empty(total, first.shape[1], dtype=dtype, device=device)
+        self.labels = torch.empty(total, fmt.max_speakers, dtype=torch.uint8, device=device)
+        self.scored = torch.ones(total, dtype=torch.bool, device=device)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        bar = tqdm(zip(recordings, lengths, offsets, scored), total=len(recordings), unit="rec",
+                   desc=f"train split to {device.type}", disable=not progress, leave=False)
+        for rec, n, at, inside in bar:  # one pass over the store
+            feats = np.asarray(store.open("features", rec.features)["feats"][:n])
+            labels = fit_speakers(np.asarray(store.open("labels", rec.labels)["labels"][:n]), fmt.max_speakers)
+            self.features[at : at + n] = torch.from_numpy(feats).to(device)
+            self.labels[at : at + n] = torch.from_numpy(labels).to(device)
+            if inside is not None:
+                self.scored[at : at + n] = torch.from_numpy(inside[:n]).to(device)
+        self.offsets = torch.from_numpy(offsets).to(device)
+        self.lengths = torch.tensor(lengths, dtype=torch.int64, device=device)
+        self.host_lengths = list(lengths)  # to tell padded windows without a device round trip
+        self.host_offsets = offsets  # simulated windows' gather recipes are built on the host
+        self.weights = torch.tensor([pseudo_weight if r.pseudo else 1.0 for r in recordings], device=device)
+        norm = fmt.normalizer
+        self._scale = torch.from_numpy((1.0 / norm.std).astype(np.float32)).to(device)
+        self._shift = torch.from_numpy((norm.mean / norm.std).astype(np.float32)).to(device)
+        self._steps = torch.arange(frames, device=device)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.features, self.labels, self.scored))
+
+    def batch(self, windows: list[Window]) -> dict[str, torch.Tensor]:
+        """The training batch of ``windows`` ((recording, start in base frames[, augmentation seed])):
+        ``feats`` (B, window, D) float32, ``labels`` (B, window, S) float32, ``mask`` (B, window)
+        bool and ``weight`` (B,) at the model rate, as :class:`~training.data.WindowDataset` gives."""
+        b, frames, n_mels = len(windows), self.frames, self.features.shape[1]
+        recipes = {i: self.bank.recipe(w[1], frames) for i, w in enumerate(windows) if w[0] == SIMULATED}
+        # A simulated window stands in as recording 0 from frame 0 until its own rows replace it.
+        real = [(0, 0) if i in recipes else (w[0], w[1]) for i, w in enumerate(windows)]
+        rec = torch.tensor([r for r, _ in real], device=self.device)
+        start = torch.tensor([s for _, s in real], device=self.device)
+        pos = start[:, None] + self._steps[None]  # (B, frames) base frame within the recording
+        length = self.lengths[rec][:, None]
+        valid = pos < length
+        rows = (self.offsets[rec][:, None] + torch.minimum(pos, length - 1)).reshape(-1)  # clamped inside
+        if recipes:
+            x = self._mixed(real, recipes)
+            simulated = torch.tensor([i in recipes for i in range(b)], device=self.device)
+            valid = valid | simulated[:, None]
+        else:
+            x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
+        if self.fmt.augment is not None and len(windows[0]) > 2:
+            draws = [self.fmt.augment.draw(np.random.default_rng(w[2]), n_mels) for w in windows]
+            warp, offset = affine(draws, n_mels, self.device)
+            # One pass: ((x @ warp + offset) * scale - shift) * keep, the masks and the normaliser
+            # folded into the warp's columns (the masks zero bands after normalisation).
+            bands = keep(draws, n_mels, self.device)  # (B, n_mels)
+            column = self._scale[None] * bands
+            bias = ((offset * self._scale - self._shift) * bands)[:, None, :]
+            if warp is not None:
+                x = torch.baddbmm(bias, x, warp * column[:, None, :])
+            else:
+                x = x.mul_(column[:, None, :]).add_(bias)
+        else:
+            x = x.mul_(self._scale).sub_(self._shift)
+        if any(start + frames > self.host_lengths[r] for r, start in real):
+            x.mul_(valid[..., None])  # padding is zero after normalisation, as cut_window pads
+        ds = self.fmt.downsample
+        groups = x.reshape(b, frames // ds, ds, n_mels)
+        feats = groups.reshape(b, frames // ds, ds * n_mels) if self.fmt.pooling == "stack" else groups.mean(dim=2)
+        labels = self.labels.index_select(0, rows).view(b, frames, -1) * valid[..., None]
+        inside = valid & self.scored.index_select(0, rows).view(b, frames)
+        for i, recipe in recipes.items():  # labels exactly from the layout; every frame scored
+            labels[i] = torch.from_numpy(recipe.labels(self.fmt.max_speakers)).to(self.device)
+            inside[i] = True
+        return {
+            "feats": feats,
+            "labels": _majority(labels, ds).float(),
+            "mask": _majority(inside[..., None], ds)[..., 0],
+            "weight": torch.where(simulated, 1.0, self.weights[rec]) if recipes else self.weights[rec],
+        }
+
+    def _mixed(self, real: list[tuple[int, int]], recipes: dict) -> torch.Tensor:
+        """Raw log-mel (B, frames, n_mels) float32: the real windows' rows ((recording, start) each), and each
+        simulated window's layers (background, then one per speaker) mixed in the power domain,
+        log(e^a + e^b), as :func:`training.conversations.render` mixes them on the host."""
+        b, frames = len(real), self.frames
+        layers = 1 + self.fmt.max_speakers
+        index = np.full((b, layers, frames), -1, dtype=np.int64)
+        gains = np.zeros((b, layers), dtype=np.float32)
+        steps = np.arange(frames)
+        for i, (rec, start) in enumerate(real):
+            if i not in recipes:  # built on the host too: no device-to-host copy in the step
+                index[i, 0] = self.host_offsets[rec] + np.minimum(start + steps, self.host_lengths[rec] - 1)
+        for i, recipe in recipes.items():
+            for layer, runs in enumerate([recipe.background, *recipe.slots]):
+                for dst, rec, src, n in runs:
+                    index[i, layer, dst : dst + n] = self.host_offsets[rec] + src + np.arange(n)
+            gains[i, 1 : 1 + len(recipe.gains)] = recipe.gains
+        index_t, gains_t = torch.from_numpy(index).to(self.device), torch.from_numpy(gains).to(self.device)
+        x = torch.full((b, frames, self.features.shape[1]), -torch.inf, device=self.device)
+        for layer in range(layers):
+            present = index_t[:, layer] >= 0
+            if not bool(present.any()):
+                continue
+            values = self.features.index_select(0, index_t[:, layer].clamp(min=0).reshape(-1)).view(x.shape).float()
+            mixed = torch.logaddexp(x, values + gains_t[:, layer, None, None])
+            x = torch.where(present[..., None], mixed, x)
+        return torch.where(torch.isneginf(x), FLOOR, x)
+
+
+def _majority(y: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, frames, C) 0/1 → (B, frames // factor, C) bool: on when on in at least half of a group
+    (the rule of ``stores.downsample_labels``)."""
+    b, frames, c = y.shape
+    n = frames // factor
+    groups = y[:, : n * factor].reshape(b, n, factor, c).sum(dim=2, dtype=torch.int32)
+    return 2 * groups >= factor
+
+
+class ResidentLoader:
+    """The epoch plan's batches built by a :class:`ResidentWindows`: what the loop iterates instead of
+    a DataLoader (no workers, no host-to-device copies)."""
+
+    def __init__(self, plan, windows: ResidentWindows):
+        self.plan, self.windows = plan, windows
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self):
+        for batch in self.plan:
+            yield self.windows.batch(batch)
