@@ -156,30 +156,48 @@ class ResidentWindows:
     def _mixed(self, real: list[tuple[int, int]], recipes: dict) -> torch.Tensor:
         """Raw log-mel (B, frames, n_mels) float32: the real windows' rows ((recording, start) each), and each
         simulated window's layers (background, then one per speaker) mixed in the power domain,
-        log(e^a + e^b), as :func:`training.conversations.render` mixes them on the host."""
-        b, frames = len(real), self.frames
-        layers = 1 + self.fmt.max_speakers
-        index = np.full((b, layers, frames), -1, dtype=np.int64)
-        gains = np.zeros((b, layers), dtype=np.float32)
-        steps = np.arange(frames)
-        for i, (rec, start) in enumerate(real):
-            if i not in recipes:  # built on the host too: no device-to-host copy in the step
-                index[i, 0] = self.host_offsets[rec] + np.minimum(start + steps, self.host_lengths[rec] - 1)
-        for i, recipe in recipes.items():
-            for layer, runs in enumerate([recipe.background, *recipe.slots]):
-                for dst, rec, src, n in runs:
-                    index[i, layer, dst : dst + n] = self.host_offsets[rec] + src + np.arange(n)
-            gains[i, 1 : 1 + len(recipe.gains)] = recipe.gains
-        index_t, gains_t = torch.from_numpy(index).to(self.device), torch.from_numpy(gains).to(self.device)
-        x = torch.full((b, frames, self.features.shape[1]), -torch.inf, device=self.device)
-        for layer in range(layers):
-            present = index_t[:, layer] >= 0
-            if not bool(present.any()):
+        log(e^a + e^b + ...), as :func:`training.conversations.render` mixes them on the host.
+
+        Each layer touches only the frames its runs cover (a speaker's turns, not the whole window):
+        the recipe's positions and source rows are built on the host, the gather and mix on the device.
+        """
+        b, frames, n_mels = len(real), self.frames, self.features.shape[1]
+        power = torch.zeros((b * frames, n_mels), device=self.device)
+        covered = np.zeros(b * frames, dtype=bool)
+        for layer in range(1 + self.fmt.max_speakers):
+            runs = []  # (first position in the batch, first source row, frames, gain)
+            for i, (rec, start) in enumerate(real):
+                if i not in recipes:
+                    if layer == 0:  # a real window: its own rows (its padding is zeroed after normalisation)
+                        valid = min(frames, self.host_lengths[rec] - start)
+                        runs.append((i * frames, self.host_offsets[rec] + start, valid, 0.0))
+                    continue
+                recipe = recipes[i]
+                if layer > len(recipe.slots):  # fewer speakers in this window than the model has outputs
+                    continue
+                gain = 0.0 if layer == 0 else float(recipe.gains[layer - 1])
+                runs += [(i * frames + dst, self.host_offsets[src_rec] + src, n, gain)
+                         for dst, src_rec, src, n in (recipe.background if layer == 0 else recipe.slots[layer - 1])]
+            if not runs:
                 continue
-            values = self.features.index_select(0, index_t[:, layer].clamp(min=0).reshape(-1)).view(x.shape).float()
-            mixed = torch.logaddexp(x, values + gains_t[:, layer, None, None])
-            x = torch.where(present[..., None], mixed, x)
-        return torch.where(torch.isneginf(x), FLOOR, x)
+            first, source, length, gain = (np.asarray(column) for column in zip(*runs))
+            where, rows = _spans(first, length), _spans(source, length)
+            covered[where] = True
+            where_t = torch.from_numpy(where).to(self.device)
+            values = self.features.index_select(0, torch.from_numpy(rows).to(self.device)).float()
+            if gain.any():
+                values += torch.from_numpy(np.repeat(gain.astype(np.float32), length)).to(self.device)[:, None]
+            power.index_add_(0, where_t, values.exp_())  # sources add in power
+        x = power.log_()
+        if not covered.all():  # frames no layer reached: silence at the log floor, as render() leaves them
+            x.index_fill_(0, torch.from_numpy(np.flatnonzero(~covered)).to(self.device), FLOOR)
+        return x.view(b, frames, n_mels)
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integers of the runs [starts[r], starts[r] + lengths[r]), concatenated (int64)."""
+    firsts = np.cumsum(lengths) - lengths
+    return np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()))
 
 
 def _majority(y: torch.Tensor, factor: int) -> torch.Tensor:
