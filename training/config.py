@@ -53,8 +53,10 @@ class TrainConfig:
     aug_freq_masks: int = 2  # SpecAugment frequency masks per window ...
     aug_mask_bins: int = 8  # ... each up to this many mel bins wide
     # simulated conversations (training/conversations.py): this fraction of each epoch's training windows
-    # are laid out anew from single-speaker regions of the train split, with its turn-taking statistics
-    sim_prob: float = 0.0
+    # are laid out anew from single-speaker regions of the train split, with its turn-taking statistics.
+    # 0.5 on the demo corpus (optimized, 2 seeds): validation DER 22.5/16.0% -> 18.3/13.7%, test DER on
+    # unseen voices unchanged within seed noise (23.1/24.1% -> 23.2/24.6%); see the README.
+    sim_prob: float = 0.5
     sim_min_segment_s: float = 0.5  # shortest single-speaker region used as material
     sim_gain_db: float = 3.0  # per-speaker level in [-g, g] dB
     speaker_ids: str = "recording"  # recording: each (recording, speaker) a source; global: RTTM names are people

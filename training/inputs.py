@@ -111,7 +111,9 @@ def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:
 
 def streaming_loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime,
             bank: SegmentBank | None = None) -> tuple[DataLoader, WindowPlan]:
-    dataset = window_dataset(cfg, data, data.train, normalizer, bank)
+    """The streaming path: DataLoader workers cut the plan's windows from the store (simulated ones
+    from ``bank``, made here when the plan needs one and none is given)."""
+    dataset = window_dataset(cfg, data, data.train, normalizer, bank if bank is not None else segment_bank(cfg, data))
     plan = training_plan(cfg, data, rt)
     workers = loader_workers(cfg.num_workers, rt.device)
     set_cpu_threads(cfg.threads, workers, rt.device)

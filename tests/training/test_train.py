@@ -194,8 +194,9 @@ def test_a_run_saved_before_augmentation_existed_resumes_without_it(toy, tmp_pat
         save_checkpoint(tmp_path / "run" / name, ckpt)
     with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db.*resume it with AUG_FREQ"):
         toy.train(tmp_path / "run", "EPOCHS=2", resume=True)  # today's default augments: not the same run
-    no_augmentation = [f"{k}=0" for k in ADDED_FIELDS if k.startswith("aug_")]
-    assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *no_augmentation, resume=True)] == [2]
+    # the values those runs had: no augmentation and (since simulated conversations) SIM_PROB=0
+    as_before = [f"{k}={v}" for k, v in ADDED_FIELDS.items() if k.startswith(("aug_", "sim_"))]
+    assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *as_before, resume=True)] == [2]
 
 
 def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path):
