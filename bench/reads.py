@@ -32,9 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from stores import EntryReader, Store, ViewRecording
 
 from training.config import TrainConfig
-from training.inputs import Data, load_data, streaming_loader
+from training.conversations import SegmentBank
+from training.inputs import Data, load_data, segment_bank, streaming_loader, window_dataset
 from training.runtime import setup
-from training.data import WindowPlan
+from training.data import SIMULATED, WindowPlan
 from training.resident import ResidentWindows
 from training.windows import Normalizer, WindowFormat, cut_window
 
@@ -165,31 +166,57 @@ def _trainer_warm(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds:
     return iterate_for(epochs(), _windows, seconds, skip=len(plan))  # the first epoch warms the caches
 
 
-def _resident(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds: float) -> tuple[Throughput, int]:
-    """Windows/s of the device-resident batch builder on this CPU with one thread (epoch-plan order,
-    the preset's augmentation), and its bytes of memory traffic per window."""
-    fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,
-                       cfg.augment if cfg.augment.active else None)
-    windows = ResidentWindows(data.store, data.train, data.lengths, data.scored_of(data.train), fmt,
-                              cfg.window_base_frames, cfg.pseudo_weight, torch.device("cpu"), progress=False)
-    plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
-                      augment=cfg.augment.active)
+def simulated_windows(batch: int, seed: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Endless batches of simulated conversations only: (SIMULATED, recipe seed, augmentation seed)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield [(SIMULATED, int(rng.integers(0, 2**63)), int(rng.integers(0, 2**63))) for _ in range(batch)]
 
-    def epochs() -> Iterator[dict[str, torch.Tensor]]:
-        for epoch in itertools.count():
-            plan.set_epoch(epoch)
-            for batch in plan:
-                yield windows.batch(batch)
 
+def _planned(plan: WindowPlan) -> Iterator[list[Window]]:
+    for epoch in itertools.count():
+        plan.set_epoch(epoch)
+        yield from plan
+
+
+def _one_thread_rate(batches: Iterator[dict[str, torch.Tensor]], seconds: float) -> Throughput:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rate = iterate_for(epochs(), _windows, seconds, skip=1)
+        return iterate_for(batches, _windows, seconds, skip=1)
     finally:
         torch.set_num_threads(threads)
+
+
+def _resident(cfg: TrainConfig, data: Data, normalizer: Normalizer, bank: SegmentBank | None,
+              seconds: float) -> dict[str, Any]:
+    """Windows/s of the device-resident batch builder on this CPU with one thread, the preset's
+    augmentation: epoch-plan order with the preset's simulated share (``trainer``, as the trainer
+    reads) and without (``real``), and simulated windows alone (``simulated``, when the preset
+    simulates); and its bytes of memory traffic per real window."""
+    fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,
+                       cfg.augment if cfg.augment.active else None)
+    windows = ResidentWindows(data.store, data.train, data.lengths, data.scored_of(data.train), fmt,
+                              cfg.window_base_frames, cfg.pseudo_weight, torch.device("cpu"), progress=False, bank=bank)
+    plans = {"trainer": cfg.sim_prob, "real": 0.0} if bank is not None else {"trainer": 0.0}
+    out = {}
+    for name, share in plans.items():
+        plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
+                          augment=cfg.augment.active, simulate=share)
+        out[name] = _one_thread_rate(map(windows.batch, _planned(plan)), seconds).to_dict()
+    if bank is not None:
+        out["simulated"] = _one_thread_rate(map(windows.batch, simulated_windows(cfg.batch, cfg.seed)), seconds).to_dict()
     n_mels = windows.features.shape[1]
     # float16 gathered, written as float32, read and written once more by the fused transform
-    return rate, cfg.window_base_frames * n_mels * (windows.features.element_size() + 3 * 4)
+    out["bytes_per_window"] = cfg.window_base_frames * n_mels * (windows.features.element_size() + 3 * 4)
+    return out
+
+
+def _streamed_simulated(cfg: TrainConfig, data: Data, normalizer: Normalizer, bank: SegmentBank,
+                        seconds: float) -> Throughput:
+    """Simulated windows/s of the streaming path in one process (rendered on the host from the store's rows)."""
+    dataset = window_dataset(cfg, data, data.train, normalizer, bank)
+    return _rate(dataset, simulated_windows(cfg.batch, cfg.seed), 1, seconds)
 
 
 def read_section(store_url: str, view: str, cfg: TrainConfig, budget_s: float, notebook_items: int,
@@ -213,17 +240,24 @@ def read_section(store_url: str, view: str, cfg: TrainConfig, budget_s: float, n
             runs[name][key] = _rate(dataset, batches, processes, budget_s).to_dict()
         batches = random_windows(data.lengths, frames, 1, seed=processes)
         runs["notebook"][key] = _rate(notebook, batches, processes, 0.0, notebook_items, notebook_items).to_dict()
-    progress("window reads: the device-resident batch builder, 1 thread")
-    resident, traffic = _resident(cfg, data, normalizer, budget_s)
-    runs["resident"] = {"1": resident.to_dict()}
+    progress("window reads: the device-resident batch builder, 1 thread; simulated conversations")
+    bank = segment_bank(cfg, data)
+    resident = _resident(cfg, data, normalizer, bank, budget_s)
+    runs["resident"] = {"1": resident.pop("trainer")}
+    runs["resident"]["1"]["bytes_per_window"] = traffic = resident.pop("bytes_per_window")
+    runs["resident"]["1"]["gb_per_s"] = runs["resident"]["1"]["per_s"] * traffic / 1e9
+    if bank is not None:
+        streamed = _streamed_simulated(cfg, data, normalizer, bank, budget_s).to_dict()
+        runs["simulation"] = {"sim_prob": cfg.sim_prob, "resident_real": resident["real"],
+                              "resident_simulated": resident["simulated"], "streamed_simulated": streamed}
     ratios = {
         f"{name}_vs_{base}": {k: ratio(runs[name][k]["per_s"], runs[base][k]["per_s"]) for k in map(str, PROCESSES)}
         for name in ("trainer_cold", "trainer_warm", "zarr")
         for base in ("numpy", "notebook")
     }
-    ratios["resident_vs_trainer_warm"] = {"1": ratio(resident.per_s, runs["trainer_warm"]["1"]["per_s"])}
-    runs["resident"]["1"]["bytes_per_window"] = traffic
-    runs["resident"]["1"]["gb_per_s"] = resident.per_s * traffic / 1e9
+    ratios["resident_vs_trainer_warm"] = {"1": ratio(runs["resident"]["1"]["per_s"], runs["trainer_warm"]["1"]["per_s"])}
+    if bank is not None:  # what the simulated share costs the device path (the trainer's mix vs real windows only)
+        ratios["resident_trainer_vs_real"] = {"1": ratio(runs["resident"]["1"]["per_s"], resident["real"]["per_s"])}
     return {"preset": cfg.preset, "window_base_frames": frames, "downsample": cfg.downsample, "batch": cfg.batch,
             "cache_mb": cfg.cache_mb, "shuffle_group": cfg.shuffle_group, "train_recordings": len(data.train),
             "train_frames": int(sum(data.lengths)), **runs, "ratios": ratios}

@@ -103,6 +103,9 @@ def targets(result: dict[str, Any]) -> list[Target]:
     for preset, run in result.get("loader", {}).items():
         if preset in STEP_PRESETS:
             found.append(Target(f"loader stall, {preset}: real / synthetic step time", run["stall"], 1.05, False))
+            if "simulation_cost" in run:
+                found.append(Target(f"simulation, {preset}: step with / without {100 * run['sim_prob']:.0f}% simulated "
+                                    "windows", run["simulation_cost"], 1.05, False))
     memory = result.get("memory", {}).get("feature_stage")
     if memory:
         found.append(Target(f"feature-stage peak RSS, {memory['long']['minutes']:g}-min file (MB); limit 1.2 x "
@@ -182,6 +185,13 @@ def _reads(reads: dict[str, Any]) -> list[str]:
                 f"1 thread): {r['per_s']:.0f} windows/s, "
                 f"{reads['ratios']['resident_vs_trainer_warm']['1']:.2f}x the warm trainer loader in 1 process; "
                 f"{r['gb_per_s']:.2f} GB/s of memory traffic at {r['bytes_per_window'] / 2**20:.1f} MiB per window.", ""]
+    if "simulation" in reads:
+        sim = reads["simulation"]
+        out += [f"Simulated conversations, 1 thread: the device-resident builder makes "
+                f"{sim['resident_simulated']['per_s']:.0f} simulated windows/s ({sim['resident_real']['per_s']:.0f} "
+                f"real ones; {reads['ratios']['resident_trainer_vs_real']['1']:.2f}x the real-only rate with the "
+                f"trainer's {100 * sim['sim_prob']:.0f}% simulated), the streaming path renders "
+                f"{sim['streamed_simulated']['per_s']:.0f}/s on the host.", ""]
     return out
 
 

@@ -92,7 +92,8 @@ def _trainer(preset: str, overrides: list[str], store_url: str, view: str, out_d
 
 
 def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float, out_dir: str) -> dict[str, Any]:
-    """Per preset: step time with the real loader vs synthetic batches, and peak memory (MiB)."""
+    """Per preset: step time with the real loader vs synthetic batches, with and without the preset's
+    simulated conversations, and peak memory (MiB)."""
     rt = setup("auto", "auto")
     results = {"device": str(rt.device), "precision": rt.precision, "torch_threads": torch.get_num_threads()}
     with RssSampler() as sampler:
@@ -106,6 +107,13 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
             fake = synthetic_batches(cfg, trainer.data.feature_config["n_mels"], cfg.batch, rt.device)
             synthetic = time_steps(trainer, itertools.cycle(fake), budget_s)
             real = time_steps(trainer, real_batches(trainer), budget_s)
+            simulation = {}
+            if cfg.sim_prob:  # the same trainer with its plan's simulated share off: what simulation costs a step
+                trainer.plan.simulate = 0.0
+                without = time_steps(trainer, real_batches(trainer), budget_s)
+                trainer.plan.simulate = cfg.sim_prob
+                simulation = {"sim_prob": cfg.sim_prob, "real_without_simulation": without,
+                              "simulation_cost": ratio(real["mean_step_s"], without["mean_step_s"])}
             results[preset] = {
                 "batch": cfg.batch, "window": cfg.window, "downsample": cfg.downsample, "dim": cfg.dim,
                 "blocks": cfg.blocks, "num_workers": cfg.num_workers, "real": real, "synthetic": synthetic,
@@ -113,6 +121,7 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
                 "stall": ratio(real["mean_step_s"], synthetic["mean_step_s"]), "peak_rss_mb": sampler.peak_self_mb,
                 "workers_peak_rss_mb": sampler.peak_children_mb,
                 "cuda_peak_mb": torch.cuda.max_memory_allocated(rt.device) / 2**20 if rt.device.type == "cuda" else None,
+                **simulation,
             }
             del trainer, fake
             gc.collect()  # ends this preset's loader workers before the next preset is timed

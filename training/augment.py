@@ -95,16 +95,32 @@ def affine(draws: list[Draw], n_mels: int, device: torch.device) -> tuple[torch.
     alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32, device=device)
     warp = None
     if bool((alpha != 1.0).any()):
-        pos = torch.clamp(bins[None] * alpha[:, None], max=n_mels - 1)  # (B, n_mels)
-        low = pos.long()
-        frac = pos - low
+        low, high, frac = _reads(alpha, n_mels)
         warp = torch.zeros(len(draws), n_mels, n_mels, device=device)
         warp.scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
-        warp.scatter_add_(1, torch.clamp(low + 1, max=n_mels - 1)[:, None], frac[:, None])
+        warp.scatter_add_(1, high[:, None], frac[:, None])
     gain = torch.tensor([d.gain_db for d in draws], dtype=torch.float32, device=device)
     tilt = torch.tensor([d.tilt_db for d in draws], dtype=torch.float32, device=device)
     offset = (gain[:, None] + tilt[:, None] * (bins / max(1, n_mels - 1) - 0.5)) * _LN_PER_DB
     return warp, offset
+
+
+def _reads(alpha: torch.Tensor, n_mels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where output bin i of a mel stretch by ``alpha`` (N,) reads: input bins ``low`` and ``high``
+    (N, n_mels) int64, mixed as ``(1 - frac) * x[low] + frac * x[high]`` (position i * alpha,
+    clamped at the top bin)."""
+    bins = torch.arange(n_mels, dtype=torch.float32, device=alpha.device)
+    pos = torch.clamp(bins[None] * alpha[:, None], max=n_mels - 1)
+    low = pos.long()
+    return low, torch.clamp(low + 1, max=n_mels - 1), pos - low
+
+
+def stretch_rows(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Log-mel rows ``x`` (N, n_mels) float32 with row r stretched along the mel axis by ``alpha[r]``
+    (N,): the warp of :func:`affine` as a gather, for rows that each carry their own factor (a
+    simulated conversation's speakers); a new tensor. Costs two (N, n_mels) int64 index tensors."""
+    low, high, frac = _reads(alpha.to(torch.float32), x.shape[1])
+    return torch.lerp(x.gather(1, low), x.gather(1, high), frac)
 
 
 def keep(draws: list[Draw], n_mels: int, device: torch.device) -> torch.Tensor:

@@ -59,6 +59,7 @@ class TrainConfig:
     sim_prob: float = 0.5
     sim_min_segment_s: float = 0.5  # shortest single-speaker region used as material
     sim_gain_db: float = 3.0  # per-speaker level in [-g, g] dB
+    sim_warp: float = 0.0  # per-speaker mel-axis stretch in [1 - w, 1 + w]: one source voice becomes several
     speaker_ids: str = "recording"  # recording: each (recording, speaker) a source; global: RTTM names are people
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
     epochs: int = 15
@@ -113,6 +114,8 @@ class TrainConfig:
                             f"data_budget in (0, 1] (got {self.data_budget})")
         if not 0.0 <= self.sim_prob < 1.0 or self.sim_min_segment_s <= 0 or self.sim_gain_db < 0:
             problems.append(f"sim_prob must be in [0, 1) (got {self.sim_prob}), sim_min_segment_s > 0, sim_gain_db >= 0")
+        if not 0.0 <= self.sim_warp < 1.0:
+            problems.append(f"sim_warp must be in [0, 1), got {self.sim_warp}")
         if self.speaker_ids not in ("recording", "global"):
             problems.append(f"speaker_ids must be 'recording' or 'global', got {self.speaker_ids!r}")
         if min(self.aug_gain_db, self.aug_tilt_db, self.aug_freq_masks, self.aug_mask_bins) < 0:
@@ -143,7 +146,7 @@ class TrainConfig:
 #: Fields added after checkpoints were first written, with the values that reproduce what runs saved
 #: before them did (no augmentation), so such a run resumes when given those values.
 ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
-                "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0,
+                "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "sim_warp": 0.0,
                 "speaker_ids": "recording"}
 
 

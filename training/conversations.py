@@ -12,8 +12,9 @@ single-speaker stretches of the training labels are that material, already featu
   and speakers per recording;
 * :meth:`SegmentBank.recipe` lays out one window from a seed: k speakers (k drawn from
   the corpus's distribution) from k different identities, turns whose lengths, pauses
-  and overlaps are drawn from the measured distributions, a per-speaker gain, and a
-  background of non-speech frames from the first speaker's recording;
+  and overlaps are drawn from the measured distributions, a per-speaker gain and mel
+  warp (VTLP-like: one source voice becomes several, as a shorter or longer vocal tract
+  would make it), and a background of non-speech frames from the first speaker's recording;
 * the recipe is mixed in the mel-power domain, log(e^a + e^b) of the stored log-mels (what
   the spectra of uncorrelated sources add to), by :func:`render` on the host or by the
   device-resident batch builder; labels come exactly from the layout.
@@ -30,8 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from stores.errors import AgencerdasError
+
+from .augment import stretch_rows
 
 #: A run of rows placed in a window: (first frame in the window, recording, first frame there, frames).
 Run = tuple[int, int, int, int]
@@ -81,12 +85,13 @@ class CorpusStats:
 @dataclass
 class Recipe:
     """One simulated window of ``frames`` base frames: the background runs (covering the whole
-    window), each speaker slot's runs, and each slot's gain in log-power units."""
+    window), each speaker slot's runs, each slot's gain in log-power units and mel-axis stretch."""
 
     frames: int
     background: list[Run]
     slots: list[list[Run]]
-    gains: np.ndarray
+    gains: np.ndarray  # (k,) float32
+    alphas: np.ndarray  # (k,) float32, 1 = the stored voice
 
     def labels(self, max_speakers: int) -> np.ndarray:
         """(frames, max_speakers) uint8: slot s speaks where its runs are, exactly."""
@@ -109,11 +114,13 @@ class SegmentBank:
         speaker_ids: ``recording``: each (recording, speaker) is a source; ``global``: speaker names
             are identities across recordings.
         gain_db: per-speaker gain drawn uniformly in [-gain_db, gain_db].
+        warp: per-speaker mel-axis stretch drawn uniformly in [1 - warp, 1 + warp] (0: none).
     """
 
     def __init__(self, labels: list[np.ndarray], speakers: list[list[str]], scored: list[np.ndarray | None],
-                 min_frames: int, max_speakers: int, speaker_ids: str = "recording", gain_db: float = 3.0):
-        self.max_speakers, self.gain_db = max_speakers, gain_db
+                 min_frames: int, max_speakers: int, speaker_ids: str = "recording", gain_db: float = 3.0,
+                 warp: float = 0.0):
+        self.max_speakers, self.gain_db, self.warp = max_speakers, gain_db, warp
         by_identity: dict[object, list[tuple[int, int, int]]] = {}  # identity -> [(rec, start, length)]
         self.silence: list[list[tuple[int, int]]] = []  # per recording: non-speech (start, length)
         turns, other, same, overlaps, transitions, per_rec = [], [], [], [], 0, {}
@@ -191,7 +198,9 @@ class SegmentBank:
             ends[slot] = t
         background = self._background(rng, int(slots[0][0][1]) if slots[0] else 0, frames)
         gains = rng.uniform(-self.gain_db, self.gain_db, k) * (np.log(10.0) / 10.0) if self.gain_db else np.zeros(k)
-        return Recipe(frames, background, slots, gains.astype(np.float32))
+        # drawn last, so a warp changes the voices and never the layout of the same seed
+        alphas = rng.uniform(1.0 - self.warp, 1.0 + self.warp, k) if self.warp else np.ones(k)
+        return Recipe(frames, background, slots, gains.astype(np.float32), alphas.astype(np.float32))
 
     def _background(self, rng: np.random.Generator, rec: int, frames: int) -> list[Run]:
         """Non-speech runs of ``rec`` (else of any recording) tiled over ``frames``; [] if the corpus has none."""
@@ -224,12 +233,15 @@ def _owner(silence: list[list[tuple[int, int]]], pool: list[tuple[int, int]], in
 
 def render(recipe: Recipe, fetch) -> np.ndarray:
     """The mixed raw log-mel (frames, n_mels) float32 of ``recipe``; ``fetch(rec, start, n)`` returns
-    stored rows (n, n_mels) of a recording. Sources add in power: log(e^a + e^b + ...); frames no
-    source covers are silence at the log floor."""
+    stored rows (n, n_mels) of a recording. Each speaker's rows are stretched and gained, then the
+    sources add in power: log(e^a + e^b + ...); frames no source covers are silence at the log floor."""
     power, covered = None, np.zeros(recipe.frames, dtype=bool)
-    for runs, gain in [(recipe.background, 0.0), *zip(recipe.slots, recipe.gains)]:
+    for runs, gain, alpha in [(recipe.background, 0.0, 1.0), *zip(recipe.slots, recipe.gains, recipe.alphas)]:
         for dst, rec, start, n in runs:
-            rows = np.exp(np.asarray(fetch(rec, start, n), dtype=np.float32) + np.float32(gain))
+            rows = np.asarray(fetch(rec, start, n), dtype=np.float32)
+            if alpha != 1.0:
+                rows = stretch_rows(torch.from_numpy(rows), torch.full((n,), float(alpha))).numpy()
+            rows = np.exp(rows + np.float32(gain))
             if power is None:
                 power = np.zeros((recipe.frames, rows.shape[1]), dtype=np.float32)
             power[dst : dst + n] += rows

@@ -100,7 +100,8 @@ def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
         names.append(list(group.attrs.asdict()["speakers"]))
     min_frames = max(1, round(cfg.sim_min_segment_s / data.shift_s))
     scored = [s[:n] if s is not None else None for s, n in zip(data.scored_of(data.train), data.lengths)]
-    return SegmentBank(labels, names, scored, min_frames, cfg.max_speakers, cfg.speaker_ids, cfg.sim_gain_db)
+    return SegmentBank(labels, names, scored, min_frames, cfg.max_speakers, cfg.speaker_ids, cfg.sim_gain_db,
+                       cfg.sim_warp)
 
 
 def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from stores import Store, ViewRecording
 from stores.errors import AgencerdasError
 
-from .augment import affine, keep
+from .augment import affine, keep, stretch_rows
 from .data import SIMULATED, Window
 from .conversations import FLOOR, SegmentBank
 from .windows import WindowFormat, fit_speakers
@@ -155,8 +155,8 @@ class ResidentWindows:
 
     def _mixed(self, real: list[tuple[int, int]], recipes: dict) -> torch.Tensor:
         """Raw log-mel (B, frames, n_mels) float32: the real windows' rows ((recording, start) each), and each
-        simulated window's layers (background, then one per speaker) mixed in the power domain,
-        log(e^a + e^b + ...), as :func:`training.conversations.render` mixes them on the host.
+        simulated window's layers (background, then one per speaker, stretched and gained) mixed in the
+        power domain, log(e^a + e^b + ...), as :func:`training.conversations.render` mixes them on the host.
 
         Each layer touches only the frames its runs cover (a speaker's turns, not the whole window):
         the recipe's positions and source rows are built on the host, the gather and mix on the device.
@@ -165,26 +165,28 @@ class ResidentWindows:
         power = torch.zeros((b * frames, n_mels), device=self.device)
         covered = np.zeros(b * frames, dtype=bool)
         for layer in range(1 + self.fmt.max_speakers):
-            runs = []  # (first position in the batch, first source row, frames, gain)
+            runs = []  # (first position in the batch, first source row, frames, gain, stretch)
             for i, (rec, start) in enumerate(real):
                 if i not in recipes:
                     if layer == 0:  # a real window: its own rows (its padding is zeroed after normalisation)
                         valid = min(frames, self.host_lengths[rec] - start)
-                        runs.append((i * frames, self.host_offsets[rec] + start, valid, 0.0))
+                        runs.append((i * frames, self.host_offsets[rec] + start, valid, 0.0, 1.0))
                     continue
                 recipe = recipes[i]
                 if layer > len(recipe.slots):  # fewer speakers in this window than the model has outputs
                     continue
-                gain = 0.0 if layer == 0 else float(recipe.gains[layer - 1])
-                runs += [(i * frames + dst, self.host_offsets[src_rec] + src, n, gain)
+                gain, alpha = (0.0, 1.0) if layer == 0 else (float(recipe.gains[layer - 1]), float(recipe.alphas[layer - 1]))
+                runs += [(i * frames + dst, self.host_offsets[src_rec] + src, n, gain, alpha)
                          for dst, src_rec, src, n in (recipe.background if layer == 0 else recipe.slots[layer - 1])]
             if not runs:
                 continue
-            first, source, length, gain = (np.asarray(column) for column in zip(*runs))
+            first, source, length, gain, alpha = (np.asarray(column) for column in zip(*runs))
             where, rows = _spans(first, length), _spans(source, length)
             covered[where] = True
             where_t = torch.from_numpy(where).to(self.device)
             values = self.features.index_select(0, torch.from_numpy(rows).to(self.device)).float()
+            if (alpha != 1.0).any():  # each speaker's own voice warp
+                values = stretch_rows(values, torch.from_numpy(np.repeat(alpha.astype(np.float32), length)).to(self.device))
             if gain.any():
                 values += torch.from_numpy(np.repeat(gain.astype(np.float32), length)).to(self.device)[:, None]
             power.index_add_(0, where_t, values.exp_())  # sources add in power

@@ -45,9 +45,13 @@ def test_reads_loader_memory_store_and_gpu_sections(tiny: dict) -> None:
     for reader in ("trainer_cold", "trainer_warm", "zarr", "numpy", "notebook"):
         assert set(tiny["reads"][reader]) == {"1", "2"}
         assert all(tiny["reads"][reader][k]["per_s"] > 0 for k in ("1", "2"))
+    assert tiny["reads"]["resident"]["1"]["per_s"] > 0
+    simulation = tiny["reads"]["simulation"]  # the presets simulate conversations by default
+    assert all(simulation[row]["per_s"] > 0 for row in ("resident_real", "resident_simulated", "streamed_simulated"))
     for preset in ("original", "optimized", "ultra-fast"):
         run = tiny["loader"][preset]
         assert run["stall"] > 0 and run["peak_rss_mb"] > 0
+        assert run["simulation_cost"] > 0 and run["real_without_simulation"]["steps"] > 0
         assert preset in tiny["memory"]["training"]
     stage = tiny["memory"]["feature_stage"]
     assert stage["short"]["status"] == stage["long"]["status"] == "computed"

@@ -80,3 +80,17 @@ def test_the_same_seed_gives_the_same_perturbation():
 
     np.testing.assert_array_equal(run(5), run(5))
     assert not np.array_equal(run(5), run(6))
+
+
+def test_a_stretch_per_row_is_the_window_warp_of_each_row_s_factor():
+    import torch
+
+    from training.augment import Draw, spectral_batch, stretch_rows
+
+    rows = torch.from_numpy(np.stack([_envelope(peak, 1)[0] for peak in (20, 40, 60)]).astype(np.float32))
+    alphas = torch.tensor([0.8, 1.0, 1.15])
+    got = stretch_rows(rows, alphas)
+    for r, alpha in enumerate(alphas.tolist()):
+        want = spectral_batch(rows[r][None, None], [Draw(alpha=alpha)])[0, 0]
+        torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-5)
+    assert abs(int(got[0].argmax()) - 20 / 0.8) <= 1.0 and torch.equal(got[1], rows[1])

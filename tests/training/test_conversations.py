@@ -12,6 +12,7 @@ from stores.errors import AgencerdasError
 from training.data import SIMULATED, WindowDataset, WindowPlan
 from training.inputs import load_data, segment_bank
 from training.resident import ResidentWindows
+from training.augment import stretch_rows
 from training.conversations import FLOOR, SegmentBank, render
 from training.windows import Normalizer, WindowFormat
 
@@ -31,8 +32,9 @@ def _rows(toy, data):
     return feats, labels
 
 
-def test_labels_are_the_layout_and_the_mix_adds_powers(toy):
-    _, data, bank = _bank(toy)
+@pytest.mark.parametrize("warp", [0.0, 0.2])
+def test_labels_are_the_layout_and_the_mix_adds_powers(toy, warp):
+    _, data, bank = _bank(toy, f"SIM_WARP={warp}")
     feats, labels = _rows(toy, data)
     for seed in range(20):
         recipe = bank.recipe(seed, FRAMES)
@@ -55,10 +57,25 @@ def test_labels_are_the_layout_and_the_mix_adds_powers(toy):
         alone = np.flatnonzero(speech[dst : dst + n] == 1)
         if len(alone):
             voice = feats[rec][src + alone] + recipe.gains[0]
+            if recipe.alphas[0] != 1.0:  # the speaker's own voice warp
+                voice = stretch_rows(torch.from_numpy(voice), torch.full((len(alone),), float(recipe.alphas[0]))).numpy()
             np.testing.assert_allclose(mixed[dst + alone], np.logaddexp(background[dst + alone], voice), rtol=1e-5, atol=1e-5)
         silent = speech == 0
         expected_bg = np.where(np.isneginf(background[silent]), FLOOR, background[silent])
         np.testing.assert_allclose(mixed[silent], expected_bg, rtol=1e-6, atol=1e-5)  # exp, then log: float32 rounding
+
+
+def test_a_speaker_warp_changes_the_voices_and_never_the_layout(toy):
+    _, _, plain = _bank(toy)
+    _, _, warped = _bank(toy, "SIM_WARP=0.15")
+    alphas = []
+    for seed in range(30):
+        a, b = plain.recipe(seed, FRAMES), warped.recipe(seed, FRAMES)
+        assert (a.slots, a.background) == (b.slots, b.background)
+        np.testing.assert_array_equal(a.gains, b.gains)
+        assert (a.alphas == 1.0).all()
+        alphas += b.alphas.tolist()
+    assert 0.85 <= min(alphas) and max(alphas) <= 1.15 and len(set(alphas)) == len(alphas)
 
 
 @pytest.mark.parametrize("ids", ["recording", "global"])
@@ -90,8 +107,10 @@ def test_a_source_is_never_mixed_with_itself(toy, ids):
             assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
 
 
-def test_both_paths_and_any_worker_count_see_the_same_simulated_windows(toy):
-    cfg, data, bank = _bank(toy, "AUG_WARP=0.1", "AUG_GAIN_DB=3", "AUG_FREQ_MASKS=1", "AUG_MASK_BINS=4")
+@pytest.mark.parametrize("warp", [0.0, 0.2])
+def test_both_paths_and_any_worker_count_see_the_same_simulated_windows(toy, warp):
+    cfg, data, bank = _bank(toy, "AUG_WARP=0.1", "AUG_GAIN_DB=3", "AUG_FREQ_MASKS=1", "AUG_MASK_BINS=4",
+                            f"SIM_WARP={warp}")
     normalizer = Normalizer.fit(data.store, data.train)
     augment = cfg.augment
     stream = WindowDataset(toy.url, {}, data.train, data.lengths, cfg.downsample, 40, cfg.pooling, 4, normalizer, 64,
