@@ -108,7 +108,7 @@ class ResidentWindows:
         bool and ``weight`` (B,) at the model rate, as :class:`~training.data.WindowDataset` gives."""
         b, frames, n_mels = len(windows), self.frames, self.features.shape[1]
         recipes = {i: self.bank.recipe(w[1], frames) for i, w in enumerate(windows) if w[0] == SIMULATED}
-        # A simulated window stands in as recording 0 from frame 0 until its own rows replace it.
+        # A simulated window stands in as recording 0 from frame 0 until its mixed rows replace it.
         real = [(0, 0) if i in recipes else (w[0], w[1]) for i, w in enumerate(windows)]
         rec = torch.tensor([r for r, _ in real], device=self.device)
         start = torch.tensor([s for _, s in real], device=self.device)
@@ -116,12 +116,12 @@ class ResidentWindows:
         length = self.lengths[rec][:, None]
         valid = pos < length
         rows = (self.offsets[rec][:, None] + torch.minimum(pos, length - 1)).reshape(-1)  # clamped inside
+        x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
         if recipes:
-            x = self._mixed(real, recipes)
+            order = sorted(recipes)
+            x[torch.tensor(order, device=self.device)] = self._mixed([recipes[i] for i in order])
             simulated = torch.tensor([i in recipes for i in range(b)], device=self.device)
             valid = valid | simulated[:, None]
-        else:
-            x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
         if self.fmt.augment is not None and len(windows[0]) > 2:
             draws = [self.fmt.augment.draw(np.random.default_rng(w[2]), n_mels) for w in windows]
             warp, offset = affine(draws, n_mels, self.device)
@@ -153,26 +153,20 @@ class ResidentWindows:
             "weight": torch.where(simulated, 1.0, self.weights[rec]) if recipes else self.weights[rec],
         }
 
-    def _mixed(self, real: list[tuple[int, int]], recipes: dict) -> torch.Tensor:
-        """Raw log-mel (B, frames, n_mels) float32: the real windows' rows ((recording, start) each), and each
-        simulated window's layers (background, then one per speaker, stretched and gained) mixed in the
-        power domain, log(e^a + e^b + ...), as :func:`training.conversations.render` mixes them on the host.
+    def _mixed(self, recipes: list) -> torch.Tensor:
+        """Raw log-mel (R, frames, n_mels) float32 of R simulated windows: each one's layers (background,
+        then one per speaker, stretched and gained) mixed in the power domain, log(e^a + e^b + ...), as
+        :func:`training.conversations.render` mixes them on the host.
 
         Each layer touches only the frames its runs cover (a speaker's turns, not the whole window):
         the recipe's positions and source rows are built on the host, the gather and mix on the device.
         """
-        b, frames, n_mels = len(real), self.frames, self.features.shape[1]
-        power = torch.zeros((b * frames, n_mels), device=self.device)
-        covered = np.zeros(b * frames, dtype=bool)
+        frames, n_mels = self.frames, self.features.shape[1]
+        power = torch.zeros((len(recipes) * frames, n_mels), device=self.device)
+        covered = np.zeros(len(recipes) * frames, dtype=bool)
         for layer in range(1 + self.fmt.max_speakers):
             runs = []  # (first position in the batch, first source row, frames, gain, stretch)
-            for i, (rec, start) in enumerate(real):
-                if i not in recipes:
-                    if layer == 0:  # a real window: its own rows (its padding is zeroed after normalisation)
-                        valid = min(frames, self.host_lengths[rec] - start)
-                        runs.append((i * frames, self.host_offsets[rec] + start, valid, 0.0, 1.0))
-                    continue
-                recipe = recipes[i]
+            for i, recipe in enumerate(recipes):
                 if layer > len(recipe.slots):  # fewer speakers in this window than the model has outputs
                     continue
                 gain, alpha = (0.0, 1.0) if layer == 0 else (float(recipe.gains[layer - 1]), float(recipe.alphas[layer - 1]))
@@ -183,17 +177,16 @@ class ResidentWindows:
             first, source, length, gain, alpha = (np.asarray(column) for column in zip(*runs))
             where, rows = _spans(first, length), _spans(source, length)
             covered[where] = True
-            where_t = torch.from_numpy(where).to(self.device)
             values = self.features.index_select(0, torch.from_numpy(rows).to(self.device)).float()
             if (alpha != 1.0).any():  # each speaker's own voice warp
                 values = stretch_rows(values, torch.from_numpy(np.repeat(alpha.astype(np.float32), length)).to(self.device))
             if gain.any():
                 values += torch.from_numpy(np.repeat(gain.astype(np.float32), length)).to(self.device)[:, None]
-            power.index_add_(0, where_t, values.exp_())  # sources add in power
+            power.index_add_(0, torch.from_numpy(where).to(self.device), values.exp_())  # sources add in power
         x = power.log_()
         if not covered.all():  # frames no layer reached: silence at the log floor, as render() leaves them
             x.index_fill_(0, torch.from_numpy(np.flatnonzero(~covered)).to(self.device), FLOOR)
-        return x.view(b, frames, n_mels)
+        return x.view(len(recipes), frames, n_mels)
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
