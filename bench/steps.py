@@ -96,8 +96,8 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
     simulated conversations, and peak memory (MiB)."""
     rt = setup("auto", "auto")
     results = {"device": str(rt.device), "precision": rt.precision, "torch_threads": torch.get_num_threads()}
-    # Sampled every 0.25 s, not the default 20 ms: each sample scans /proc for the children, and on a
-    # 2-core machine that thread, preempting one of torch's threads, slows every parallel region of a step.
+    # Sampled every 0.25 s, not the default 20 ms: each sample scans /proc for the children, and at 20 ms
+    # the steps of a 2-core machine ran 3-7x slower than in training (that thread preempting torch's).
     with RssSampler(interval_s=0.25) as sampler:
         for preset in reversed(PRESETS):
             trainer = _trainer(preset, overrides, store_url, view, out_dir, rt)
