@@ -37,6 +37,7 @@ from training.inputs import load_data
 from training.loop import Trainer, train
 from training.runtime import native_bf16, setup
 
+from .measure import epochs
 from .steps import real_batches, synthetic_batches, time_steps
 
 PRESETS = ("ultra-fast", "optimized", "original", "throughput")
@@ -112,13 +113,6 @@ def _steps(preset: str, precision: str, url: str, out: Path, overrides: list[str
     }
 
 
-def _planned(plan):
-    """The plan's batches, epoch after epoch."""
-    for epoch in itertools.count():
-        plan.set_epoch(epoch)
-        yield from plan
-
-
 def _builder(url: str, out: Path, overrides: list[str], batches: int) -> dict[str, float]:
     """Windows/s of the resident batch builder alone (optimized windows, augmentation on)."""
     rates = {}
@@ -127,7 +121,7 @@ def _builder(url: str, out: Path, overrides: list[str], batches: int) -> dict[st
         trainer = Trainer(cfg, load_data(cfg, url, "default", {}), out / "builder", setup(str(cfg.device), "fp32"),
                           resume=False, progress=False)
         windows = trainer.loader.windows
-        planned = list(itertools.islice(_planned(trainer.plan), batches + 2))
+        planned = list(itertools.islice(epochs(trainer.plan), batches + 2))
         for b in planned[:2]:  # warm-up
             windows.batch(b)
         sync = torch.cuda.synchronize if windows.device.type == "cuda" else (lambda: None)

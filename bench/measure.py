@@ -6,12 +6,13 @@ Times are wall-clock seconds from :func:`time.perf_counter`; memory is MiB
 
 from __future__ import annotations
 
+import itertools
 import resource
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import psutil
 
@@ -175,3 +176,11 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline == 0:
         return None
     return value / baseline
+
+
+def epochs(plan: Any, source: Iterable[Any] | None = None) -> Iterator[Any]:
+    """``source`` (a loader over ``plan``; by default the plan's own batches) epoch after epoch, as
+    ``Trainer.fit`` feeds it: ``plan.set_epoch`` before each."""
+    for epoch in itertools.count():
+        plan.set_epoch(epoch)
+        yield from plan if source is None else source

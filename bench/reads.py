@@ -20,7 +20,6 @@ process start and warm-up), except ``trainer_cold``, which times whole epochs.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -39,7 +38,7 @@ from training.data import SIMULATED, WindowPlan
 from training.resident import ResidentWindows
 from training.windows import Normalizer, WindowFormat, cut_window
 
-from .measure import Throughput, iterate_for, ratio
+from .measure import Throughput, epochs, iterate_for, ratio
 
 PROCESSES = (1, 2)
 Window = tuple[int, int, int]  # (recording, start in base frames, augmentation seed)
@@ -157,13 +156,7 @@ def _trainer_cold(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds:
 def _trainer_warm(cfg: TrainConfig, data: Data, normalizer: Normalizer, seconds: float) -> Throughput:
     """Epochs after the first through one persistent trainer loader, until ``seconds``."""
     loader, plan = streaming_loader(cfg, data, normalizer, setup("cpu", "fp32"))
-
-    def epochs() -> Iterator[dict[str, torch.Tensor]]:
-        for epoch in itertools.count():
-            plan.set_epoch(epoch)
-            yield from loader
-
-    return iterate_for(epochs(), _windows, seconds, skip=len(plan))  # the first epoch warms the caches
+    return iterate_for(epochs(plan, loader), _windows, seconds, skip=len(plan))  # the first epoch warms the caches
 
 
 def simulated_windows(batch: int, seed: int) -> Iterator[list[tuple[int, int, int]]]:
@@ -171,12 +164,6 @@ def simulated_windows(batch: int, seed: int) -> Iterator[list[tuple[int, int, in
     rng = np.random.default_rng(seed)
     while True:
         yield [(SIMULATED, int(rng.integers(0, 2**63)), int(rng.integers(0, 2**63))) for _ in range(batch)]
-
-
-def _planned(plan: WindowPlan) -> Iterator[list[Window]]:
-    for epoch in itertools.count():
-        plan.set_epoch(epoch)
-        yield from plan
 
 
 def _one_thread_rate(batches: Iterator[dict[str, torch.Tensor]], seconds: float) -> Throughput:
@@ -203,7 +190,7 @@ def _resident(cfg: TrainConfig, data: Data, normalizer: Normalizer, bank: Segmen
     for name, share in plans.items():
         plan = WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
                           augment=cfg.augment.active, simulate=share)
-        out[name] = _one_thread_rate(map(windows.batch, _planned(plan)), seconds).to_dict()
+        out[name] = _one_thread_rate(map(windows.batch, epochs(plan)), seconds).to_dict()
     if bank is not None:
         out["simulated"] = _one_thread_rate(map(windows.batch, simulated_windows(cfg.batch, cfg.seed)), seconds).to_dict()
     n_mels = windows.features.shape[1]

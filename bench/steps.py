@@ -29,7 +29,7 @@ from training.loop import Trainer
 from training.runtime import Runtime, native_bf16, setup
 
 from .isolated import run_isolated
-from .measure import RssSampler, iterate_for, ratio
+from .measure import RssSampler, epochs, iterate_for, ratio
 
 PRESETS = ("original", "optimized", "ultra-fast")
 #: Untimed steps before timing starts (worker start, allocator and kernel warm-up).
@@ -52,9 +52,7 @@ def synthetic_batches(cfg: TrainConfig, n_mels: int, batch: int, device: torch.d
 
 def real_batches(trainer: Trainer) -> Iterator[Batch]:
     """The trainer's loader, epoch after epoch, as ``Trainer.fit`` would feed it."""
-    for epoch in itertools.count():
-        trainer.plan.set_epoch(epoch)
-        yield from trainer.loader
+    return epochs(trainer.plan, trainer.loader)
 
 
 def time_steps(trainer: Trainer, batches: Iterator[Batch], seconds: float, min_steps: int = 3,

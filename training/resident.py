@@ -116,12 +116,17 @@ class ResidentWindows:
         length = self.lengths[rec][:, None]
         valid = pos < length
         rows = (self.offsets[rec][:, None] + torch.minimum(pos, length - 1)).reshape(-1)  # clamped inside
-        x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
-        if recipes:
+        if recipes:  # real windows gathered, simulated ones mixed: no window is built twice
+            x = torch.empty((b, frames, n_mels), device=self.device)
+            own = [i for i in range(b) if i not in recipes]
+            if own:
+                x[own] = self.features.index_select(0, rows.view(b, frames)[own].reshape(-1)).view(-1, frames, n_mels).float()
             order = sorted(recipes)
-            x[torch.tensor(order, device=self.device)] = self._mixed([recipes[i] for i in order])
+            x[order] = self._mixed([recipes[i] for i in order])
             simulated = torch.tensor([i in recipes for i in range(b)], device=self.device)
             valid = valid | simulated[:, None]
+        else:
+            x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
         if self.fmt.augment is not None and len(windows[0]) > 2:
             draws = [self.fmt.augment.draw(np.random.default_rng(w[2]), n_mels) for w in windows]
             warp, offset = affine(draws, n_mels, self.device)

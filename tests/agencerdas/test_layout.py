@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.builders import make_corpus
+from tests.fresh import loaded_by
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Each production package and the packages of ours it may import: the layering, bottom up.
@@ -89,38 +90,31 @@ def test_no_import_circle_between_files():
             assert circle is None, "import circle: " + " -> ".join(circle)
 
 
-def _fresh(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def test_features_and_store_commands_never_import_torch(tmp_path):
     audio, rttm = make_corpus(tmp_path / "corpus", n=2, seconds=3.0)
     store = tmp_path / "store"
-    done = _fresh(
-        "import sys\n"
+    loaded, _ = loaded_by(
         "from agencerdas.cli import main\n"
         f"assert main(['features', {str(audio)!r}, '--rttm-dir', {str(rttm)!r}, '--store', {str(store)!r},"
         " '--jobs', '1', '--quiet']) == 0\n"
         f"assert main(['store', 'ls', '--store', {str(store)!r}]) == 0\n"
-        f"assert main(['store', 'verify', '--store', {str(store)!r}]) == 0\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
-        "assert not loaded, loaded[:5]\n"
+        f"assert main(['store', 'verify', '--store', {str(store)!r}]) == 0\n",
+        ("torch",),
     )
-    assert done.returncode == 0, done.stderr
+    assert loaded == [], loaded[:5]
 
 
 def test_train_help_never_imports_librosa_and_python_m_agencerdas_works():
-    done = _fresh(
-        "import sys\n"
+    loaded, printed = loaded_by(
         "from agencerdas.cli import main\n"
         "try:\n"
         "    main(['train', '--help'])\n"
         "except SystemExit as exc:\n"
-        "    assert exc.code == 0\n"
-        "assert 'librosa' not in sys.modules and 'torch' not in sys.modules\n"
+        "    assert exc.code == 0\n",
+        ("librosa", "torch"),
     )
-    assert done.returncode == 0, done.stderr
-    assert "--preset" in done.stdout
+    assert loaded == []
+    assert "--preset" in printed
     module = subprocess.run([sys.executable, "-m", "agencerdas", "--help"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert module.returncode == 0 and "features" in module.stdout and "train" in module.stdout
