@@ -104,12 +104,14 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
     val_s = sum(r.get("val_seconds", 0.0) for r in history)
     if val_s:
         lines.append(f"  validation {val_s:.0f} s, {100 * val_s / (val_s + seconds):.0f}% of epoch time")
-    if ders:
-        lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best {100 * min(ders):.1f}% (pyannote.metrics, "
+    criterion = last.get("best_criterion", "val_der" if ders else "val_loss")
+    if ders:  # the run's best, which after a resume may lie in an epoch before this process's history
+        best = last["best"] if criterion == "val_der" and last.get("best") is not None else min(ders)
+        lines.append(f"  validation DER last {100 * ders[-1]:.1f}%, best of the run {100 * best:.1f}% (pyannote.metrics, "
                      f"collar {cfg.collar_s} s each side, overlap scored, against "
                      f"{next(r['val_reference'] for r in reversed(history) if r.get('val_reference'))})")
-    criterion = last.get("best_criterion", "val_der" if ders else "val_loss")
-    lines.append(f"  best.pt: {_BEST_IS[criterion]}")
+    held = f": epoch {last['best_epoch']}" if last.get("best_epoch") else ""
+    lines.append(f"  best.pt: {_BEST_IS[criterion]}{held}")
     lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl")
     return "\n".join(lines)
 

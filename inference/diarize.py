@@ -22,7 +22,7 @@ from stores import Store
 from stores.errors import AgencerdasError
 
 from scoring.binarize import activity_to_segments, binarize
-from training.posteriors import predictor, recording_posteriors
+from training.posteriors import predictor
 from training.runtime import setup
 
 from .model import load_model
@@ -64,8 +64,7 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
             try:
                 key, attrs = ensure_features(store, Path(path), config, cache)
                 feats = store.open("features", key)["feats"]
-                post = recording_posteriors(predict, feats, lm.window_format, attrs["frames"], lm.inference.window,
-                                            lm.inference.overlap)
+                post = lm.posteriors(predict, feats, attrs["frames"])
                 active = binarize(post, lm.inference.threshold, lm.inference.median_frames, lm.inference.fill_speech)
                 segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
                 write_rttm(Path(out) / target, Path(path).stem, segments)

@@ -30,7 +30,7 @@ from scoring.binarize import activity_to_segments, binarize, tune
 from scoring.der import DERSettings, score
 from scoring.reference import FROM_TURNS, load_reference
 from scoring.stitch import InferenceConfig
-from training.posteriors import model_rate_reader, predictor, recording_posteriors
+from training.posteriors import model_rate_reader, predictor
 from training.runtime import setup
 
 from .model import LoadedModel, load_model
@@ -119,8 +119,7 @@ def _infer(predict, lm: LoadedModel, store: Store, view: DatasetView, ids: list[
     for rec_id in ids:
         rec = view.recordings[rec_id]
         feats = store.open("features", rec.features)["feats"]
-        posteriors[rec_id] = recording_posteriors(predict, feats, lm.window_format, rec.frames, lm.inference.window,
-                                                  lm.inference.overlap)
+        posteriors[rec_id] = lm.posteriors(predict, feats, rec.frames)
         if given_refs:
             (refs[rec_id], uem), sources[rec_id] = given_refs[rec_id], FROM_TURNS
         else:

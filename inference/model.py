@@ -19,14 +19,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from stores import hash_file
+from stores.errors import AgencerdasError
 
 from scoring.stitch import InferenceConfig
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint, load_weights
 from training.config import TrainConfig
 from training.model import build_model
+from training.posteriors import recording_posteriors
 from training.windows import Normalizer, WindowFormat
 
 
@@ -41,6 +44,7 @@ class LoadedModel:
     checkpoint: dict
     inference: InferenceConfig
     checkpoint_xxh3: str
+    path: Path
     tuned: dict | None = None  # the tuned.json applied to ``inference``, None when the config's settings are used
 
     @property
@@ -53,6 +57,21 @@ class LoadedModel:
         """How this model's input is cut from stored base-rate features."""
         return WindowFormat(self.normalizer, self.config.downsample, self.config.pooling)
 
+    def posteriors(self, predict, features, frames: int, window: int | None = None,
+                   overlap: float | None = None) -> np.ndarray:
+        """Stitched speaker posteriors (model frames, S) of a whole recording of ``frames`` base frames,
+        in chunks of ``window`` model frames overlapping by ``overlap`` (default: the inference settings).
+
+        ``predict`` is a :func:`training.posteriors.predictor` of this model. Raises AgencerdasError
+        naming the checkpoint when the posteriors are not finite: binarising or scoring NaN fails deep inside.
+        """
+        post = recording_posteriors(predict, features, self.window_format, frames, window or self.inference.window,
+                                    self.inference.overlap if overlap is None else overlap)
+        if not np.isfinite(post).all():
+            raise AgencerdasError(f"checkpoint {self.path} gives non-finite posteriors (NaN or inf) on this input; "
+                                  "the model is broken (a diverged run?): use another checkpoint")
+        return post
+
 
 def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = None) -> LoadedModel:
     """Model, config and normaliser from a checkpoint; threshold and median width from the
@@ -63,9 +82,9 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
     """
     ckpt = load_checkpoint(path)  # first: a missing or foreign file gets its clear error
     digest = checkpoint_xxh3 or hash_file(Path(path))
-    config = TrainConfig(**ckpt["config"])
+    config = TrainConfig.from_dict(ckpt["config"])  # checked by load_checkpoint
     model = build_model(config, ckpt["feature_config"]["n_mels"])
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     model.to(device).eval()
     tuned = _tuned_for(Path(path), digest)
     settings = tuned or {}
@@ -73,7 +92,7 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
                                 fill_speech=settings.get("fill_speech", config.fill_speech),
                                 median_frames=settings.get("median_frames", config.median_frames))
     return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference,
-                       digest, tuned)
+                       digest, Path(path), tuned)
 
 
 def _tuned_for(path: Path, checkpoint_xxh3: str) -> dict | None:

@@ -21,7 +21,7 @@ from stores import hash_file
 from stores.errors import AgencerdasError
 
 from scoring.binarize import binarize
-from training.posteriors import predictor, recording_posteriors
+from training.posteriors import predictor
 
 from .model import LoadedModel, load_model
 
@@ -78,7 +78,7 @@ class ModelLabeler:
         """Speaker activity (frames, model's max_speakers) bool at base frames for logmel (frames, n_mels)."""
         lm = _model(self.path, self.settings["checkpoint_xxh3"])
         cfg, s = lm.config, self.settings
-        post = recording_posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, lm.window_format,
-                                    len(logmel), s["window"], s["overlap"])
+        post = lm.posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel), s["window"],
+                             s["overlap"])
         active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"])
         return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]

@@ -9,6 +9,8 @@ is an error that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,41 +91,37 @@ class TrainConfig:
     max_steps: int = 0  # >0: stop after this many optimizer steps (smoke tests, benchmarks)
 
     def __post_init__(self) -> None:
-        problems = [
-            f"{name} must be >= 1, got {getattr(self, name)}"
-            for name in ("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
-                         "accumulate", "shuffle_group", "median_frames")
-            if getattr(self, name) < 1
-        ]
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        wrong = _wrong_types(self)
+        if wrong:  # the range checks below would compare a string with a number
+            raise AgencerdasError("invalid training config: " + "; ".join(wrong))
+        nonfinite = [name for name, kind in _kinds().items() if kind == "float" and not math.isfinite(getattr(self, name))]
+        problems = [f"{name} must be a finite number, got {getattr(self, name)}" for name in nonfinite]
+        problems += [f"{name} must be >= {low}, got {getattr(self, name)}"
+                     for name, low in _AT_LEAST.items() if name not in nonfinite and getattr(self, name) < low]
+        problems += [f"{name} must be in {'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}, "
+                     f"got {getattr(self, name)}"
+                     for name, (low, high, closed_low, closed_high) in _BETWEEN.items()
+                     if name not in nonfinite and not _inside(getattr(self, name), low, high, closed_low, closed_high)]
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be in [0, 2**32), got {self.seed}")
         if self.pseudo not in ("include", "exclude") and not _is_weight(self.pseudo):
             problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
-        if not 0.0 < self.threshold < 1.0:
-            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
         if self.heads >= 1 and self.dim % self.heads:
             problems.append(f"dim={self.dim} must be divisible by heads={self.heads}")
-        if self.pooling not in ("stack", "mean"):
-            problems.append(f"pooling must be 'stack' or 'mean', got {self.pooling!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        if self.lr <= 0 or self.num_workers < -1 or self.cache_mb < 0 or self.threads < 0:
-            problems.append("lr must be > 0; num_workers >= -1 (-1 = auto); cache_mb and threads >= 0")
-        if not 0.0 <= self.aug_warp < 1.0:
-            problems.append(f"aug_warp must be in [0, 1), got {self.aug_warp}")
-        if self.data_on_device not in ("auto", "true", "false") or not 0.0 < self.data_budget <= 1.0:
-            problems.append(f"data_on_device must be auto, true or false (got {self.data_on_device!r}) and "
-                            f"data_budget in (0, 1] (got {self.data_budget})")
-        if not 0.0 <= self.sim_prob < 1.0 or self.sim_min_segment_s <= 0 or self.sim_gain_db < 0:
-            problems.append(f"sim_prob must be in [0, 1) (got {self.sim_prob}), sim_min_segment_s > 0, sim_gain_db >= 0")
-        if not 0.0 <= self.sim_warp < 1.0:
-            problems.append(f"sim_warp must be in [0, 1), got {self.sim_warp}")
-        if self.speaker_ids not in ("recording", "global"):
-            problems.append(f"speaker_ids must be 'recording' or 'global', got {self.speaker_ids!r}")
-        if min(self.aug_gain_db, self.aug_tilt_db, self.aug_freq_masks, self.aug_mask_bins) < 0:
-            problems.append("aug_gain_db, aug_tilt_db, aug_freq_masks and aug_mask_bins must be >= 0")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if problems:
             raise AgencerdasError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from a saved dict (config.json, a checkpoint); fields it lacks take their defaults,
+        and an unknown field is an error rather than a TypeError."""
+        unknown = sorted(set(values) - set(_kinds()))
+        if unknown:
+            raise AgencerdasError(f"unknown training config field(s) {', '.join(map(str, unknown))}")
+        return cls(**values)
 
     @property
     def pseudo_weight(self) -> float:
@@ -143,6 +141,47 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: Lower bounds of the numeric fields (a field with an upper bound too is in _BETWEEN instead).
+_AT_LEAST: dict[str, float] = {
+    **dict.fromkeys(("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
+                     "accumulate", "shuffle_group", "median_frames", "log_every"), 1),
+    **dict.fromkeys(("audio_cap_s", "threads", "cache_mb", "aug_gain_db", "aug_tilt_db", "aug_freq_masks",
+                     "aug_mask_bins", "sim_gain_db", "warmup_steps", "weight_decay", "checkpoint_every", "der_every",
+                     "collar_s", "max_steps"), 0),
+    "num_workers": -1,
+}
+#: (low, high, low included, high included) of the bounded numeric fields.
+_BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
+    "dropout": (0.0, 1.0, True, False), "aug_warp": (0.0, 1.0, True, False), "sim_prob": (0.0, 1.0, True, False),
+    "sim_warp": (0.0, 1.0, True, False), "data_budget": (0.0, 1.0, False, True), "threshold": (0.0, 1.0, False, False),
+    "min_lr_ratio": (0.0, 1.0, True, True), "lr": (0.0, 1.0, False, True), "grad_clip": (0.0, math.inf, False, False),
+    "sim_min_segment_s": (0.0, math.inf, False, False),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "pooling": ("stack", "mean"), "precision": ("auto", "fp32", "bf16", "fp16"),
+    "data_on_device": ("auto", "true", "false"), "speaker_ids": ("recording", "global"),
+}
+
+
+@functools.cache
+def _kinds() -> dict[str, str]:
+    """Field name -> its annotation (int, float, str or bool)."""
+    return {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in dataclasses.fields(TrainConfig)}
+
+
+def _wrong_types(cfg: TrainConfig) -> list[str]:
+    """Fields whose value is not of the field's type (a float field takes an int; a bool is never a number)."""
+    accepts = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    return [f"{name} must be {kind}, got {type(value).__name__} {value!r}"
+            for name, kind in _kinds().items()
+            for value in [getattr(cfg, name)]
+            if not isinstance(value, accepts[kind]) or (kind != "bool" and isinstance(value, bool))]
+
+
+def _inside(value: float, low: float, high: float, closed_low: bool, closed_high: bool) -> bool:
+    return (low <= value if closed_low else low < value) and (value <= high if closed_high else value < high)
 
 
 #: Fields added after checkpoints were first written, with the values that reproduce what runs saved

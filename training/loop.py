@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from stores.errors import AgencerdasError
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .inputs import Data, batches, load_data, segment_bank, window_dataset
 from .loss import pit_bce, weighted_bce
@@ -55,7 +55,7 @@ class Trainer:
         self.criterion = best_criterion(cfg, bool(data.validation))
         if resume and not (self.out / "last.pt").is_file():
             raise AgencerdasError(f"cannot resume: {self.out / 'last.pt'} does not exist; drop --resume to start a new run")
-        ckpt = load_checkpoint(self.out / "last.pt") if resume else None
+        ckpt = load_checkpoint(self.out / "last.pt", for_resume=True) if resume else None
         if ckpt:
             check_resume(cfg, ckpt, data, rt.world, self.criterion, allow_view_change)
         self.normalizer = (Normalizer.from_dict(ckpt["normalizer"]) if ckpt
@@ -73,18 +73,16 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, math.inf
+        self.best_epoch: int | None = None  # the epoch whose model best.pt holds
+        # Set on the device when a gradient norm is non-finite; read with the logged loss, not every step.
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=rt.device)
         # Sums over the current epoch's batches so far, kept in mid-epoch checkpoints so a resumed
         # epoch reports the same loss as an uninterrupted one.
         self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
         self.resumed_step = ckpt["step"] if ckpt else None
         if ckpt:
             self.running = ckpt.get("running", self.running)
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
-            self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-            self.best = ckpt["best"]
+            self._restore(ckpt)
             by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
             if rt.rank < len(by_rank):
                 set_rng_state(by_rank[rt.rank])
@@ -95,6 +93,20 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         if cfg.compile:
             self.net = torch.compile(self.net)
+
+    def _restore(self, ckpt: dict) -> None:
+        """Model, optimizer, scheduler, scaler and position from a resume checkpoint."""
+        path = self.out / "last.pt"
+        load_weights(self.model, ckpt["model"], path)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise AgencerdasError(f"{path}: its optimizer, scheduler or scaler state does not fit this run "
+                                  f"({type(exc).__name__}: {exc}); start a new run") from None
+        self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        self.best, self.best_epoch = ckpt["best"], ckpt.get("best_epoch")
 
     # ------------------------------------------------------------------ output
 
@@ -123,6 +135,9 @@ class Trainer:
     def _save(self, name: str, rng_states: list[dict]) -> None:
         if not self.rt.main:
             return
+        if not finite_weights(self.model.state_dict()):  # a committed poison would be trusted downstream
+            raise AgencerdasError(f"training diverged: the weights hold NaN or inf at step {self.step}, so {name} was "
+                                  f"not written; {self._remedy()}")
         save_checkpoint(self.out / name, {
             "config": self.cfg.to_dict(), "feature_config": self.data.feature_config, "best_criterion": self.criterion,
             "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "view_entries": self.data.entries,
@@ -130,7 +145,8 @@ class Trainer:
             "normalizer": self.normalizer.to_dict(), "pseudo_recordings": self.data.pseudo, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_states[0], "rng_by_rank": rng_states, "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best, "world": self.rt.world,
+            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": float(self.best),
+            "best_epoch": self.best_epoch, "world": self.rt.world,
             "running": self.running,
         })
 
@@ -151,7 +167,11 @@ class Trainer:
             self.scaler.scale(loss / self.cfg.accumulate).backward()
         if sync:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            # fp16's scaler skips an overflowing step and lowers its scale (checked in _check_finite); without it a
+            # non-finite norm is divergence. The norm, unlike the loss, is the same on every DDP rank.
+            if not self.scaler.is_enabled():
+                self.nonfinite |= ~torch.isfinite(norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -176,6 +196,7 @@ class Trainer:
             batches += 1
             bar.update()
             if self.batch_in_epoch % 10 == 0 or self.batch_in_epoch == total:
+                self._check_finite()
                 rate = windows * self.rt.world / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum.item() / batches:.4f}", win_s=f"{rate:.0f}",
                                 mem_mb=f"{self.rt.peak_memory_mb():.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
@@ -185,6 +206,7 @@ class Trainer:
             stop = bool(cfg.max_steps and self.step >= cfg.max_steps)
             periodic = cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0
             if periodic or stop:
+                self._check_finite()
                 self.running = {"loss": loss_sum.item(), "windows": windows, "batches": batches,
                                 "seconds": time.perf_counter() - start}
                 if periodic:
@@ -195,6 +217,21 @@ class Trainer:
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum.item() / max(1, batches), "windows": windows * self.rt.world, "seconds": seconds,
                 "windows_per_s": windows * self.rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
+
+    def _remedy(self) -> str:
+        return (f"lower LR (this run: {self.cfg.lr:g}) or GRAD_CLIP ({self.cfg.grad_clip:g})"
+                + (", or train with PRECISION=fp32" if self.rt.amp_dtype is not None else "")
+                + "; last.pt and best.pt still hold the last finite state")
+
+    def _check_finite(self) -> None:
+        """Stop the run before anything is saved once a gradient norm was non-finite, or fp16's loss scale
+        collapsed (every step overflowing). One host read; called where the loss is read anyway."""
+        collapsed = self.scaler.is_enabled() and self.scaler.get_scale() < 1.0
+        if bool(self.nonfinite) or collapsed:
+            what = "the fp16 loss scale fell below 1 (every step overflows)" if collapsed else \
+                "a gradient norm became NaN or inf"
+            raise AgencerdasError(f"training diverged at step {self.step} (epoch {self.epoch + 1}): {what}; "
+                                  f"{self._remedy()}")
 
     def fit(self) -> list[dict]:
         cfg, history = self.cfg, []
@@ -236,10 +273,15 @@ class Trainer:
             improved = finished and (self.criterion == "last" or (score is not None and score < self.best))
             if improved and score is not None:
                 self.best = score
-            record["best_criterion"] = self.criterion
+            save_best = improved or (finished and self.epoch == 1) or not (self.out / "best.pt").exists()
+            if save_best:
+                self.best_epoch = record["epoch"]
+            # The run's best so far, resumed runs included (this process's history may not hold it).
+            record.update(best_criterion=self.criterion, best_epoch=self.best_epoch,
+                          best=self.best if math.isfinite(self.best) else None)
             states = self._rng_states()
             self._save("last.pt", states)
-            if improved or (finished and self.epoch == 1) or not (self.out / "best.pt").exists():
+            if save_best:
                 self._save("best.pt", states)
             self._log(record)
             history.append(record)
