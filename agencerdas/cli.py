@@ -5,6 +5,7 @@ and `agencerdas store` never load torch."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -28,6 +29,34 @@ STORAGE: list[Arg] = [
 ]
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, *, above: bool = False,
+            below: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` (int or float) >= ``low`` (> with ``above``) and <= ``high``
+    (< with ``below``); anything else is a usage error that says the allowed range."""
+    noun = "an integer" if kind is int else "a number"
+    bounds = " and ".join(part for part in (
+        f"{'>' if above else '>='} {low}" if low is not None else "",
+        f"{'<' if below else '<='} {high}" if high is not None else "") if part)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        outside = ((low is not None and (value <= low if above else value < low))
+                   or (high is not None and (value >= high if below else value > high)))
+        if not math.isfinite(value) or outside:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {noun}{' ' + bounds if bounds else ' (finite)'}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = _number(int, 1)  # processes, recordings, speakers, mel bands
+SEED = _number(int, 0, 2**32 - 1)
+
+
 def _all_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -38,15 +67,16 @@ FEATURES: list[Arg] = [
     _a("--store", required=True, help="store directory or fsspec URL"),
     _a("--rttm-dir", help="where RTTM files are (default: AUDIO_DIR)"),
     _a("--uem-dir", help="where UEM files are (default: AUDIO_DIR)"),
-    _a("--jobs", type=int, default=None, help="worker processes (default: every core this process may use)"),
+    _a("--jobs", type=COUNT, default=None, help="worker processes (default: every core this process may use)"),
     _a("--scheduler", metavar="tcp://HOST:PORT|local",
        help="run the tasks on this Dask cluster ('local': a LocalCluster of --jobs workers here)"),
     _a("--view", default="default", help="name of the dataset view to write"),
-    _a("--validation-fraction", type=float, default=0.1),
-    _a("--split-seed", type=int, default=0),
-    _a("--n-mels", type=int, default=80),
+    _a("--validation-fraction", type=_number(float, 0.0, 1.0, below=True), default=0.1,
+       help="share of the labelled recordings held out for validation, in [0, 1) (default 0.1)"),
+    _a("--split-seed", type=SEED, default=0),
+    _a("--n-mels", type=COUNT, default=80, help="mel bands (the FFT size bounds it: no band may be empty)"),
     _a("--dtype", default="float16", choices=("float16", "float32")),
-    _a("--max-speakers", type=int, default=4),
+    _a("--max-speakers", type=COUNT, default=4),
     *STORAGE,
     _a("--quiet", action="store_true", help="no progress bar"),
     _a("--pseudo-labels", action="store_true",
@@ -63,7 +93,7 @@ STORE: list[Arg] = [
     _a("--fast", action="store_true", help="verify: skip re-reading arrays for checksums"),
     _a("--dry-run", action="store_true", help="gc: list what would be removed"),
     _a("--keep-unreferenced", action="store_true", help="gc: remove only leftovers of crashes"),
-    _a("--min-age", type=float, default=60.0, metavar="MINUTES",
+    _a("--min-age", type=_number(float, 0.0), default=60.0, metavar="MINUTES",
        help="gc: remove temporary files (_tmp/ orphans, view temp files) and unreferenced entries only when "
             "unchanged this long, since younger ones may belong to a features run still in progress in another "
             "process (default 60)"),
@@ -77,6 +107,7 @@ TRAIN: list[Arg] = [
     _a("--preset", default="optimized"),
     _a("--out", help="run directory (default runs/PRESET)"),
     _a("--resume", action="store_true", help="continue from OUT/last.pt"),
+    _a("--overwrite", action="store_true", help="replace the run already in OUT (refused without it)"),
     _a("--resume-on-changed-view", action="store_true",
        help="with --resume: continue even though the view's entries changed since the checkpoint"),
     *STORAGE,
@@ -93,7 +124,7 @@ EVALUATE: list[Arg] = [
     _a("--rttm-dir"),
     _a("--uem-dir"),
     _a("--out", help="default: the run's eval/ directory"),
-    _a("--collar", type=float, default=0.25, help="seconds on EACH side of a boundary (default 0.25)"),
+    _a("--collar", type=_number(float, 0.0), default=0.25, help="seconds on EACH side of a boundary (default 0.25)"),
     _a("--skip-overlap", action="store_true", help="do not score overlapped speech"),
     _a("--tune", action="store_true",
        help="search threshold and median width on the validation split of the model's training view, then score; "
@@ -102,7 +133,7 @@ EVALUATE: list[Arg] = [
        help="with --tune: tune on the scored recordings themselves (the report flags the DER as optimistic)"),
     _a("--attention", action="store_true", help="save an attention map of one window"),
     _a("--device", default="auto"),
-    _a("--jobs", type=int, default=1),
+    _a("--jobs", type=COUNT, default=1),
 ]
 
 DIARIZE: list[Arg] = [
@@ -115,17 +146,17 @@ DIARIZE: list[Arg] = [
 
 SIMULATE: list[Arg] = [
     _a("out"),
-    _a("--n", type=int, default=10, help="number of recordings"),
+    _a("--n", type=COUNT, default=10, help="number of recordings"),
     _a("--pool", default="train", choices=("train", "test"), help="speaker pool (disjoint)"),
-    _a("--seed", type=int, default=0),
-    _a("--min-duration", type=float, default=60.0, help="seconds"),
-    _a("--max-duration", type=float, default=240.0, help="seconds"),
+    _a("--seed", type=SEED, default=0),
+    _a("--min-duration", type=_number(float, 0.0, above=True), default=60.0, help="seconds"),
+    _a("--max-duration", type=_number(float, 0.0, above=True), default=240.0, help="seconds"),
     _a("--formats", default="wav", help="comma-separated: wav,flac,ogg,mp3"),
     _a("--rates", default="16000", help="comma-separated sample rates in Hz"),
     _a("--stereo", action="store_true"),
-    _a("--noise-snr", type=float, help="background noise at this SNR in dB"),
+    _a("--noise-snr", type=_number(float), help="background noise at this SNR in dB"),
     _a("--reverb", action="store_true", help="synthetic room response"),
-    _a("--jobs", type=int, default=1),
+    _a("--jobs", type=COUNT, default=1),
     _a("--quiet", action="store_true"),
 ]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from stores.errors import AgencerdasError
 
+from .outputs import output_dir, output_file, run_dir
+
 
 def _storage_options(args: argparse.Namespace) -> dict:
     from stores import parse_storage_options
@@ -22,6 +24,8 @@ def _storage_options(args: argparse.Namespace) -> dict:
 def features_command(args: argparse.Namespace) -> int:
     from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 
+    if args.summary_json:
+        output_file(Path(args.summary_json), "--summary-json")
     feature_config = FeatureConfig(n_mels=args.n_mels, dtype=args.dtype)
     labeler = None
     if args.pseudo_model and args.pseudo_labels:
@@ -122,6 +126,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     cfg = resolve(args.preset, args.overrides)
     out = Path(args.out or f"runs/{args.preset}")
+    if int(os.environ.get("RANK", 0)) == 0:  # the writer; under torchrun a failed rank 0 stops every rank
+        run_dir(out, args.resume, args.overwrite)
     history = train(cfg, args.store, args.view, out, resume=args.resume, storage_options=_storage_options(args),
                     progress=not args.quiet, allow_view_change=args.resume_on_changed_view)
     if history and int(os.environ.get("RANK", 0)) == 0:
@@ -132,6 +138,8 @@ def train_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     from inference.evaluate import EvalRequest, evaluate
 
+    if args.out:
+        output_dir(Path(args.out), "--out")
     report = evaluate(EvalRequest(
         model=Path(args.model), store=args.store, view=args.view, split=args.split,
         audio_dir=Path(args.audio_dir) if args.audio_dir else None,
@@ -154,6 +162,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def diarize_command(args: argparse.Namespace) -> int:
     from inference.diarize import diarize
 
+    output_dir(Path(args.out), "--out")
     summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device)
     print(summary.format())
     return 0 if not summary.failures else 1
@@ -162,7 +171,7 @@ def diarize_command(args: argparse.Namespace) -> int:
 def plot_command(args: argparse.Namespace) -> int:
     from inference.plots import plot_losses
 
-    out = Path(args.out or Path(args.runs[0]) / "plots" / "loss.png")
+    out = output_file(Path(args.out or Path(args.runs[0]) / "plots" / "loss.png"), "--out")
     print(f"wrote {plot_losses([Path(r) for r in args.runs], out)}")
     return 0
 
@@ -170,10 +179,11 @@ def plot_command(args: argparse.Namespace) -> int:
 def simulate_command(args: argparse.Namespace) -> int:
     from pipeline.simulate import SimulationConfig, simulate_corpus
 
+    output_dir(Path(args.out), "OUT")
     config = SimulationConfig(
         n_recordings=args.n, pool=args.pool, seed=args.seed, min_duration_s=args.min_duration,
         max_duration_s=args.max_duration, formats=tuple(args.formats.split(",")),
-        rates=tuple(int(r) for r in args.rates.split(",")), stereo=args.stereo, noise_snr_db=args.noise_snr,
+        rates=tuple(args.rates.split(",")), stereo=args.stereo, noise_snr_db=args.noise_snr,
         reverb=args.reverb, jobs=args.jobs)
     corpus = simulate_corpus(Path(args.out), config, progress=not args.quiet)
     print(f"agencerdas simulate: {corpus['n_recordings']} recordings, {corpus['duration_s'] / 3600:.2f} h, "

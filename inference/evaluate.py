@@ -251,11 +251,6 @@ def evaluate(req: EvalRequest) -> dict:
         write_rttm(out / "rttm" / f"{files[rec_id]}.rttm", rec_id, hyps[rec_id])
     post_s = time.perf_counter() - post_start
     report = score(refs, hyps, uems, settings)
-    for rec_id in sorted(posteriors)[: req.timelines]:
-        plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s,
-                      out / f"timeline_{files[rec_id]}.png", rec_id)
-    if req.attention:
-        _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,
               "read_and_stitch_s": inference_s - predict.seconds, "postprocess_s": post_s,
               "x_real_time": audio_s / max(inference_s + post_s, 1e-9), "tune_s": tune_s}
@@ -271,7 +266,12 @@ def evaluate(req: EvalRequest) -> dict:
         "pseudo_recordings_in_training": lm.checkpoint.get("pseudo_recordings", 0), "timing": timing, "device": str(rt.device), "versions": _versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(payload, indent=1))
+    (out / "report.json").write_text(json.dumps(payload, indent=1))  # before the plots: the scores come first
+    for rec_id in sorted(posteriors)[: req.timelines]:
+        plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s,
+                      out / f"timeline_{files[rec_id]}.png", rec_id)
+    if req.attention:
+        _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
     payload["table"] = f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}"
     return payload
 

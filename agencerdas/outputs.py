@@ -1,0 +1,61 @@
+"""Where the commands write, checked before any work starts: every path may be someone's data.
+
+An output directory must be a directory (or creatable as one), writable, and outside any feature
+store (a store's ``gc`` owns what lies inside it). A run directory that already holds a run is
+replaced only when asked (``--overwrite``) and continued only with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stores import find_store_root
+from stores.errors import AgencerdasError
+
+#: Files whose presence says a directory holds a training run.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
+
+
+def output_dir(path: Path, flag: str) -> Path:
+    """``path`` if this command may create and write files in it, else AgencerdasError naming ``flag``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AgencerdasError(f"{flag} {path} is a file; give a directory for the outputs")
+    _check_creatable(path, flag)
+    store = find_store_root(path)
+    if store is not None:
+        raise AgencerdasError(f"{flag} {path} lies inside the feature store {store}, whose gc may delete it; "
+                              "give a directory outside the store")
+    return path
+
+
+def output_file(path: Path, flag: str) -> Path:
+    """``path`` if this command may write it as a file (its directory creatable, no directory in its place)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AgencerdasError(f"{flag} {path} is a directory; give a file name")
+    _check_creatable(path.parent, flag)
+    return path
+
+
+def run_dir(path: Path, resume: bool, overwrite: bool) -> Path:
+    """``--out`` of ``train``: a new run's directory, or the run to resume; an existing run is never
+    replaced unless ``overwrite``."""
+    output_dir(path, "--out")
+    if resume and overwrite:
+        raise AgencerdasError("--resume continues the run in --out and --overwrite replaces it; give one of them")
+    found = [name for name in RUN_FILES if (Path(path) / name).exists()]
+    if found and not (resume or overwrite):
+        raise AgencerdasError(f"--out {path} already holds a run ({', '.join(found)}); continue it with --resume, "
+                              "replace it with --overwrite, or give another --out")
+    return path
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of ``path`` (or ``path`` itself) is a writable directory."""
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise AgencerdasError(f"{flag} {path}: {existing} is a file, so the directory cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AgencerdasError(f"{flag} {path}: {existing} is not writable by this user")
