@@ -6,6 +6,7 @@ Imports neither ``pipeline`` nor ``training``.
 
 from .errors import AgencerdasError
 from .keys import FORMAT_VERSION, content_key, feature_key, hash_file, label_key
+from .layout import find_store_root
 from .options import parse_storage_options
 from .arrays import ArraySpec, default_codec
 from .maintenance import VerifyReport
@@ -30,6 +31,7 @@ __all__ = [
     "downsample_labels",
     "downsample_mask",
     "feature_key",
+    "find_store_root",
     "hash_file",
     "label_key",
     "load_view",

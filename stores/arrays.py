@@ -11,6 +11,8 @@ import xxhash
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
+from .errors import AgencerdasError
+
 
 @dataclass(frozen=True)
 class ArraySpec:
@@ -52,10 +54,13 @@ class EntryWriter:
     An array created with a ``frames_hint`` (its expected length) is written in place
     block by block, with no metadata rewrite per block; it is grown when a block
     overruns the hint and trimmed to the rows written when the entry is committed.
+    Float blocks must be finite in the array's dtype (:meth:`append`); ``entry`` names the
+    entry in that error.
     """
 
-    def __init__(self, group: zarr.Group):
+    def __init__(self, group: zarr.Group, entry: str = "entry"):
         self._group = group
+        self._entry = entry
         self._arrays: dict[str, zarr.Array] = {}
         self._rows: dict[str, int] = {}
         self._digests: dict[str, Any] = {}
@@ -74,15 +79,27 @@ class EntryWriter:
         self._digests[name] = xxhash.xxh3_128()
 
     def append(self, name: str, block: np.ndarray) -> None:
-        """Write rows (frames, columns) after those already written; converted to the array's dtype."""
+        """Write rows (frames, columns) after those already written; converted to the array's dtype.
+
+        Raises AgencerdasError when a float block holds NaN or infinity after that conversion
+        (float32 beyond ±65504 becomes inf in float16): no reader could trust such an entry, and
+        the write's context then commits nothing.
+        """
         array = self._arrays[name]
-        block = np.ascontiguousarray(block, dtype=array.dtype)
+        with np.errstate(over="ignore"):  # a value that overflows the dtype is refused below, by name
+            block = np.ascontiguousarray(block, dtype=array.dtype)
         if block.ndim != 2 or block.shape[1] != array.shape[1]:
             raise ValueError(f"block of shape {block.shape} does not fit array {name} {array.shape}")
         if not len(block):
             return
         start = self._rows[name]
         stop = start + len(block)
+        if block.dtype.kind in "fc" and not np.isfinite(block).all():
+            raise AgencerdasError(
+                f"{self._entry}: array {name!r} would hold NaN or infinity in rows {start}-{stop - 1} "
+                f"(as {block.dtype}); nothing was committed. The input behind it is out of range "
+                "(the run summary names the file): fix or remove that file and rerun"
+            )
         if stop > array.shape[0]:
             array.resize((stop, array.shape[1]))
         array[start:stop] = block
@@ -105,15 +122,28 @@ class EntryWriter:
 
 
 def check_array(array: zarr.Array, expected: dict[str, Any], checksums: bool) -> str | None:
-    """Why ``array`` differs from its commit manifest entry, or None when it matches."""
+    """Why ``array`` differs from its commit manifest entry or holds NaN or infinity, or None when it is sound.
+
+    With ``checksums`` the data is read (chunk by chunk) and checked; without, only shape and dtype.
+    Non-finite floats are a problem even when the checksum matches: an entry committed before the
+    writer refused them (:meth:`EntryWriter.append`) is intact and still unusable.
+    """
     if list(array.shape) != list(expected["shape"]) or str(array.dtype) != expected["dtype"]:
         return f"shape/dtype {list(array.shape)} {array.dtype} != committed {expected['shape']} {expected['dtype']}"
     if not checksums:
         return None
     digest = xxhash.xxh3_128()
     step = array.chunks[0]
+    floats = np.dtype(array.dtype).kind in "fc"
+    non_finite = 0
     for start in range(0, array.shape[0], step):
-        digest.update(np.ascontiguousarray(array[start : start + step]).tobytes())
+        block = np.ascontiguousarray(array[start : start + step])
+        digest.update(block.tobytes())
+        if floats:
+            non_finite += block.size - int(np.count_nonzero(np.isfinite(block)))
     if digest.hexdigest() != expected["xxh3"]:
         return "checksum mismatch: the stored data changed after commit"
+    if non_finite:
+        return (f"{non_finite} of {array.size} values are NaN or infinite: the entry is intact but unusable; "
+                "delete this entry's folder and rerun `agencerdas features` (it now refuses the input, naming the file)")
     return None

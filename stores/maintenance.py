@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .arrays import check_array
 from .errors import AgencerdasError
 from .generations import stale_generations
-from .layout import COMMIT, KINDS, is_marker_tmp
+from .layout import COMMIT, KINDS, is_marker_tmp, is_tmp_entry, is_view_tmp
 
 #: ``gc`` leaves ``_tmp/`` orphans and temporary view files younger than this alone by default:
 #: they may be writes still in progress in another process (``verify`` reports them whatever their age).
@@ -41,12 +41,13 @@ class Maintenance:
     def _leftovers(self) -> list[tuple[str, str]]:
         """Paths that no reader trusts: ``_tmp`` orphans, temporary view and marker files, groups
         without a commit marker, and (object storage) generations their entry's marker does not name.
+        Only names of the layout's shapes count (:mod:`.layout`); anything else is left alone.
 
         A constant number of listings, whatever the number of entries (:meth:`_scan` per kind); a
         marker is read only where an entry holds more than itself and one generation.
         """
-        found = [(p, "orphan of an interrupted write") for p in self._listing(f"{self.root}/_tmp")]
-        found += [(p, "interrupted view write") for p in self._listing(f"{self.root}/views") if p.endswith(".tmp")]
+        found = [(p, "orphan of an interrupted write") for p in self._listing(f"{self.root}/_tmp") if is_tmp_entry(p)]
+        found += [(p, "interrupted view write") for p in self._listing(f"{self.root}/views") if is_view_tmp(p)]
         found += [(p, "interrupted store creation") for p in self._listing(self.root) if is_marker_tmp(p)]
         for kind in KINDS:
             for name, inside in sorted(self._scan(kind).items()):

@@ -43,8 +43,8 @@ from .arrays import EntryWriter, zarr_store
 from .durable import fsync_dir, fsync_tree, make_dirs, write_file
 from .errors import AgencerdasError
 from .generations import commit_generation, data_path, discard, new_generation, raise_layout
-from .layout import (COMMIT, KINDS, LOCAL_VERSION, MARKER_TMP, STORE_FORMAT, STORE_VERSION, committed_names, is_marker_tmp,
-                     is_plain_name)
+from .layout import (COMMIT, KINDS, LOCAL_VERSION, MARKER_TMP, STORE_FORMAT, STORE_VERSION, committed_names,
+                     is_entry_name, is_marker_tmp, is_plain_name)
 from .maintenance import Maintenance
 from .options import check_no_credentials
 
@@ -146,8 +146,8 @@ class Store(Maintenance):
     def _path(self, kind: str, key: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown entry kind {kind!r}")
-        if not key or not all(c in "0123456789abcdef" for c in key):
-            raise AgencerdasError(f"{key!r} is not a content key (expected lowercase hex)")
+        if not isinstance(key, str) or not is_entry_name(key):
+            raise AgencerdasError(f"{key!r} is not a content key (expected 32 lowercase hex digits)")
         return f"{self.root}/{kind}/{key}"
 
     def exists(self, path: str) -> bool:
@@ -204,7 +204,7 @@ class Store(Maintenance):
         try:
             group = zarr.open_group(store=zarr_store(self.fs, target, read_only=False), mode="w")
             group.update_attributes(attrs)
-            writer = EntryWriter(group)
+            writer = EntryWriter(group, f"{kind} entry {key}")
             yield writer
             if not self.exists(f"{target}/zarr.json"):
                 raise AgencerdasError(
@@ -297,7 +297,8 @@ class Store(Maintenance):
         return frozenset(self.keys(kind)).__contains__
 
     def _scan(self, kind: str) -> dict[str, set[str]]:
-        """Every folder (or stray object) directly under ``kind/``, mapped to the names directly inside it.
+        """Every entry folder (or stray object named like one) directly under ``kind/``, mapped to the names
+        directly inside it. Names that are not content keys are left out: not ours to report or collect.
 
         On object storage this is one listing of every object under the prefix (``fs.find``: one
         request per 1,000 objects however many entries there are), never a request per entry; on a
@@ -310,7 +311,7 @@ class Store(Maintenance):
                 names = os.listdir(base)
             except FileNotFoundError:
                 return entries
-            for name in names:
+            for name in filter(is_entry_name, names):
                 try:
                     entries[name] = set(os.listdir(f"{base}/{name}"))
                 except NotADirectoryError:
@@ -326,8 +327,8 @@ class Store(Maintenance):
             return entries
         for path in paths:
             relative = path.rstrip("/")[len(base) + 1:] if path.startswith(f"{base}/") else ""
-            if relative:
-                name, _, inside = relative.partition("/")
+            name, _, inside = relative.partition("/")
+            if is_entry_name(name):
                 children = entries.setdefault(name, set())
                 if inside:
                     children.add(inside.split("/", 1)[0])

@@ -50,17 +50,19 @@ class DatasetView:
         """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
 
         Recordings are ranked by a seeded hash of their id, so the split depends
-        only on the ids and the seed, never on directory order or machine. With two
-        or more labelled recordings, validation gets at least one; pseudo-labelled
-        recordings are always in train.
+        only on the ids and the seed, never on directory order or machine. Only recordings
+        with reference labels are ranked, and ``validation_fraction`` is a share of them: with
+        two or more, validation gets at least one. Pseudo-labelled and unlabelled recordings
+        are always in train (whose readers skip those without labels).
         """
         ids = sorted(self.recordings)
         if part == "all":
             return ids
         if part not in ("train", "validation"):
             raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
-        # Validation is scored against references, so recordings with pseudo labels always train.
-        candidates = [rec for rec in ids if not self.recordings[rec].pseudo]
+        # Validation is scored against references: a recording without labels (no RTTM, or its labels
+        # failed) or with pseudo labels could only take a validation place from one that has them.
+        candidates = [rec for rec in ids if self.recordings[rec].labels and not self.recordings[rec].pseudo]
         ranked = sorted(candidates, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
         n_val = round(self.validation_fraction * len(candidates))
         if self.validation_fraction > 0 and len(candidates) >= 2:

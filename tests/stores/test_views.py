@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -73,6 +74,18 @@ def test_zero_fraction_and_single_recording_have_no_validation():
     assert view(IDS[:5], validation_fraction=0.0).split("validation") == []
     assert view(IDS[:1], validation_fraction=0.5).split("validation") == []
     assert view(IDS[:1], validation_fraction=0.5).split("train") == IDS[:1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_only_labelled_recordings_are_ranked_for_validation(seed):
+    """Recordings without labels (no RTTM, labels failed) or with pseudo labels cannot be scored:
+    with 2 of 12 labelled, validation is one of those 2 for every seed, never an unlabelled one."""
+    v = view(IDS[:12], validation_fraction=0.25, split_seed=seed)
+    for i, rec in enumerate(IDS[:12]):
+        if i >= 2:
+            v.recordings[rec] = recording(i, labelled=False) if i % 2 else replace(recording(i), pseudo=True)
+    assert len(v.split("validation")) == 1 and set(v.split("validation")) <= {IDS[0], IDS[1]}
+    assert sorted(v.split("train") + v.split("validation")) == IDS[:12]
 
 
 def test_unknown_split_is_an_error():
