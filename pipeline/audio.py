@@ -106,20 +106,46 @@ def mix_to_mono(block: np.ndarray) -> np.ndarray:
     return mono
 
 
+#: The largest decoded sample magnitude accepted (full scale is 1; 120 dB above it). Float files
+#: may exceed full scale, even hold integer-scaled samples (±32768), and still give usable features;
+#: beyond this the float32 power spectrum heads for overflow (a 400-sample window of 1e30 overflows
+#: it and the features become NaN), and below it the power stays under 1e30 for any window up to
+#: 10^9 samples.
+PEAK_LIMIT = 1e6
+
+
+def _check_samples(block: np.ndarray, path: Path) -> None:
+    """Raise AgencerdasError naming ``path`` when a decoded float block holds NaN, infinity or a
+    sample beyond :data:`PEAK_LIMIT` (``block``: (samples, channels) float32)."""
+    if not len(block):
+        return
+    peak = max(float(block.max()), -float(block.min()))  # two passes and no temporary, unlike abs().max()
+    if peak != peak or peak == float("inf"):
+        raise AgencerdasError(
+            f"{path}: decoded samples contain NaN or infinity (or values beyond float32 range); the file is damaged"
+        )
+    if peak > PEAK_LIMIT:
+        raise AgencerdasError(
+            f"{path}: samples reach {peak:.3g}, far beyond full scale ±1 (at most {PEAK_LIMIT:.0e} is accepted), so "
+            "its features would overflow; the float samples are not audio at any usable scale: "
+            "rescale or re-export the file"
+        )
+
+
 def _read_mono(handle: sf.SoundFile, frames: int, path: Path) -> np.ndarray:
-    """Up to ``frames`` samples, mixed to mono, as float32 in [-1, 1].
+    """Up to ``frames`` samples, mixed to mono, as float32 (full scale ±1).
 
     16-bit PCM (WAV and FLAC, most corpora) is read as int16 and scaled here: the same
     floats as libsndfile's own conversion (x / 32768 is exact in float32) at a third of its
-    cost, and integers need no NaN check.
+    cost, and integers need no range check. Other samples are checked per channel before
+    mixing, so two channels cannot cancel (or overflow) out of sight (:func:`_check_samples`).
     """
     if handle.subtype == "PCM_16":
         pcm = handle.read(frames, dtype="int16", always_2d=True)
         return mix_to_mono(np.multiply(pcm, np.float32(1 / 32768), dtype=np.float32))
-    mono = mix_to_mono(handle.read(frames, dtype="float32", always_2d=True))
-    if not np.isfinite(mono).all():
-        raise AgencerdasError(f"{path}: decoded samples contain NaN or infinity; the file is damaged")
-    return mono
+    block = handle.read(frames, dtype="float32", always_2d=True)
+    _check_samples(block, path)
+    return mix_to_mono(block)
 
 
 def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:

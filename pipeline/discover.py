@@ -19,7 +19,12 @@ from pathlib import Path
 from stores.errors import AgencerdasError
 
 from .audio import AUDIO_EXTENSIONS
-from .rttm import Segment, parse_rttm, parse_uem, rttm_safe
+from .rttm import Segment, parse_uem, read_rttm, rttm_safe
+
+
+_MANY_FILES = ("annotated by more than one {kind} file ({files}); reading all would add up their {items} (each one "
+               "twice when per-recording files sit beside a corpus-wide one), so the recording was left out: keep one "
+               "{kind} file per recording (move the others out of the annotation directory) and rerun")
 
 
 def printable(text: str) -> str:
@@ -55,10 +60,11 @@ class Recording:
 
 @dataclass
 class Discovery:
-    """Recordings found plus problems: (file, reason) pairs reported in the run summary."""
+    """Recordings found plus problems (failures) and notes: (file, text) pairs reported in the run summary."""
 
     recordings: list[Recording] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]) -> list[Path]:
@@ -86,24 +92,32 @@ def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]
     return sorted(found)
 
 
-def _annotations(
-    directory: Path, suffix: str, parse, problems: list[tuple[str, str]], files: dict[str, list[str]]
-) -> dict[str, list]:
-    """Per-recording annotation items from every ``suffix`` file under ``directory``.
+def _rttm(path: Path) -> tuple[dict[str, list[Segment]], list[str]]:
+    rttm = read_rttm(path)
+    return rttm.turns, rttm.notes()
 
-    A file that fails to parse is reported and contributes nothing, because a
-    partly read annotation would silently become wrong labels. ``files`` receives
-    the files that name each recording (for reports).
+
+def _uem(path: Path) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    return parse_uem(path), []
+
+
+def _annotations(directory: Path, suffix: str, parse, found: Discovery) -> dict[str, list[tuple[str, list]]]:
+    """(file, items) per recording name from every ``suffix`` file under ``directory``.
+
+    ``parse(path)`` gives (items per name, notes). A file that fails to parse is reported and
+    contributes nothing, because a partly read annotation would silently become wrong labels.
     """
-    merged: dict[str, list] = {}
-    for path in _walk(directory, (suffix,), problems):
+    named: dict[str, list[tuple[str, list]]] = {}
+    for path in _walk(directory, (suffix,), found.problems):
         try:
-            for rec, items in parse(path).items():
-                merged.setdefault(rec, []).extend(items)
-                files.setdefault(rec, []).append(str(path))
+            items_by_name, notes = parse(path)
         except AgencerdasError as exc:
-            problems.append((str(path), str(exc).removeprefix(f"{path}").lstrip(": ")))
-    return merged
+            found.problems.append((str(path), str(exc).removeprefix(f"{path}").lstrip(": ")))
+            continue
+        found.notes += [(str(path), note) for note in notes]
+        for name, items in items_by_name.items():
+            named.setdefault(name, []).append((str(path), items))
+    return named
 
 
 def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None = None) -> Discovery:
@@ -111,7 +125,10 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
 
     Annotations are searched in ``rttm_dir`` / ``uem_dir`` (default: ``audio_dir``) and
     matched by recording id, either verbatim or in its RTTM-safe form (whitespace → ``_``).
-    Two files with one id, and annotations naming no recording found, are reported.
+    Two audio files with one id, and annotations naming no recording found, are reported.
+    A recording named by more than one RTTM file (or more than one UEM file) is reported and
+    left out of the run: per-file RTTMs beside a corpus-wide one would otherwise count every
+    turn twice, and no rule can tell which file is meant.
     """
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
@@ -128,21 +145,28 @@ def discover(audio_dir: Path, rttm_dir: Path | None = None, uem_dir: Path | None
             continue
         by_id[rec_id] = Recording(rec_id, path)
     safe = {rttm_safe(rec): rec for rec in by_id}
-    rttm_files: dict[str, list[str]] = {}
-    uem_files: dict[str, list[str]] = {}
-    turns = _annotations(Path(rttm_dir or audio_dir), ".rttm", parse_rttm, found.problems, rttm_files)
-    regions = _annotations(Path(uem_dir or audio_dir), ".uem", parse_uem, found.problems, uem_files)
-    for kind, found_items, files in (("RTTM", turns, rttm_files), ("UEM", regions, uem_files)):
-        for name, items in sorted(found_items.items()):
+    conflicts: set[str] = set()
+    for kind, suffix, parse, directory in (("RTTM", ".rttm", _rttm, rttm_dir), ("UEM", ".uem", _uem, uem_dir)):
+        sources: dict[str, list[tuple[str, list]]] = {}  # recording id -> (file, items) of each file naming it
+        for name, named in sorted(_annotations(Path(directory or audio_dir), suffix, parse, found).items()):
             rec = by_id.get(name) or by_id.get(safe.get(name, ""))
             if rec is None:
-                found.problems.append(
-                    (", ".join(files[name]), f"{kind} names recording {name!r}, which is not in {audio_dir}")
-                )
-            elif kind == "RTTM":
-                rec.segments = (rec.segments or []) + items
+                found.problems.append((", ".join(path for path, _ in named),
+                                       f"{kind} names recording {name!r}, which is not in {audio_dir}"))
             else:
-                rec.uem = (rec.uem or []) + items
-    found.recordings = sorted(by_id.values(), key=lambda r: r.rec_id)
+                sources.setdefault(rec.rec_id, []).extend(named)
+        for rec_id, named in sources.items():
+            files = sorted({path for path, _ in named})
+            if len(files) > 1:
+                conflicts.add(rec_id)
+                what = "turns" if kind == "RTTM" else "regions"
+                found.problems.append((str(by_id[rec_id].path), _MANY_FILES.format(kind=kind, files=", ".join(files),
+                                                                                   items=what)))
+            elif kind == "RTTM":
+                by_id[rec_id].segments = sorted(set(item for _, items in named for item in items))
+            else:
+                by_id[rec_id].uem = [item for _, items in named for item in items]
+    found.recordings = sorted((r for r in by_id.values() if r.rec_id not in conflicts), key=lambda r: r.rec_id)
     found.problems = [(printable(name), printable(reason)) for name, reason in found.problems]
+    found.notes = [(printable(name), printable(note)) for name, note in found.notes]
     return found

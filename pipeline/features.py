@@ -7,6 +7,7 @@ N samples gives ceil(N / hop) frames, whatever the block size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
@@ -21,6 +22,7 @@ from stores.errors import AgencerdasError
 _SUB_BLOCK_FRAMES = 256
 # OpenBLAS computes a product of fewer multiply-adds than this (2^18) on the calling thread.
 _BLAS_SINGLE_THREAD_MACS = 1 << 18
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,26 @@ class FeatureConfig:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.hop_length <= 0 or self.win_length < self.hop_length:
-            raise AgencerdasError(
-                f"invalid feature config: sample_rate={self.sample_rate}, hop_length={self.hop_length}, "
-                f"win_length={self.win_length} (need positive values and win_length >= hop_length)"
-            )
-        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise AgencerdasError(f"invalid feature config: need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+        problems = []
+        ints = {"sample_rate": self.sample_rate, "n_mels": self.n_mels, "win_length": self.win_length,
+                "hop_length": self.hop_length}
+        problems += [f"{name}={value!r} is not a positive whole number" for name, value in ints.items()
+                     if not _positive_int(value)]
+        if _positive_int(self.hop_length) and _positive_int(self.win_length) and self.win_length < self.hop_length:
+            problems.append(f"win_length={self.win_length} is below hop_length={self.hop_length}")
+        band_ok = _positive_int(self.sample_rate) and 0 <= self.fmin < self.fmax <= self.sample_rate / 2
+        if not band_ok:
+            problems.append(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}")
+        if not math.isfinite(self.log_floor) or self.log_floor < _FLOAT32_TINY:
+            # Below float32's smallest normal number the floor rounds towards 0 and log gives -inf.
+            problems.append(f"log_floor={self.log_floor} must be finite (not NaN or infinity) and at least "
+                            f"{_FLOAT32_TINY:.3g}, the smallest normal float32")
         if self.dtype not in ("float16", "float32"):
-            raise AgencerdasError(f"feature dtype must be float16 or float32, got {self.dtype!r}")
+            problems.append(f"feature dtype must be float16 or float32, got {self.dtype!r}")
+        if band_ok and _positive_int(self.n_mels) and _positive_int(self.win_length):
+            problems += _mel_problems(self)
+        if problems:
+            raise AgencerdasError("invalid feature config: " + "; ".join(problems))
 
     @property
     def frame_shift_s(self) -> float:
@@ -58,6 +71,57 @@ class FeatureConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def _mel_frequencies(n: int, fmin: float, fmax: float) -> np.ndarray:
+    """``n`` band edges (Hz) evenly spaced on the Slaney mel scale: librosa's ``mel_frequencies(htk=False)``,
+    the same operations, written out so that checking a config never imports librosa's heavy modules
+    (a labels-only worker builds a FeatureConfig and must not pay for them)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+
+    def to_mel(hz: float) -> float:
+        return min_log_mel + np.log(hz / min_log_hz) / logstep if hz >= min_log_hz else hz / f_sp
+
+    mels = np.linspace(to_mel(fmin), to_mel(fmax), n)
+    hz = f_sp * mels
+    log_part = mels >= min_log_mel
+    hz[log_part] = min_log_hz * np.exp(logstep * (mels[log_part] - min_log_mel))
+    return hz
+
+
+def _empty_mel_filters(config: FeatureConfig, n_mels: int) -> int:
+    """How many of ``n_mels`` triangular filters hold no FFT bin (a window of ``win_length`` samples).
+
+    Filter i is non-zero exactly at the bins strictly between edges i and i + 2; an empty one is a
+    constant feature column (librosa warns "Empty filters detected"), and many of them make the
+    filter bank, and every product with it, needlessly large.
+    """
+    edges = _mel_frequencies(n_mels + 2, config.fmin, config.fmax)
+    bins = np.fft.rfftfreq(config.win_length, 1.0 / config.sample_rate)
+    inside = np.searchsorted(bins, edges[2:], side="left") - np.searchsorted(bins, edges[:-2], side="right")
+    return int(np.count_nonzero(inside <= 0))
+
+
+def _mel_problems(config: FeatureConfig) -> list[str]:
+    """Why ``config.n_mels`` filters do not fit its FFT size and band (empty filters), or nothing."""
+    empty = _empty_mel_filters(config, config.n_mels)
+    if not empty:
+        return []
+    # The first count with an empty filter ends the range offered: a larger count can fit again (the
+    # edges move), but every count in the range is then sure to work. Filters i and i + 2 hold
+    # disjoint bins, so the count never passes twice the bins (win_length + 2).
+    most = next(n for n in range(1, config.win_length + 4) if _empty_mel_filters(config, n)) - 1
+    setting = f"win_length={config.win_length} at {config.sample_rate} Hz over {config.fmin:g}-{config.fmax:g} Hz"
+    if not most:
+        return [f"n_mels={config.n_mels}: even a single mel filter holds no FFT bin with {setting}; "
+                "widen fmin-fmax or raise win_length"]
+    return [f"n_mels={config.n_mels} leaves {empty} mel filter(s) empty (no FFT bin between their edges) "
+            f"with {setting}; use n_mels from 1 to {most}, or a larger win_length"]
 
 
 class LogMel:

@@ -18,8 +18,10 @@ class LabelConfig:
     max_speakers: int = 4
 
     def __post_init__(self) -> None:
-        if self.max_speakers < 1:
-            raise AgencerdasError(f"max_speakers must be >= 1, got {self.max_speakers}")
+        # A float or bool would pass ``< 1`` and break the label array's shape in every worker.
+        value = self.max_speakers
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise AgencerdasError(f"max_speakers must be a whole number >= 1, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

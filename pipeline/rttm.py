@@ -1,5 +1,11 @@
 """NIST RTTM and UEM: parsing with file:line errors, and writing.
 
+Both are read as UTF-8 with an optional byte-order mark (``utf-8-sig``): editors on Windows
+write one, and read as text it would glue itself to the first field, so the first line would
+not read as ``SPEAKER``. RTTM lines of other types (``SPKR-INFO``, ``LEXEME``, ...) are skipped
+and counted, and exact repeats of a turn are merged into one (:func:`read_rttm`), so that
+what was left out can be reported.
+
 RTTM fields are space-separated, so a recording id or speaker name that contains
 whitespace cannot be written verbatim. :func:`rttm_safe` maps every whitespace run
 to ``_``; the mapping is applied consistently wherever the project writes an id.
@@ -8,7 +14,8 @@ to ``_``; the mapping is applied consistently wherever the project writes an id.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -38,7 +45,7 @@ def _number(text: str, what: str, where: str) -> float:
 def _records(path: Path, kind: str) -> Iterator[tuple[str, list[str]]]:
     """(``file:line``, fields) of every non-blank, non-comment line of an annotation file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise AgencerdasError(f"{path}: cannot read {kind} ({exc})") from None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -47,16 +54,43 @@ def _records(path: Path, kind: str) -> Iterator[tuple[str, list[str]]]:
             yield f"{path}:{number}", fields
 
 
-def parse_rttm(path: Path) -> dict[str, list[Segment]]:
-    """Speaker turns per recording id from one RTTM file (several recordings allowed).
+@dataclass
+class RttmFile:
+    """What one RTTM file holds: sorted turns per recording id, and what of it was not used."""
 
-    Only ``SPEAKER`` lines are used; blank lines and ``;;`` comments are skipped.
-    Raises AgencerdasError naming ``file:line`` for a line that does not parse, a
-    negative start or a non-positive duration.
+    turns: dict[str, list[Segment]]
+    skipped: Counter = field(default_factory=Counter)  # line type (e.g. SPKR-INFO) -> lines of it skipped
+    duplicates: int = 0  # turns that repeated an earlier one exactly (recording, speaker, start, duration)
+
+    def notes(self) -> list[str]:
+        """One line each for skipped lines and merged repeats, for the run summary; [] when neither."""
+        notes = []
+        if self.skipped:
+            kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(self.skipped.items()))
+            notes.append(f"{sum(self.skipped.values())} non-SPEAKER line(s) skipped ({kinds})")
+        if self.duplicates:
+            notes.append(f"{self.duplicates} exact repeat(s) of a turn merged (same recording, speaker, start, "
+                         "duration), so no speech counts twice")
+        return notes
+
+
+def parse_rttm(path: Path) -> dict[str, list[Segment]]:
+    """Speaker turns per recording id from one RTTM file (several recordings allowed): :func:`read_rttm`'s turns."""
+    return read_rttm(path).turns
+
+
+def read_rttm(path: Path) -> RttmFile:
+    """One RTTM file: turns per recording id, sorted, with exact repeats merged, and the skipped lines.
+
+    Only ``SPEAKER`` lines are used; blank lines and ``;;`` comments are skipped silently,
+    lines of other types are counted by type. Raises AgencerdasError naming ``file:line``
+    for a line that does not parse, a negative start or a non-positive duration.
     """
     turns: dict[str, list[Segment]] = defaultdict(list)
+    skipped: Counter = Counter()
     for where, fields in _records(path, "RTTM"):
         if fields[0] != "SPEAKER":
+            skipped[fields[0]] += 1
             continue
         if len(fields) < 8:
             raise AgencerdasError(
@@ -70,7 +104,9 @@ def parse_rttm(path: Path) -> dict[str, list[Segment]]:
         if duration <= 0:
             raise AgencerdasError(f"{where}: duration {duration} is not positive")
         turns[fields[1]].append(Segment(start, duration, fields[7]))
-    return {rec: sorted(segs) for rec, segs in turns.items()}
+    unique = {rec: sorted(set(segs)) for rec, segs in turns.items()}
+    duplicates = sum(len(segs) - len(unique[rec]) for rec, segs in turns.items())
+    return RttmFile(unique, skipped, duplicates)
 
 
 def parse_uem(path: Path) -> dict[str, list[tuple[float, float]]]:

@@ -19,6 +19,7 @@ unchanged or renamed corpus starts no worker at all.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from stores import DatasetView, Store, ViewRecording, feature_key, label_key, lo
 from stores.errors import AgencerdasError
 
 from .cluster import check_shared_store, task_backend
-from .discover import Recording, discover
+from .discover import Recording, discover, printable
 from .features import FeatureConfig
 from .labels import LabelConfig, canonical_annotation
 from .pseudo import PseudoConfig, PseudoLabeler
@@ -110,6 +111,38 @@ class FeaturesRequest:
     pseudo_labeler: PseudoLabeler | None = None
     #: None: loky processes here; "local": a Dask LocalCluster here; "tcp://host:port": that Dask cluster.
     scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise AgencerdasError listing every value that cannot work, before anything touches the store.
+
+        A missing annotation directory is an error, not an empty one: a typo in ``--rttm-dir`` would
+        otherwise rewrite the view with every recording unlabelled.
+        """
+        problems = []
+        fraction = self.validation_fraction
+        if not (_is_number(fraction) and math.isfinite(fraction) and 0 <= fraction < 1):
+            problems.append(f"validation_fraction (--validation-fraction) must be in [0, 1), got {fraction!r}")
+        if not (_is_whole(self.split_seed) and self.split_seed >= 0):
+            problems.append(f"split_seed (--split-seed) must be a whole number >= 0, got {self.split_seed!r}")
+        if not (_is_whole(self.jobs) and self.jobs >= 1):
+            problems.append(f"--jobs must be at least 1, got {self.jobs!r}")
+        for what, flag, directory in (("audio", "AUDIO_DIR", self.audio_dir), ("RTTM", "--rttm-dir", self.rttm_dir),
+                                      ("UEM", "--uem-dir", self.uem_dir)):
+            if directory is not None and not Path(directory).is_dir():
+                problems.append(f"{what} directory ({flag}) {printable(str(directory))} is not an existing directory")
+        if problems:
+            raise AgencerdasError("invalid features request: " + "; ".join(problems) + "; nothing was written")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], summary: RunSummary,
@@ -191,8 +224,7 @@ def _run(tasks: Iterator[Task], request: FeaturesRequest, summary: RunSummary) -
 def build_features(request: FeaturesRequest) -> RunSummary:
     """Bring the store up to date with ``request.audio_dir`` and write the dataset view."""
     start = time.perf_counter()
-    if request.jobs < 1:
-        raise AgencerdasError(f"--jobs must be at least 1, got {request.jobs}")
+    request.validate()  # again: fields may have changed since construction
     summary = RunSummary(jobs=request.jobs)
     store = Store(request.store, request.storage_options, create=True)
     store.view_path(request.view)  # a view name that cannot be a file name fails now, not after all the work
@@ -201,6 +233,7 @@ def build_features(request: FeaturesRequest) -> RunSummary:
     found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
     summary.found = len(found.recordings)
     summary.failures += found.problems
+    summary.notes += found.notes
     keys: dict[str, tuple[str, str | None]] = {}
     with closing(_plan(request, store, found.recordings, summary, keys)) as tasks:
         results = {r.rec_id: r for r in _run(tasks, request, summary)}

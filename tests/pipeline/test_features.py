@@ -125,3 +125,60 @@ def test_invalid_feature_configs_are_refused():
     for kwargs in [{"hop_length": 0}, {"win_length": 100}, {"fmax": 9000.0}, {"fmin": 8000.0}, {"dtype": "int8"}]:
         with pytest.raises(AgencerdasError, match="feature"):
             FeatureConfig(**kwargs)
+
+
+def test_finite_samples_far_beyond_full_scale_are_refused_by_name_and_loud_ones_kept(tmp_path):
+    """1e30 is finite, so the NaN check passed it, but its float32 power spectrum overflows and the
+    features were NaN (issue 21). In stereo the two channels cancel in the mono mix, so the check
+    must look before mixing. Float files beyond full scale (here integer-scaled, ±32768) are odd
+    but usable: they keep their features, unchanged."""
+    x = signal(0.5)
+    huge = x.copy()
+    huge[4000:4400] = 1e30
+    for name, samples in (("huge.wav", huge), ("huge_stereo.wav", np.stack([huge, -huge], axis=1))):
+        sf.write(tmp_path / name, samples, 16000, subtype="FLOAT")
+        with pytest.raises(AgencerdasError, match=rf"{name}: samples reach 1e\+30, far beyond full scale ±1"):
+            list(stream_mono(tmp_path / name, 16000, 1.0))
+    loud = x * 32768
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    feats = whole(np.concatenate(list(stream_mono(tmp_path / "loud.wav", 16000, 1.0))))
+    assert np.isfinite(feats).all()
+    np.testing.assert_array_equal(feats, whole(loud))
+
+
+def test_feature_config_problems_are_listed_in_one_message():
+    with pytest.raises(AgencerdasError) as info:
+        FeatureConfig(n_mels=0, hop_length=0, dtype="int8", log_floor=0.0)
+    message = str(info.value)
+    assert message.startswith("invalid feature config: ")
+    for word in ("n_mels=0", "hop_length=0", "'int8'", "log_floor=0.0"):
+        assert word in message, message
+    with pytest.raises(AgencerdasError, match="n_mels=2.5 is not a positive whole number"):
+        FeatureConfig(n_mels=2.5)
+
+
+@pytest.mark.parametrize("log_floor", [0.0, 1e-45, float("inf")])
+def test_a_log_floor_that_log_cannot_take_finitely_is_refused(log_floor):
+    # 1e-45 is a float32 subnormal and 0: log would give -inf for every silent bin
+    with pytest.raises(AgencerdasError, match="log_floor"):
+        FeatureConfig(log_floor=log_floor)
+
+
+def test_n_mels_is_bounded_by_filters_the_fft_size_can_fill():
+    """No mel filter may be empty (librosa warns, and 5000 of them made features 90x slower)."""
+    with pytest.raises(AgencerdasError, match="n_mels=5000 leaves .* empty .*use n_mels from 1 to 149") as info:
+        FeatureConfig(n_mels=5000)
+    assert "win_length=400 at 16000 Hz over 20-7600 Hz" in str(info.value)
+    with pytest.raises(AgencerdasError, match="from 1 to 149"):
+        FeatureConfig(n_mels=150)
+    with pytest.raises(AgencerdasError, match="even a single mel filter"):
+        FeatureConfig(fmin=7590.0, fmax=7600.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # librosa's "Empty filters detected" would fail here
+        for n_mels in (1, 80, 149):
+            LogMel(FeatureConfig(n_mels=n_mels))
+        LogMel(FeatureConfig(win_length=1024, hop_length=160, fmin=0.0, n_mels=378))
+    with pytest.raises(AgencerdasError, match="from 1 to 378"):
+        FeatureConfig(win_length=1024, hop_length=160, fmin=0.0, n_mels=379)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rttm import Segment, format_rttm, parse_rttm, parse_uem, rttm_safe, write_rttm
+from pipeline.rttm import Segment, format_rttm, parse_rttm, parse_uem, read_rttm, rttm_safe, write_rttm
 from stores.errors import AgencerdasError
 
 TURNS = [Segment(0.25, 1.5, "alice"), Segment(1.5, 0.75, "bob"), Segment(3.125, 2.0, "alice")]
@@ -98,3 +98,40 @@ def test_ids_and_speakers_with_whitespace_round_trip_in_safe_form(tmp_path):
     text = path.read_text()
     assert all(len(line.split()) == 10 for line in text.splitlines())
     assert parse_rttm(Path(path)) == {"meeting_01": [Segment(0.0, 1.0, "alice"), Segment(1.0, 2.0, "Dr._Who")]}
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_line(tmp_path):
+    """Windows editors write a UTF-8 BOM; read as plain UTF-8 it glued itself to 'SPEAKER' and the
+    first turn (or the first UEM region's recording id) silently went missing."""
+    rttm = tmp_path / "bom.rttm"
+    rttm.write_bytes(b"\xef\xbb\xbf" + format_rttm("rec", TURNS).encode())
+    assert parse_rttm(rttm) == {"rec": TURNS}
+    assert read_rttm(rttm).skipped == {}
+    uem = tmp_path / "bom.uem"
+    uem.write_bytes(b"\xef\xbb\xbfrec 1 0.0 10.5\n")
+    assert parse_uem(uem) == {"rec": [(0.0, 10.5)]}
+
+
+def test_skipped_lines_are_counted_and_exact_repeats_merged(tmp_path):
+    path = tmp_path / "all.rttm"
+    path.write_text(
+        ";; comments and blank lines are not counted\n\n"
+        "SPKR-INFO a 1 <NA> <NA> <NA> unknown alice <NA> <NA>\n"
+        "SPKR-INFO a 1 <NA> <NA> <NA> unknown bob <NA> <NA>\n"
+        "LEXEME a 1 0.1 0.2 hello lex alice <NA> <NA>\n"
+        "SPEAKER a 1 0.5 0.5 <NA> <NA> alice <NA> <NA>\n"
+        "SPEAKER a 1 0.500 0.50 <NA> <NA> alice <NA> <NA>\n"  # the same turn, written differently
+        "SPEAKER a 1 0.5 0.5 <NA> <NA> bob <NA> <NA>\n"  # another speaker at the same time: kept
+        "SPEAKER b 1 0.5 0.5 <NA> <NA> alice <NA> <NA>\n"  # another recording: kept
+    )
+    rttm = read_rttm(path)
+    assert rttm.turns == {"a": [Segment(0.5, 0.5, "alice"), Segment(0.5, 0.5, "bob")],
+                          "b": [Segment(0.5, 0.5, "alice")]}
+    assert parse_rttm(path) == rttm.turns
+    assert rttm.skipped == {"SPKR-INFO": 2, "LEXEME": 1} and rttm.duplicates == 1
+    assert rttm.notes() == [
+        "3 non-SPEAKER line(s) skipped (LEXEME x1, SPKR-INFO x2)",
+        "1 exact repeat(s) of a turn merged (same recording, speaker, start, duration), so no speech counts twice",
+    ]
+    path.write_text(format_rttm("a", TURNS))
+    assert read_rttm(path).notes() == []
