@@ -83,26 +83,31 @@ class Augment:
         return feats
 
 
-def affine(draws: list[Draw], n_mels: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The spectral part of ``draws`` as an affine map of log-mel frames, ``x @ warp + offset``:
-    ``warp`` (B, n_mels, n_mels) float32, or None when no window is warped, and ``offset``
-    (B, n_mels) float32 in log-power units (gain plus tilt).
+def draw_arrays(draws: list[Draw], n_mels: int) -> dict[str, np.ndarray]:
+    """``draws`` as host arrays, so a batch's perturbations cross to the device in its one copy:
+    ``alpha`` (B,) mel stretch factors, ``offset`` (B, n_mels) gain plus tilt in log-power units,
+    ``keep`` (B, n_mels) 0 on each window's masked bands and 1 elsewhere; all float32."""
+    alpha = np.array([d.alpha for d in draws], dtype=np.float32)
+    gain = np.array([d.gain_db for d in draws], dtype=np.float32)
+    tilt = np.array([d.tilt_db for d in draws], dtype=np.float32)
+    bins = np.arange(n_mels, dtype=np.float32)
+    offset = (gain[:, None] + tilt[:, None] * (bins / max(1, n_mels - 1) - 0.5)) * np.float32(_LN_PER_DB)
+    keep = np.ones((len(draws), n_mels), dtype=np.float32)
+    for b, draw in enumerate(draws):
+        for start, width in draw.masks:
+            keep[b, start : start + width] = 0.0
+    return {"alpha": alpha, "offset": offset.astype(np.float32), "keep": keep}
 
-    The warp is a linear interpolation along the mel axis (output bin i reads the input at
-    i * alpha, clamped at the top bin), as one matrix per window.
-    """
-    bins = torch.arange(n_mels, dtype=torch.float32, device=device)
-    alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32, device=device)
-    warp = None
-    if bool((alpha != 1.0).any()):
-        low, high, frac = _reads(alpha, n_mels)
-        warp = torch.zeros(len(draws), n_mels, n_mels, device=device)
-        warp.scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
-        warp.scatter_add_(1, high[:, None], frac[:, None])
-    gain = torch.tensor([d.gain_db for d in draws], dtype=torch.float32, device=device)
-    tilt = torch.tensor([d.tilt_db for d in draws], dtype=torch.float32, device=device)
-    offset = (gain[:, None] + tilt[:, None] * (bins / max(1, n_mels - 1) - 0.5)) * _LN_PER_DB
-    return warp, offset
+
+def warp_matrix(alpha: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """The mel stretches ``alpha`` (B,) as matrices (B, n_mels, n_mels) float32 on alpha's device, for
+    ``x @ warp``: a linear interpolation along the mel axis (output bin i reads the input at
+    i * alpha, clamped at the top bin)."""
+    low, high, frac = _reads(alpha, n_mels)
+    warp = torch.zeros(len(alpha), n_mels, n_mels, device=alpha.device)
+    warp.scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
+    warp.scatter_add_(1, high[:, None], frac[:, None])
+    return warp
 
 
 def _reads(alpha: torch.Tensor, n_mels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,25 +122,17 @@ def _reads(alpha: torch.Tensor, n_mels: int) -> tuple[torch.Tensor, torch.Tensor
 
 def stretch_rows(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Log-mel rows ``x`` (N, n_mels) float32 with row r stretched along the mel axis by ``alpha[r]``
-    (N,): the warp of :func:`affine` as a gather, for rows that each carry their own factor (a
+    (N,): the warp of :func:`warp_matrix` as a gather, for rows that each carry their own factor (a
     simulated conversation's speakers); a new tensor. Costs two (N, n_mels) int64 index tensors."""
     low, high, frac = _reads(alpha.to(torch.float32), x.shape[1])
     return torch.lerp(x.gather(1, low), x.gather(1, high), frac)
 
 
-def keep(draws: list[Draw], n_mels: int, device: torch.device) -> torch.Tensor:
-    """(B, n_mels) float32: 0 on each window's masked bands, 1 elsewhere."""
-    out = torch.ones(len(draws), n_mels)
-    for b, draw in enumerate(draws):
-        for start, width in draw.masks:
-            out[b, start : start + width] = 0.0
-    return out.to(device)
-
-
 def spectral_batch(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
     """Warp, gain and tilt of raw log-mel windows ``x`` (B, frames, n_mels) float32, window b by
     ``draws[b]``, on x's device; a new tensor (``x`` is never written)."""
-    warp, offset = affine(draws, x.shape[-1], x.device)
-    if warp is not None:
-        x = torch.bmm(x, warp)
-    return x + offset[:, None, :] if bool(offset.any()) else x
+    arrays = draw_arrays(draws, x.shape[-1])
+    if (arrays["alpha"] != 1.0).any():
+        x = torch.bmm(x, warp_matrix(torch.from_numpy(arrays["alpha"]).to(x.device), x.shape[-1]))
+    offset = arrays["offset"]
+    return x + torch.from_numpy(offset).to(x.device)[:, None, :] if offset.any() else x

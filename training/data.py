@@ -114,9 +114,11 @@ class WindowPlan(Sampler[list[Window]]):
 class WindowDataset(Dataset):
     """Map-style dataset: ``dataset[(rec, start)]`` is one training window.
 
-    Returns a dict of float32 ``feats`` (window, D), float32 ``labels`` (window, S) and
-    bool ``mask`` (window,) at the model frame rate; D = downsample * n_mels for ``stack``
-    pooling, n_mels for ``mean``. Frames past a recording's (capped) end are zero and masked.
+    Returns a dict of float32 ``feats`` (window, D), float32 ``labels`` (window, S), bool ``mask``
+    (window,) (frames the loss scores: inside the recording and its UEM) and bool ``valid``
+    (window,) (frames inside the recording: the attention mask) at the model frame rate;
+    D = downsample * n_mels for ``stack`` pooling, n_mels for ``mean``. Frames past a recording's
+    (capped) end are zero and masked.
     ``weight`` (scalar) is ``pseudo_weight`` for windows of pseudo-labelled recordings, else 1.
     A window with an augmentation seed is perturbed by ``augment`` (raw log-mel perturbations
     before normalisation, frequency masks after); one without is returned as stored.
@@ -182,6 +184,7 @@ class WindowDataset(Dataset):
             "labels": torch.from_numpy(self.format.labels(recipe.labels(self.format.max_speakers), self.frames)
                                        .astype(np.float32)),
             "mask": torch.from_numpy(self.format.mask(self.frames, self.frames)),
+            "valid": torch.from_numpy(self.format.mask(self.frames, self.frames)),
             "weight": torch.tensor(1.0),
         }
 
@@ -202,5 +205,6 @@ class WindowDataset(Dataset):
             "feats": torch.from_numpy(x),
             "labels": torch.from_numpy(y.astype(np.float32)),
             "mask": torch.from_numpy(mask),
+            "valid": torch.from_numpy(self.format.mask(max(0, min(self.frames, self.lengths[index] - start)), self.frames)),
             "weight": torch.tensor(self.pseudo_weight if self.recordings[index].pseudo else 1.0),
         }

@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .data import WindowDataset, WindowPlan
 from .resident import ResidentLoader, ResidentWindows, budget_bytes, choose_resident, split_bytes
 from .runtime import Runtime, loader_workers, set_cpu_threads
+from .transfer import to_device
 from .conversations import SegmentBank
 from .windows import Normalizer, WindowFormat, scored_frames
 
@@ -133,6 +134,51 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
+class DeviceBatches:
+    """A DataLoader's (pinned) host batches moved to ``device``, with ``padded`` decided on the host
+    before the copy, as :meth:`ResidentWindows.batch` gives it."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            padded = not bool(batch["valid"].all())  # a host tensor: no device wait
+            yield {**{k: v.to(self.device, non_blocking=True) for k, v in batch.items()}, "padded": padded}
+
+
+class HostWindows:
+    """Windows read through the store on the host and moved in one copy: the :meth:`ResidentWindows.batch`
+    interface for a split that stays off the device."""
+
+    def __init__(self, dataset: WindowDataset, device: torch.device):
+        self.dataset, self.device, self.host_lengths = dataset, device, dataset.lengths
+
+    def batch(self, windows: list) -> dict:
+        items = [self.dataset[w] for w in windows]
+        host = {k: torch.stack([i[k] for i in items]).numpy() for k in ("feats", "labels", "mask", "valid", "weight")}
+        return {**to_device(host, self.device), "padded": not host["valid"].all()}
+
+
+def validation_windows(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime,
+                       resident: bool) -> ResidentWindows | HostWindows | None:
+    """Where validation windows come from: the device, like the train split, when it is ``resident`` there
+    and the validation split fits the budget too (so validation keeps pace with device-speed steps);
+    else the store through the host. None without a validation split."""
+    if not data.validation:
+        return None
+    lengths = [data.capped(r) for r in data.validation]
+    needed = split_bytes(data.store, data.validation, lengths, cfg.max_speakers)
+    if resident and needed <= budget_bytes(rt.device, cfg.data_budget):
+        fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers)  # never augmented
+        return ResidentWindows(data.store, data.validation, lengths, data.scored_of(data.validation), fmt,
+                               cfg.window_base_frames, 1.0, rt.device, progress=False)
+    return HostWindows(window_dataset(cfg, data, data.validation, normalizer), rt.device)
+
+
 def batches(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime, progress: bool,
              bank: SegmentBank | None):
     """The epoch plan and what yields its batches: the train split resident on the device when it fits
@@ -141,7 +187,7 @@ def batches(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime, p
     resident, why = choose_resident(cfg.data_on_device, needed, budget_bytes(rt.device, cfg.data_budget))
     if not resident:
         loader, plan = streaming_loader(cfg, data, normalizer, rt, bank)
-        return loader, plan, why
+        return DeviceBatches(loader, rt.device), plan, why
     set_cpu_threads(cfg.threads, 0, rt.device)
     plan = training_plan(cfg, data, rt)
     fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,

@@ -24,7 +24,8 @@ from stores.errors import AgencerdasError
 
 from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .inputs import Data, batches, load_data, segment_bank, window_dataset
+from .inputs import Data, batches, load_data, segment_bank, validation_windows
+from .resident import ResidentLoader
 from .loss import pit_bce, weighted_bce
 from .model import build_model
 from .resume import best_criterion, check_resume
@@ -66,10 +67,11 @@ class Trainer:
             torch.manual_seed(rank_seed(cfg.seed, rt.rank))
         self.bank = segment_bank(cfg, data)
         self.loader, self.plan, self.data_path = batches(cfg, data, self.normalizer, rt, progress, self.bank)
-        self.val_dataset = window_dataset(cfg, data, data.validation, self.normalizer) if data.validation else None
+        self.val_windows = validation_windows(cfg, data, self.normalizer, rt, isinstance(self.loader, ResidentLoader))
+        self.weighted = bool(data.pseudo and cfg.pseudo_weight != 1.0)  # the loss optimized weighs pseudo windows
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=rt.device.type == "cuda")
+                                           fused=rt.device.type in ("cuda", "cpu"))  # one kernel, no host sync
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, math.inf
@@ -153,17 +155,18 @@ class Trainer:
     # -------------------------------------------------------------------- loop
 
     def _train_step(self, batch: dict, micro: int, total: int) -> torch.Tensor:
-        feats, labels, mask = (batch[k].to(self.rt.device, non_blocking=True) for k in ("feats", "labels", "mask"))
+        """One micro-batch on the device: forward, the loss, backward, and on the last micro-batch of an
+        accumulation group the optimizer step. Returns the loss optimized (detached); reads nothing back."""
         # The epoch's last batch closes a short accumulation group: its gradients must not leak into the next epoch.
         sync = (micro + 1) % self.cfg.accumulate == 0 or micro + 1 == total
         context = self.net.no_sync() if self.rt.world > 1 and not sync else torch.enable_grad()
         with context:
-            with self.rt.autocast():
-                logits, _ = self.net(feats, None if bool(mask.all()) else mask)
-            result = pit_bce(logits, labels, mask)
+            with self.rt.autocast():  # attention sees the whole recording; the UEM only decides what is scored
+                logits, _ = self.net(batch["feats"], batch["valid"] if batch["padded"] else None)
+            result = pit_bce(logits, batch["labels"], batch["mask"])
             loss = result.loss
-            if self.data.pseudo and self.cfg.pseudo_weight != 1.0:
-                loss = weighted_bce(logits, result.permuted_labels, mask, batch["weight"].to(self.rt.device))
+            if self.weighted:
+                loss = weighted_bce(logits, result.permuted_labels, batch["mask"], batch["weight"])
             self.scaler.scale(loss / self.cfg.accumulate).backward()
         if sync:
             self.scaler.unscale_(self.optimizer)
@@ -177,17 +180,26 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
-        return result.diar
+        return loss.detach()
+
+    def _read(self, loss_sum: torch.Tensor) -> float:
+        """The running loss sum read to the host together with the divergence signs, in one transfer;
+        raises when the run diverged."""
+        signs = [self.nonfinite.float()] + ([self.scaler._get_scale_async().float()] if self.scaler.is_enabled() else [])
+        values = torch.stack([loss_sum.float(), *signs]).tolist()
+        self._check_finite(values[1] > 0, values[2] if len(values) > 2 else None)
+        return values[0]
 
     def _epoch(self) -> dict:
-        cfg = self.cfg
+        cfg, rt = self.cfg, self.rt
         self.net.train()
         self.plan.set_epoch(self.epoch, self.batch_in_epoch)
         total = len(self.plan)
+        show = self.progress and rt.main
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                   unit="batch", disable=not (self.progress and self.rt.main), leave=False)
+                   unit="batch", disable=not show, leave=False)
         run = self.running
-        loss_sum = torch.tensor(run["loss"], device=self.rt.device)
+        loss_sum = torch.tensor(run["loss"], device=rt.device)
         windows, batches, start = run["windows"], run["batches"], time.perf_counter() - run["seconds"]
         for batch in self.loader:
             loss_sum += self._train_step(batch, self.batch_in_epoch, total)
@@ -195,19 +207,18 @@ class Trainer:
             windows += len(batch["feats"])
             batches += 1
             bar.update()
-            if self.batch_in_epoch % 10 == 0 or self.batch_in_epoch == total:
-                self._check_finite()
-                rate = windows * self.rt.world / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum.item() / batches:.4f}", win_s=f"{rate:.0f}",
-                                mem_mb=f"{self.rt.peak_memory_mb():.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
-            if self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
-                self._log({"kind": "step", "epoch": self.epoch, "step": self.step,
-                           "loss": loss_sum.item() / batches, "lr": self.scheduler.get_last_lr()[0]})
+            # The device is read only here, once every LOG_EVERY optimizer steps and on rank 0 alone.
+            if rt.main and self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
+                loss = self._read(loss_sum) / batches
+                rate = windows * rt.world / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", win_s=f"{rate:.0f}", mem_mb=f"{rt.peak_memory_mb():.0f}",
+                                lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+                self._log({"kind": "step", "epoch": self.epoch, "step": self.step, "loss": loss,
+                           "lr": self.scheduler.get_last_lr()[0]})
             stop = bool(cfg.max_steps and self.step >= cfg.max_steps)
             periodic = cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0
             if periodic or stop:
-                self._check_finite()
-                self.running = {"loss": loss_sum.item(), "windows": windows, "batches": batches,
+                self.running = {"loss": self._read(loss_sum), "windows": windows, "batches": batches,
                                 "seconds": time.perf_counter() - start}
                 if periodic:
                     self._save("last.pt", self._rng_states())
@@ -215,19 +226,25 @@ class Trainer:
                 break
         bar.close()
         seconds = time.perf_counter() - start
-        return {"train_loss": loss_sum.item() / max(1, batches), "windows": windows * self.rt.world, "seconds": seconds,
-                "windows_per_s": windows * self.rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
+        # What was optimized, over every rank's batches: one reduction and one read per epoch.
+        totals = torch.stack([loss_sum.float(), torch.tensor(float(batches), device=rt.device), self.nonfinite.float()])
+        if rt.world > 1:
+            torch.distributed.all_reduce(totals)
+        loss_total, batches_total, nonfinite = totals.tolist()
+        self._check_finite(nonfinite > 0, self.scaler.get_scale() if self.scaler.is_enabled() else None)
+        return {"train_loss": loss_total / max(1.0, batches_total), "windows": windows * rt.world, "seconds": seconds,
+                "windows_per_s": windows * rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
 
     def _remedy(self) -> str:
         return (f"lower LR (this run: {self.cfg.lr:g}) or GRAD_CLIP ({self.cfg.grad_clip:g})"
                 + (", or train with PRECISION=fp32" if self.rt.amp_dtype is not None else "")
                 + "; last.pt and best.pt still hold the last finite state")
 
-    def _check_finite(self) -> None:
-        """Stop the run before anything is saved once a gradient norm was non-finite, or fp16's loss scale
-        collapsed (every step overflowing). One host read; called where the loss is read anyway."""
-        collapsed = self.scaler.is_enabled() and self.scaler.get_scale() < 1.0
-        if bool(self.nonfinite) or collapsed:
+    def _check_finite(self, nonfinite: bool, scale: float | None) -> None:
+        """Stop the run before anything is saved once a gradient norm was non-finite, or fp16's loss
+        ``scale`` collapsed below 1 (every step overflowing)."""
+        collapsed = scale is not None and scale < 1.0
+        if nonfinite or collapsed:
             what = "the fp16 loss scale fell below 1 (every step overflows)" if collapsed else \
                 "a gradient norm became NaN or inf"
             raise AgencerdasError(f"training diverged at step {self.step} (epoch {self.epoch + 1}): {what}; "

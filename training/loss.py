@@ -155,13 +155,13 @@ def pit_bce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> PITLo
     return PITLoss(loss=loss, diar=loss.detach(), perm=perm, permuted_labels=permuted)
 
 
-def frame_error(
+def frame_error_counts(
     logits: Tensor,
     permuted_labels: Tensor,
     mask: Tensor | None = None,
     threshold: float = 0.5,
-) -> FrameErrorCounts:
-    """Count frame-level diarization errors of thresholded outputs.
+) -> Tensor:
+    """Count frame-level diarization errors of thresholded outputs, on the device.
 
     Follows the DER definition frame by frame, with n_ref reference speakers,
     n_hyp detected speakers and n_correct slots both active:
@@ -179,8 +179,8 @@ def frame_error(
         threshold: activity probability above which an output counts as speaking.
 
     Returns:
-        :class:`FrameErrorCounts`, each a count of speaker-frames over the
-        valid frames; ``speech`` is the total reference speech (sum of n_ref).
+        (4,) float tensor on logits' device: miss, false alarm, confusion and speech, each a count
+        of speaker-frames over the valid frames; speech is the total reference speech (sum of n_ref).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -198,8 +198,13 @@ def frame_error(
             n_ref,
         ]
     )  # (4, B, T)
-    # One host transfer for all four counts.
-    miss, false_alarm, confusion, speech = (per_frame * mask).sum(dim=(1, 2)).tolist()
+    return (per_frame * mask).sum(dim=(1, 2))
+
+
+def frame_error(logits: Tensor, permuted_labels: Tensor, mask: Tensor | None = None,
+                threshold: float = 0.5) -> FrameErrorCounts:
+    """:func:`frame_error_counts` read to the host (one transfer for all four counts)."""
+    miss, false_alarm, confusion, speech = frame_error_counts(logits, permuted_labels, mask, threshold).tolist()
     return FrameErrorCounts(miss=miss, false_alarm=false_alarm, confusion=confusion, speech=speech)
 
 

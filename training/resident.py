@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from stores import Store, ViewRecording
 from stores.errors import AgencerdasError
 
-from .augment import affine, keep, stretch_rows
+from .augment import draw_arrays, stretch_rows, warp_matrix
 from .data import SIMULATED, Window
 from .conversations import FLOOR, SegmentBank
+from .transfer import to_device
 from .windows import WindowFormat, fit_speakers
 
 
@@ -102,96 +103,127 @@ class ResidentWindows:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.features, self.labels, self.scored))
 
-    def batch(self, windows: list[Window]) -> dict[str, torch.Tensor]:
+    def batch(self, windows: list[Window]) -> dict:
         """The training batch of ``windows`` ((recording, start in base frames[, augmentation seed])):
-        ``feats`` (B, window, D) float32, ``labels`` (B, window, S) float32, ``mask`` (B, window)
-        bool and ``weight`` (B,) at the model rate, as :class:`~training.data.WindowDataset` gives."""
+        ``feats`` (B, window, D) float32, ``labels`` (B, window, S) float32, ``mask`` (B, window) bool
+        (frames the loss scores: inside the recording and its UEM), ``valid`` (B, window) bool (frames
+        inside the recording: the attention mask) and ``weight`` (B,), at the model rate, as
+        :class:`~training.data.WindowDataset` gives; ``padded`` (a Python bool) says whether any
+        window runs past its recording, so the model needs ``valid``.
+
+        Never waits for the device: what the host decides (positions, draws, layouts, which windows
+        are simulated or padded) crosses in one copy, and device tensors are indexed only by device
+        tensors.
+        """
+        host, flags = self._plan(windows)
+        d = to_device(host, self.device)
         b, frames, n_mels = len(windows), self.frames, self.features.shape[1]
-        recipes = {i: self.bank.recipe(w[1], frames) for i, w in enumerate(windows) if w[0] == SIMULATED}
-        # A simulated window stands in as recording 0 from frame 0 until its mixed rows replace it.
-        real = [(0, 0) if i in recipes else (w[0], w[1]) for i, w in enumerate(windows)]
-        rec = torch.tensor([r for r, _ in real], device=self.device)
-        start = torch.tensor([s for _, s in real], device=self.device)
-        pos = start[:, None] + self._steps[None]  # (B, frames) base frame within the recording
+        rec = d["rec"]
+        pos = d["start"][:, None] + self._steps[None]  # (B, frames) base frame within the recording
         length = self.lengths[rec][:, None]
         valid = pos < length
         rows = (self.offsets[rec][:, None] + torch.minimum(pos, length - 1)).reshape(-1)  # clamped inside
-        if recipes:  # real windows gathered, simulated ones mixed: no window is built twice
+        if flags["simulated"]:  # real windows gathered, simulated ones mixed: no window is built twice
             x = torch.empty((b, frames, n_mels), device=self.device)
-            own = [i for i in range(b) if i not in recipes]
-            if own:
-                x[own] = self.features.index_select(0, rows.view(b, frames)[own].reshape(-1)).view(-1, frames, n_mels).float()
-            order = sorted(recipes)
-            x[order] = self._mixed([recipes[i] for i in order])
-            simulated = torch.tensor([i in recipes for i in range(b)], device=self.device)
-            valid = valid | simulated[:, None]
+            if flags["real"]:
+                real = rows.view(b, frames).index_select(0, d["real"]).reshape(-1)
+                x.index_copy_(0, d["real"], self.features.index_select(0, real).view(-1, frames, n_mels).float())
+            x.index_copy_(0, d["sim"], self._mixed(d, flags))
+            valid = valid | d["simulated"][:, None]
         else:
             x = self.features.index_select(0, rows).view(b, frames, n_mels).float()
-        if self.fmt.augment is not None and len(windows[0]) > 2:
-            draws = [self.fmt.augment.draw(np.random.default_rng(w[2]), n_mels) for w in windows]
-            warp, offset = affine(draws, n_mels, self.device)
+        if "keep" in d:
             # One pass: ((x @ warp + offset) * scale - shift) * keep, the masks and the normaliser
             # folded into the warp's columns (the masks zero bands after normalisation).
-            bands = keep(draws, n_mels, self.device)  # (B, n_mels)
-            column = self._scale[None] * bands
-            bias = ((offset * self._scale - self._shift) * bands)[:, None, :]
-            if warp is not None:
-                x = torch.baddbmm(bias, x, warp * column[:, None, :])
+            column = self._scale[None] * d["keep"]
+            bias = ((d["offset"] * self._scale - self._shift) * d["keep"])[:, None, :]
+            if flags["warped"]:
+                x = torch.baddbmm(bias, x, warp_matrix(d["alpha"], n_mels) * column[:, None, :])
             else:
                 x = x.mul_(column[:, None, :]).add_(bias)
         else:
             x = x.mul_(self._scale).sub_(self._shift)
-        if any(start + frames > self.host_lengths[r] for r, start in real):
+        if flags["padded"]:
             x.mul_(valid[..., None])  # padding is zero after normalisation, as cut_window pads
         ds = self.fmt.downsample
         groups = x.reshape(b, frames // ds, ds, n_mels)
         feats = groups.reshape(b, frames // ds, ds * n_mels) if self.fmt.pooling == "stack" else groups.mean(dim=2)
         labels = self.labels.index_select(0, rows).view(b, frames, -1) * valid[..., None]
         inside = valid & self.scored.index_select(0, rows).view(b, frames)
-        for i, recipe in recipes.items():  # labels exactly from the layout; every frame scored
-            labels[i] = torch.from_numpy(recipe.labels(self.fmt.max_speakers)).to(self.device)
-            inside[i] = True
+        if flags["simulated"]:  # labels exactly from the layout; every frame scored
+            labels.index_copy_(0, d["sim"], d["sim_labels"])
+            inside.index_fill_(0, d["sim"], True)
         return {
             "feats": feats,
             "labels": _majority(labels, ds).float(),
             "mask": _majority(inside[..., None], ds)[..., 0],
-            "weight": torch.where(simulated, 1.0, self.weights[rec]) if recipes else self.weights[rec],
+            "valid": _majority(valid[..., None], ds)[..., 0],
+            "weight": torch.where(d["simulated"], 1.0, self.weights[rec]) if flags["simulated"] else self.weights[rec],
+            "padded": flags["padded"],
         }
 
-    def _mixed(self, recipes: list) -> torch.Tensor:
-        """Raw log-mel (R, frames, n_mels) float32 of R simulated windows: each one's layers (background,
-        then one per speaker, stretched and gained) mixed in the power domain, log(e^a + e^b + ...), as
-        :func:`training.conversations.render` mixes them on the host.
+    def _plan(self, windows: list[Window]) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+        """Everything the host decides about a batch, as arrays for :func:`~training.transfer.to_device`,
+        and the flags that choose the device work (Python bools: never read back from the device)."""
+        simulated = np.array([w[0] == SIMULATED for w in windows])
+        # A simulated window stands in as recording 0 from frame 0 until its mixed rows replace it.
+        host = {"rec": np.array([0 if s else w[0] for s, w in zip(simulated, windows)], dtype=np.int64),
+                "start": np.array([0 if s else w[1] for s, w in zip(simulated, windows)], dtype=np.int64)}
+        flags = {"simulated": bool(simulated.any()), "real": bool((~simulated).any()), "warped": False,
+                 "padded": any(start + self.frames > self.host_lengths[r]
+                               for r, start, s in zip(host["rec"], host["start"], simulated) if not s)}
+        if flags["simulated"]:
+            recipes = [self.bank.recipe(w[1], self.frames) for w in windows if w[0] == SIMULATED]
+            host.update(simulated=simulated, real=np.flatnonzero(~simulated), sim=np.flatnonzero(simulated),
+                        sim_labels=np.stack([r.labels(self.fmt.max_speakers) for r in recipes]),
+                        **self._mix_plan(recipes, flags))
+        if self.fmt.augment is not None and len(windows[0]) > 2:
+            n_mels = self.features.shape[1]
+            host.update(draw_arrays([self.fmt.augment.draw(np.random.default_rng(w[2]), n_mels) for w in windows],
+                                    n_mels))
+            flags["warped"] = bool((host["alpha"] != 1.0).any())
+        return host, flags
 
-        Each layer touches only the frames its runs cover (a speaker's turns, not the whole window):
-        the recipe's positions and source rows are built on the host, the gather and mix on the device.
-        """
-        frames, n_mels = self.frames, self.features.shape[1]
-        power = torch.zeros((len(recipes) * frames, n_mels), device=self.device)
-        covered = np.zeros(len(recipes) * frames, dtype=bool)
+    def _mix_plan(self, recipes: list, flags: dict[str, bool]) -> dict[str, np.ndarray]:
+        """Where each simulated window's layers (background, then one per speaker) put which stored rows,
+        with each row's gain (log-power units) and mel stretch, in layer order, and the frames no layer
+        covers; sets the ``stretched``, ``gained`` and ``uncovered`` flags."""
+        frames = self.frames
+        runs = []  # (first position in the batch, first source row, frames, gain, stretch), layer by layer
         for layer in range(1 + self.fmt.max_speakers):
-            runs = []  # (first position in the batch, first source row, frames, gain, stretch)
             for i, recipe in enumerate(recipes):
                 if layer > len(recipe.slots):  # fewer speakers in this window than the model has outputs
                     continue
-                gain, alpha = (0.0, 1.0) if layer == 0 else (float(recipe.gains[layer - 1]), float(recipe.alphas[layer - 1]))
+                gain, alpha = (0.0, 1.0) if layer == 0 else (float(recipe.gains[layer - 1]),
+                                                              float(recipe.alphas[layer - 1]))
                 runs += [(i * frames + dst, self.host_offsets[src_rec] + src, n, gain, alpha)
                          for dst, src_rec, src, n in (recipe.background if layer == 0 else recipe.slots[layer - 1])]
-            if not runs:
-                continue
-            first, source, length, gain, alpha = (np.asarray(column) for column in zip(*runs))
-            where, rows = _spans(first, length), _spans(source, length)
-            covered[where] = True
-            values = self.features.index_select(0, torch.from_numpy(rows).to(self.device)).float()
-            if (alpha != 1.0).any():  # each speaker's own voice warp
-                values = stretch_rows(values, torch.from_numpy(np.repeat(alpha.astype(np.float32), length)).to(self.device))
-            if gain.any():
-                values += torch.from_numpy(np.repeat(gain.astype(np.float32), length)).to(self.device)[:, None]
-            power.index_add_(0, torch.from_numpy(where).to(self.device), values.exp_())  # sources add in power
-        x = power.log_()
-        if not covered.all():  # frames no layer reached: silence at the log floor, as render() leaves them
-            x.index_fill_(0, torch.from_numpy(np.flatnonzero(~covered)).to(self.device), FLOOR)
-        return x.view(len(recipes), frames, n_mels)
+        first, source, length, gain, alpha = (np.asarray(column) for column in zip(*runs)) if runs else \
+            (np.zeros(0, np.int64),) * 3 + (np.zeros(0),) * 2
+        where = _spans(first.astype(np.int64), length.astype(np.int64))
+        covered = np.zeros(len(recipes) * frames, dtype=bool)
+        covered[where] = True
+        flags.update(stretched=bool((alpha != 1.0).any()), gained=bool(gain.any()), uncovered=not covered.all())
+        return {"mix_where": where, "mix_rows": _spans(source.astype(np.int64), length.astype(np.int64)),
+                "mix_gain": np.repeat(gain.astype(np.float32), length), "mix_alpha": np.repeat(alpha.astype(np.float32), length),
+                "uncovered": np.flatnonzero(~covered)}
+
+    def _mixed(self, d: dict[str, torch.Tensor], flags: dict[str, bool]) -> torch.Tensor:
+        """Raw log-mel (R, frames, n_mels) float32 of the R simulated windows planned by :meth:`_mix_plan`:
+        every layer's rows (a speaker's turns, not the whole window) stretched and gained, then mixed in
+        the power domain, log(e^a + e^b + ...), as :func:`training.conversations.render` mixes them on
+        the host; frames no layer reached are silence at the log floor, as render() leaves them."""
+        frames, n_mels = self.frames, self.features.shape[1]
+        values = self.features.index_select(0, d["mix_rows"]).float()
+        if flags["stretched"]:  # each speaker's own voice warp
+            values = stretch_rows(values, d["mix_alpha"])
+        if flags["gained"]:
+            values += d["mix_gain"][:, None]
+        power = torch.zeros((len(d["sim"]) * frames, n_mels), device=self.device)
+        x = power.index_add_(0, d["mix_where"], values.exp_()).log_()  # sources add in power
+        if flags["uncovered"]:
+            x.index_fill_(0, d["uncovered"], FLOOR)
+        return x.view(-1, frames, n_mels)
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -9,31 +9,29 @@ from scoring.der import DERSettings, score
 from scoring.reference import load_reference
 
 from .data import WindowPlan
-from .loss import frame_error, pit_bce
+from .loss import frame_error_counts, pit_bce
 from .posteriors import predictor, recording_posteriors
 from .windows import WindowFormat
 
 
 @torch.no_grad()
 def window_metrics(trainer) -> dict:
-    """Mean PIT loss and frame-level error over validation windows (a fixed tiling, no shuffling)."""
-    cfg, rt = trainer.cfg, trainer.rt
-    dataset = trainer.val_dataset  # built once per run, so its entry cache lasts across epochs
-    plan = WindowPlan(dataset.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group, shuffle=False)
-    loss_sum, batches = 0.0, 0
-    counts = {"miss": 0, "false_alarm": 0, "confusion": 0, "speech": 0}
+    """Mean PIT loss and frame-level error over validation windows (a fixed tiling, no shuffling), summed
+    on the device and read once."""
+    cfg, rt, source = trainer.cfg, trainer.rt, trainer.val_windows  # built once per run
+    plan = WindowPlan(source.host_lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group, shuffle=False)
+    sums = torch.zeros(5, device=rt.device)  # loss, miss, false alarm, confusion, speech
+    batches = 0
     for windows in plan:
-        items = [dataset[w] for w in windows]
-        feats, labels, mask = (torch.stack([i[k] for i in items]).to(rt.device) for k in ("feats", "labels", "mask"))
+        batch = source.batch(windows)
         with rt.autocast():
-            logits, _ = trainer.model(feats, mask)
-        result = pit_bce(logits, labels, mask)
-        loss_sum += float(result.loss)
+            logits, _ = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None)
+        result = pit_bce(logits, batch["labels"], batch["mask"])
+        sums[0] += result.loss
+        sums[1:] += frame_error_counts(logits, result.permuted_labels, batch["mask"], cfg.threshold)
         batches += 1
-        for key, value in frame_error(logits, result.permuted_labels, mask, cfg.threshold).items():
-            counts[key] += value
-    errors = counts["miss"] + counts["false_alarm"] + counts["confusion"]
-    return {"val_loss": loss_sum / batches, "val_frame_error": errors / max(1, counts["speech"])}
+    loss, miss, false_alarm, confusion, speech = sums.tolist()
+    return {"val_loss": loss / batches, "val_frame_error": (miss + false_alarm + confusion) / max(1, speech)}
 
 
 @torch.no_grad()

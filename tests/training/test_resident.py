@@ -64,7 +64,7 @@ def test_the_budget_sends_a_split_that_does_not_fit_back_to_streaming(toy, tmp_p
     cfg = toy.config("EPOCHS=1", "DATA_BUDGET=1e-9")
     trainer = Trainer(cfg, load_data(cfg, toy.url, "default", {}), tmp_path / "run",
                       Runtime(torch.device("cpu"), None), resume=False, progress=False)
-    assert isinstance(trainer.loader, torch.utils.data.DataLoader) and trainer.data_path.startswith("streamed")
+    assert isinstance(trainer.loader.loader, torch.utils.data.DataLoader) and trainer.data_path.startswith("streamed")
 
 
 def test_training_is_the_same_on_both_paths(toy, tmp_path):
