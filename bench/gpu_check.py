@@ -25,11 +25,13 @@ import itertools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from stores import ArraySpec, DatasetView, Segment, Store, ViewRecording, content_key, default_codec, save_view
 from training.config import resolve
@@ -38,7 +40,7 @@ from training.loop import Trainer, train
 from training.runtime import native_bf16, setup
 
 from .measure import epochs
-from .steps import real_batches, synthetic_batches, time_steps
+from .steps import real_batches, round_trips, synthetic_batches, time_steps
 
 PRESETS = ("ultra-fast", "optimized", "original", "throughput")
 N_MELS, SHIFT_S, CHUNK = 80, 0.01, 8000
@@ -134,6 +136,60 @@ def _builder(url: str, out: Path, overrides: list[str], batches: int) -> dict[st
     return rates
 
 
+#: Dense peak FLOP/s by GPU name and precision (the vendor's figures), for context: what a step could reach.
+PEAK_FLOPS = {"H200": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12, "fp16": 989e12},
+              "H100": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12, "fp16": 989e12}}
+
+
+def _variants(url: str, out: Path, overrides: list[str], steps: int, tiny: bool) -> dict[str, Any]:
+    """The optimized preset beside its resident step: with torch.compile, with the streaming loader (pinned
+    memory, loader workers), its host round trips per step (counted on any device; on CUDA also by
+    ``torch.cuda.set_sync_debug_mode``), and its FLOPs per step against the card's peak."""
+    rows: dict[str, Any] = {}
+    variants = [("streaming", ["DATA_ON_DEVICE=false"])] + ([] if tiny else [("compile", ["COMPILE=true"])])
+    for name, extra in variants:  # --tiny leaves compile to the test suite's smoke test (seconds of inductor)
+        cfg = resolve("optimized", [*overrides, "DATA_ON_DEVICE=true", *extra])
+        rt = setup(str(cfg.device), "auto")
+        trainer = Trainer(cfg, load_data(cfg, url, "default", {}), out / f"variant-{name}", rt, resume=False,
+                          progress=False)
+        run = time_steps(trainer, real_batches(trainer), 0.0, steps, steps)
+        rows[name] = {"steps_per_s": run["steps_per_s"], "wait_share": run["wait_s"] / max(run["mean_step_s"], 1e-9),
+                      "data_path": trainer.data_path, "precision": rt.precision}
+    cfg = resolve("optimized", [*overrides, "DATA_ON_DEVICE=true"])
+    rt = setup(str(cfg.device), "auto")
+    trainer = Trainer(cfg, load_data(cfg, url, "default", {}), out / "variant-counts", rt, resume=False, progress=False)
+    rows["round_trips"] = round_trips(trainer, real_batches(trainer))
+    if rt.device.type == "cuda":
+        rows["cuda_syncs_per_step"] = _cuda_syncs(trainer, real_batches(trainer), 5)
+    batch = next(iter(real_batches(trainer)))
+    with FlopCounterMode(display=False) as flops:
+        trainer._train_step(batch, 0, 1 << 30)
+    run = time_steps(trainer, real_batches(trainer), 0.0, steps, steps)
+    achieved = flops.get_total_flops() * run["steps_per_s"]
+    name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
+    peak = next((p for gpu, p in PEAK_FLOPS.items() if gpu in name), {})
+    precision = "tf32" if rt.precision.startswith("fp32") and rt.device.type == "cuda" else rt.precision
+    rows["flops"] = {"per_step": flops.get_total_flops(), "steps_per_s": run["steps_per_s"], "achieved": achieved,
+                     "precision": precision, "peak": peak.get(precision),
+                     "share_of_peak": achieved / peak[precision] if precision in peak else None}
+    return rows
+
+
+def _cuda_syncs(trainer: Trainer, batches, steps: int) -> float:
+    """Synchronizing CUDA calls per training step, as ``torch.cuda.set_sync_debug_mode("warn")`` names them."""
+    batches = iter(batches)
+    trainer._train_step(next(batches), 0, 1 << 30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for micro in range(1, steps + 1):
+                trainer._train_step(next(batches), micro, 1 << 30)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught) / steps
+
+
 def _train_wall(preset: str, epochs: int, url: str, out: Path, overrides: list[str]) -> dict[str, Any]:
     cfg = resolve(preset, [*overrides, f"EPOCHS={epochs}"])
     start = time.perf_counter()
@@ -157,6 +213,7 @@ def run_check(work: Path, recordings: int, steps: int, tiny: bool) -> dict[str, 
     result["steps"] = {f"{p}/{x}": _steps(p, x, url, work / "runs", overrides, steps)
                        for p in PRESETS for x in precisions}
     result["builder_windows_per_s"] = _builder(url, work / "runs", overrides, steps)
+    result["variants"] = _variants(url, work / "runs", overrides, steps, tiny)
     result["train"] = {p: _train_wall(p, 1 if tiny else 15, url, work / "runs", overrides)
                        for p in ("optimized", "throughput")}
     result["total_s"] = time.perf_counter() - started
@@ -176,6 +233,17 @@ def table(result: dict[str, Any]) -> str:
                      f"{100 * r['data_wait_share']:>10.1f}%{peak:>9}{model:>15}")
     rates = ", ".join(f"{k}: {v:,.0f} windows/s" for k, v in result["builder_windows_per_s"].items())
     lines.append(f"resident batch builder alone (optimized windows, augmented): {rates}")
+    v = result["variants"]
+    for name in ("streaming", "compile"):
+        if name in v:
+            lines.append(f"optimized, {name}: {v[name]['steps_per_s']:.1f} steps/s ({v[name]['precision']}; data wait "
+                         f"{100 * v[name]['wait_share']:.1f}% of a step; {v[name]['data_path']})")
+    syncs = f"; CUDA sync debug mode: {v['cuda_syncs_per_step']:.1f} per step" if "cuda_syncs_per_step" in v else ""
+    lines.append(f"host round trips per resident step: {v['round_trips']['per_step']:.1f} "
+                 f"({v['round_trips']['calls'] or 'none'}){syncs}")
+    f = v["flops"]
+    share = f", {100 * f['share_of_peak']:.1f}% of the card's {f['precision']} peak" if f["share_of_peak"] else ""
+    lines.append(f"optimized step: {f['per_step'] / 1e9:.2f} GFLOP, {f['achieved'] / 1e12:.2f} TFLOP/s achieved{share}")
     for preset, r in result["train"].items():
         der = f"{100 * r['val_der']:.1f}%" if r["val_der"] is not None else "-"
         lines.append(f"train {preset}: {r['epochs']} epochs, {r['steps']} steps in {r['wall_s']:.1f} s wall "

@@ -4,7 +4,9 @@
 #
 #   bench/gpu_check.sh prepare        here, where pip reaches a registry: the few wheels such a
 #                                     machine lacks (zarr, numcodecs, pyannote.metrics, ...) into
-#                                     .whl/ (about 10 MB; ignored by git), at this venv's versions
+#                                     .whl/ (about 10 MB; ignored by git), at this venv's versions;
+#                                     then proves they install with --no-index and import in a fresh
+#                                     Python PY_VERSION venv holding only what the GPU image holds
 #   bench/gpu_check.sh run [OUT_DIR]  there, from the repository root with .whl/ carried along:
 #                                     installs them into /tmp/site and runs the check (a synthetic
 #                                     135-recording store made on the spot; about 5 minutes on an
@@ -17,7 +19,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # What the trainer needs beyond numpy/scipy/pandas/torch/tqdm/psutil/fsspec/xxhash, which such
 # images carry; each at the version this checkout's .venv uses.
-CARRY="zarr numcodecs donfig google-crc32c pyannote.core pyannote.database pyannote.metrics"
+CARRY="zarr numcodecs donfig google-crc32c pyannote.core pyannote.database pyannote.metrics sortedcontainers"
+# What the GPU image already holds that the carried packages import (KINDS.md's package list).
+IMAGE="numpy scipy pandas tqdm psutil fsspec xxhash joblib matplotlib packaging pyyaml typing-extensions"
+# The imports `bench.gpu_check` makes of the carried packages.
+IMPORTS="import zarr, numcodecs, pyannote.core, pyannote.database, pyannote.metrics.diarization, sortedcontainers"
 
 case "${1:-}" in
   prepare)
@@ -31,6 +37,15 @@ case "${1:-}" in
         --platform manylinux_2_5_x86_64 -d .whl "$name==$version"
     done
     du -sh .whl
+    # The proof, before any device time is spent: a fresh venv of the GPU machine's Python with the image's
+    # packages (from the registry) and the carried wheels (--no-index, as there) imports what the check imports.
+    check=$(mktemp -d)
+    py312=$(command -v "python${PY_VERSION:-3.12}" || ls "$HOME"/.pyenv/versions/"${PY_VERSION:-3.12}"*/bin/python 2>/dev/null | head -1)
+    "$py312" -m venv "$check/venv"
+    "$check/venv/bin/pip" install --quiet $IMAGE
+    "$check/venv/bin/pip" install --quiet --no-index --no-deps .whl/*.whl
+    "$check/venv/bin/python" -c "$IMPORTS; print('carried wheels import in a fresh Python', __import__('sys').version.split()[0])"
+    rm -rf "$check"
     ;;
   run)
     out=${2:-${OUT:-.}}

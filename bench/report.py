@@ -103,6 +103,9 @@ def targets(result: dict[str, Any]) -> list[Target]:
     for preset, run in result.get("loader", {}).items():
         if preset in STEP_PRESETS:
             found.append(Target(f"loader stall, {preset}: real / synthetic step time", run["stall"], 1.05, False))
+            if run.get("round_trips") is not None:
+                found.append(Target(f"host round trips per training step, {preset} (device-resident batches)",
+                                    run["round_trips"]["per_step"], 0.0, False, "count"))
             if "simulation_cost" in run:
                 found.append(Target(f"simulation, {preset}: step with / without {100 * run['sim_prob']:.0f}% simulated "
                                     "windows", run["simulation_cost"], 1.05, False))

@@ -26,10 +26,12 @@ import torch
 from training.config import TrainConfig, resolve
 from training.inputs import load_data
 from training.loop import Trainer
+from training.resident import ResidentLoader
 from training.runtime import Runtime, native_bf16, setup
 
 from .isolated import run_isolated
 from .measure import RssSampler, epochs, iterate_for, ratio
+from .roundtrips import RoundTrips
 
 PRESETS = ("original", "optimized", "ultra-fast")
 #: Untimed steps before timing starts (worker start, allocator and kernel warm-up).
@@ -40,13 +42,15 @@ Batch = dict[str, torch.Tensor]
 
 
 def synthetic_batches(cfg: TrainConfig, n_mels: int, batch: int, device: torch.device, count: int = 4) -> list[Batch]:
-    """``count`` random batches shaped like the loader's: feats (B, window, D), labels (B, window, S), mask (B, window)."""
+    """``count`` random batches shaped like the loader's: feats (B, window, D), labels (B, window, S), mask and
+    valid (B, window), weight (B,), nothing padded."""
     width = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
     generator = torch.Generator().manual_seed(cfg.seed)
+    every = torch.ones(batch, cfg.window, dtype=torch.bool, device=device)
     return [{
         "feats": torch.randn(batch, cfg.window, width, generator=generator).to(device),
         "labels": (torch.rand(batch, cfg.window, cfg.max_speakers, generator=generator) < 0.3).float().to(device),
-        "mask": torch.ones(batch, cfg.window, dtype=torch.bool, device=device),
+        "mask": every, "valid": every, "weight": torch.ones(batch, device=device), "padded": False,
     } for _ in range(count)]
 
 
@@ -84,6 +88,18 @@ def time_steps(trainer: Trainer, batches: Iterator[Batch], seconds: float, min_s
             "wait_s": max(0.0, mean - sum(timed) / max(len(timed), 1))}
 
 
+def round_trips(trainer: Trainer, batches: Iterator[Batch], steps: int = 5) -> dict[str, Any]:
+    """Host round trips and device copies per training step, batch building included, counted by
+    :class:`~bench.roundtrips.RoundTrips` over ``steps`` steps after a first one (which also builds the
+    loss's cached constant tables)."""
+    batches = iter(batches)
+    trainer._train_step(next(batches), 0, 1 << 30)
+    with RoundTrips() as trips:
+        for micro in range(1, steps + 1):
+            trainer._train_step(next(batches), micro, 1 << 30)
+    return {"per_step": trips.total / steps, "copies_per_step": trips.transfers / steps, "calls": dict(trips.calls)}
+
+
 def _trainer(preset: str, overrides: list[str], store_url: str, view: str, out_dir: str, rt: Runtime) -> Trainer:
     cfg = resolve(preset, overrides)
     return Trainer(cfg, load_data(cfg, store_url, view, {}), Path(out_dir) / preset, rt, resume=False, progress=False)
@@ -107,6 +123,9 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
             fake = synthetic_batches(cfg, trainer.data.feature_config["n_mels"], cfg.batch, rt.device)
             synthetic = time_steps(trainer, itertools.cycle(fake), budget_s)
             real = time_steps(trainer, real_batches(trainer), budget_s)
+            # Counted on the device-resident path, where the batch is built in this process; a streaming
+            # loader builds it in worker processes, out of the counter's sight.
+            trips = round_trips(trainer, real_batches(trainer)) if isinstance(trainer.loader, ResidentLoader) else None
             simulation = {}
             if cfg.sim_prob:  # the same trainer with its plan's simulated share off: what simulation costs a step
                 trainer.plan.simulate = 0.0
@@ -119,6 +138,7 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
                 "blocks": cfg.blocks, "num_workers": cfg.num_workers, "real": real, "synthetic": synthetic,
                 "real_step_s": real["mean_step_s"], "synthetic_step_s": synthetic["mean_step_s"],
                 "stall": ratio(real["mean_step_s"], synthetic["mean_step_s"]), "peak_rss_mb": sampler.peak_self_mb,
+                "data_path": trainer.data_path, "round_trips": trips,
                 "workers_peak_rss_mb": sampler.peak_children_mb,
                 "cuda_peak_mb": torch.cuda.max_memory_allocated(rt.device) / 2**20 if rt.device.type == "cuda" else None,
                 **simulation,

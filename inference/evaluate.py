@@ -84,7 +84,7 @@ def _targets(req: EvalRequest, lm: LoadedModel, store: Store):
     name = req.view or "test"
     summary = build_features(FeaturesRequest(
         audio_dir=Path(req.audio_dir), store=store.url, rttm_dir=req.rttm_dir, uem_dir=req.uem_dir, jobs=req.jobs,
-        view=name, validation_fraction=0.0, feature_config=FeatureConfig(**lm.feature_config),
+        view=name, validation_fraction=0.0, feature_config=FeatureConfig(**lm.feature_config), purpose="evaluate",
         label_config=LabelConfig(max_speakers=lm.config.max_speakers), storage_options=store.storage_options))
     if not summary.ok:
         print(summary.format())
@@ -244,11 +244,11 @@ def evaluate(req: EvalRequest) -> dict:
     tuned_on = _tuned_on(tuned or lm.tuned, scored)
     hyps = {}
     post_start = time.perf_counter()
-    files = dict(zip(posteriors, unique_file_names(list(posteriors), "")))
+    rttms = dict(zip(posteriors, unique_file_names(list(posteriors), ".rttm")))
     for rec_id, post in posteriors.items():
         active = binarize(post, inf.threshold, inf.median_frames, inf.fill_speech)
         hyps[rec_id] = activity_to_segments(active, lm.frame_shift_s, max_end_s=view.recordings[rec_id].duration_s)
-        write_rttm(out / "rttm" / f"{files[rec_id]}.rttm", rec_id, hyps[rec_id])
+        write_rttm(out / "rttm" / rttms[rec_id], rec_id, hyps[rec_id])
     post_s = time.perf_counter() - post_start
     report = score(refs, hyps, uems, settings)
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,
@@ -267,9 +267,9 @@ def evaluate(req: EvalRequest) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(payload, indent=1))  # before the plots: the scores come first
-    for rec_id in sorted(posteriors)[: req.timelines]:
-        plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s,
-                      out / f"timeline_{files[rec_id]}.png", rec_id)
+    plotted = sorted(posteriors)[: req.timelines]
+    for rec_id, png in zip(plotted, unique_file_names(plotted, ".png", prefix="timeline_")):
+        plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s, out / png, rec_id)
     if req.attention:
         _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
     payload["table"] = f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}"

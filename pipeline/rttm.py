@@ -147,14 +147,27 @@ def file_safe(name: str) -> str:
     return _UNSAFE_FILE_CHARS.sub("_", name).lstrip(".") or "_"
 
 
-def unique_file_names(ids: list[str], suffix: str) -> list[str]:
-    """A distinct :func:`file_safe` file name for each id, in order, so outputs never overwrite each other
-    (``a b`` and ``a_b``, or two files named ``a`` in different folders): a name already taken gets a
-    short hash of the id and its position appended."""
+#: The longest file name, in bytes, that common filesystems take (ext4, XFS, btrfs, APFS, NTFS).
+NAME_MAX = 255
+
+
+def unique_file_names(ids: list[str], suffix: str, prefix: str = "") -> list[str]:
+    """A distinct file name ``prefix + file_safe(id) + suffix`` for each id, in order, each at most
+    :data:`NAME_MAX` bytes: the one rule for every file named after a recording, so outputs never
+    overwrite each other and never fail on a long id.
+
+    An id too long keeps its head and gets a hash of the whole id; a name already taken (``a b`` and
+    ``a_b``, or two files named ``a`` in different folders) gets a short hash of the id and its position.
+    """
     names: list[str] = []
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    if room < 26:
+        raise ValueError(f"prefix {prefix!r} and suffix {suffix!r} leave no room for a name")
     for position, rec in enumerate(ids):
-        name = file_safe(rec)
-        if name + suffix in names:
-            name = f"{name}-{xxhash.xxh3_64_hexdigest(f'{position}:{rec}'.encode())[:8]}"
-        names.append(name + suffix)
+        name = file_safe(rec)  # ASCII: one byte a character
+        if len(name) > room:
+            name = f"{name[: room - 17]}-{xxhash.xxh3_64_hexdigest(rec.encode())}"
+        if prefix + name + suffix in names:
+            name = f"{name[: room - 9]}-{xxhash.xxh3_64_hexdigest(f'{position}:{rec}'.encode())[:8]}"
+        names.append(prefix + name + suffix)
     return names

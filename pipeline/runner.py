@@ -111,6 +111,8 @@ class FeaturesRequest:
     pseudo_labeler: PseudoLabeler | None = None
     #: None: loky processes here; "local": a Dask LocalCluster here; "tcp://host:port": that Dask cluster.
     scheduler: str | None = None
+    #: What the view is for (:attr:`stores.DatasetView.purpose`): an existing view of another purpose is refused.
+    purpose: str = "train"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +135,8 @@ class FeaturesRequest:
                                       ("UEM", "--uem-dir", self.uem_dir)):
             if directory is not None and not Path(directory).is_dir():
                 problems.append(f"{what} directory ({flag}) {printable(str(directory))} is not an existing directory")
+        if self.purpose not in PURPOSES:
+            problems.append(f"purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
         if problems:
             raise AgencerdasError("invalid features request: " + "; ".join(problems) + "; nothing was written")
 
@@ -228,6 +232,7 @@ def build_features(request: FeaturesRequest) -> RunSummary:
     summary = RunSummary(jobs=request.jobs)
     store = Store(request.store, request.storage_options, create=True)
     store.view_path(request.view)  # a view name that cannot be a file name fails now, not after all the work
+    _check_replaceable(store, request)
     if request.scheduler is not None:
         check_shared_store(request.scheduler, store)
     found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
@@ -259,6 +264,24 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
     summary.wall_s = time.perf_counter() - start
     return summary
+
+
+#: What a view can be for; the command that writes each.
+PURPOSES = {"train": "agencerdas features", "evaluate": "agencerdas evaluate --audio-dir"}
+
+
+def _check_replaceable(store: Store, request: FeaturesRequest) -> None:
+    """Refuse, before any work, to replace a view written for another purpose (a training view by an
+    evaluation, or the reverse): views are users' data, and a training run resumes only on its own."""
+    try:
+        existing = load_view(store, request.view)
+    except AgencerdasError:  # missing or unreadable: nothing to keep
+        return
+    if existing.purpose != request.purpose:
+        raise AgencerdasError(
+            f"view {request.view!r} of store {store.url} was written by `{PURPOSES.get(existing.purpose, existing.purpose)}`"
+            f" ({existing.purpose} view, {len(existing.recordings)} recordings), and `{PURPOSES[request.purpose]}` "
+            f"never replaces it; give another view name (--view)")
 
 
 def _previous_entries(store: Store, name: str) -> dict[str, ViewRecording]:
@@ -316,4 +339,5 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
         label_config=request.label_config.to_dict(),
         validation_fraction=request.validation_fraction,
         split_seed=request.split_seed,
+        purpose=request.purpose,
     )

@@ -45,6 +45,9 @@ class DatasetView:
     validation_fraction: float = 0.1
     split_seed: int = 0
     created_at: float = field(default_factory=time.time)
+    #: Who wrote it: ``train`` (`agencerdas features`) or ``evaluate`` (a scored audio directory). A view is
+    #: only ever replaced by a run of the same purpose, so evaluating never overwrites a training view.
+    purpose: str = "train"
 
     def split(self, part: str) -> list[str]:
         """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
@@ -101,6 +104,8 @@ class DatasetView:
                 validation_fraction=payload["validation_fraction"],
                 split_seed=payload["split_seed"],
                 created_at=payload["created_at"],
+                # Views written before purposes were recorded: evaluate's had no validation split.
+                purpose=payload.get("purpose", "evaluate" if payload["validation_fraction"] == 0 else "train"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise AgencerdasError(

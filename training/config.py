@@ -46,7 +46,7 @@ class TrainConfig:
     # The train split held on the training device (training/resident.py): auto = when it fits in
     # data_budget x the memory free on the device (GPU memory on CUDA, available RAM on CPU).
     data_on_device: str = "auto"  # auto | true | false (false: DataLoader workers stream from the store)
-    data_budget: float = 0.5
+    data_budget: float = 0.5  # at most MAX_DATA_BUDGET: the step's activations need the rest
     # augmentation of training windows (training/augment.py); 0 disables each. On the demo's unseen
     # test voices these defaults cut DER from 26.4% to 23.1% / 24.1% (two seeds), see the README.
     aug_warp: float = 0.1  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
@@ -143,6 +143,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: The largest share of free device memory the train split may take: the rest is for activations.
+MAX_DATA_BUDGET = 0.9
+
 #: Lower bounds of the numeric fields (a field with an upper bound too is in _BETWEEN instead).
 _AT_LEAST: dict[str, float] = {
     **dict.fromkeys(("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
@@ -155,7 +158,7 @@ _AT_LEAST: dict[str, float] = {
 #: (low, high, low included, high included) of the bounded numeric fields.
 _BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
     "dropout": (0.0, 1.0, True, False), "aug_warp": (0.0, 1.0, True, False), "sim_prob": (0.0, 1.0, True, False),
-    "sim_warp": (0.0, 1.0, True, False), "data_budget": (0.0, 1.0, False, True), "threshold": (0.0, 1.0, False, False),
+    "sim_warp": (0.0, 1.0, True, False), "data_budget": (0.0, MAX_DATA_BUDGET, False, True), "threshold": (0.0, 1.0, False, False),
     "min_lr_ratio": (0.0, 1.0, True, True), "lr": (0.0, 1.0, False, True), "grad_clip": (0.0, math.inf, False, False),
     "sim_min_segment_s": (0.0, math.inf, False, False),
 }

@@ -106,7 +106,9 @@ class SegmentBank:
     """Single-speaker regions, non-speech regions and turn statistics of the train split.
 
     Args:
-        labels: per recording, (n, S) uint8 base-rate activity (capped like training).
+        labels: per recording, (n, S) uint8 base-rate activity (capped like training), or None for a
+            recording that gives no material (pseudo labels: its "silence" may be speech, its "single
+            speaker" regions guesses); it keeps its index, so runs still name recordings by position.
         speakers: per recording, the names of its label columns.
         scored: per recording, (n,) bool UEM frames or None (all).
         min_frames: shortest single-speaker region used as material.
@@ -117,7 +119,7 @@ class SegmentBank:
         warp: per-speaker mel-axis stretch drawn uniformly in [1 - warp, 1 + warp] (0: none).
     """
 
-    def __init__(self, labels: list[np.ndarray], speakers: list[list[str]], scored: list[np.ndarray | None],
+    def __init__(self, labels: list[np.ndarray | None], speakers: list[list[str]], scored: list[np.ndarray | None],
                  min_frames: int, max_speakers: int, speaker_ids: str = "recording", gain_db: float = 3.0,
                  warp: float = 0.0):
         self.max_speakers, self.gain_db, self.warp = max_speakers, gain_db, warp
@@ -125,6 +127,9 @@ class SegmentBank:
         self.silence: list[list[tuple[int, int]]] = []  # per recording: non-speech (start, length)
         turns, other, same, overlaps, transitions, per_rec = [], [], [], [], 0, {}
         for rec, (y, names, inside) in enumerate(zip(labels, speakers, scored)):
+            if y is None:
+                self.silence.append([])
+                continue
             y = y.astype(bool)
             if inside is not None:
                 y = y & inside[: len(y), None]

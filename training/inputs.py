@@ -95,9 +95,12 @@ def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
         return None
     labels, names = [], []
     for rec, n in zip(data.train, data.lengths):
+        if rec.pseudo:  # a pseudo "silence" may be speech: no background, and no voices either
+            labels.append(None)
+            names.append([])
+            continue
         group = data.store.open("labels", rec.labels)
-        stored = np.asarray(group["labels"][:n])
-        labels.append(np.zeros_like(stored) if rec.pseudo else stored)
+        labels.append(np.asarray(group["labels"][:n]))
         names.append(list(group.attrs.asdict()["speakers"]))
     min_frames = max(1, round(cfg.sim_min_segment_s / data.shift_s))
     scored = [s[:n] if s is not None else None for s, n in zip(data.scored_of(data.train), data.lengths)]

@@ -40,8 +40,12 @@ def split_bytes(store: Store, recordings: list[ViewRecording], lengths: list[int
 
 
 def budget_bytes(device: torch.device, fraction: float) -> int:
-    """``fraction`` of the memory free now on ``device`` (GPU memory on CUDA, available RAM elsewhere)."""
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
+    """``fraction`` of the memory free now on ``device``: on CUDA what the driver has free plus what
+    torch's caching allocator holds unused (reserved, not allocated), elsewhere the available RAM."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    else:
+        free = psutil.virtual_memory().available
     return int(fraction * free)
 
 

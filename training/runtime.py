@@ -33,7 +33,10 @@ class Runtime:
 
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        """fp32 (with TF32 matmuls on CUDA, see :func:`setup`), bf16 or fp16 autocast."""
+        if self.amp_dtype is None:
+            return "fp32 (TF32 matmuls)" if self.device.type == "cuda" else "fp32"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
     def autocast(self):
         """The autocast context for forward passes (a no-op in fp32)."""
@@ -52,13 +55,17 @@ class Runtime:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _device(request: str, local_rank: int) -> torch.device:
+def _device(request: str, local_rank: int, world: int = 1) -> torch.device:
     if request == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(request)
     except RuntimeError:
         raise AgencerdasError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and device.index is not None and world > 1:  # every rank on one GPU: NCCL "duplicate GPU"
+        raise AgencerdasError(f"DEVICE={request} names one GPU, but torchrun started {world} processes, one per GPU; "
+                              "use DEVICE=cuda or auto (each rank takes GPU LOCAL_RANK), and CUDA_VISIBLE_DEVICES "
+                              "to choose which GPUs")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise AgencerdasError(f"device {request!r} requested but this machine has no CUDA GPU; use DEVICE=cpu or auto")
@@ -114,7 +121,10 @@ def setup(device: str = "auto", precision: str = "auto") -> Runtime:
     """Pick device and precision; join torchrun's process group when RANK/WORLD_SIZE are set."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = _device(device, local_rank)
+    dev = _device(device, local_rank, world)
+    if dev.type == "cuda":  # fp32 matmuls and convolutions on tensor cores (TF32, Ampere and newer)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

@@ -28,10 +28,11 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, 
         array = np.ascontiguousarray(array)
         layout.append((name, array, total))
         total += -(-array.nbytes // _ALIGN) * _ALIGN
-    buffer = torch.empty(max(total, _ALIGN), dtype=torch.uint8, pin_memory=device.type == "cuda")
-    host = buffer.numpy()
+    host = np.empty(max(total, _ALIGN), dtype=np.uint8)
     for _, array, at in layout:
         host[at : at + array.nbytes] = array.reshape(-1).view(np.uint8)
-    moved = buffer.to(device, non_blocking=True)
+    buffer = torch.from_numpy(host)
+    # Pinned (page-locked), the copy runs asynchronously: the host goes on to build the next batch.
+    moved = (buffer.pin_memory() if device.type == "cuda" else buffer).to(device, non_blocking=True)
     return {name: moved[at : at + array.nbytes].view(_DTYPES[array.dtype]).view(array.shape)
             for name, array, at in layout}

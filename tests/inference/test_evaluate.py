@@ -17,6 +17,7 @@ from inference.evaluate import TUNE_MEDIANS, TUNE_THRESHOLDS, EvalRequest, evalu
 from inference.model import load_model
 from stores import hash_file
 from stores.errors import AgencerdasError
+from pipeline.runner import FeaturesRequest, build_features
 from tests.builders import make_corpus
 
 
@@ -137,3 +138,43 @@ def test_tune_refuses_an_audio_dir_holding_the_recordings_it_tunes_on(toy, model
     with pytest.raises(AgencerdasError, match="1 of the 1 recordings scored here are among them"):
         evaluate(EvalRequest(model=model, store=store, audio_dir=audio, rttm_dir=rttm, tune=True, timelines=0,
                              device="cpu"))
+
+
+def test_evaluating_an_audio_dir_never_replaces_a_training_view(toy, model, tmp_path):
+    store = _store_copy(toy, tmp_path)
+    audio, rttm = make_corpus(tmp_path / "test", n=1, seconds=8.0, formats=("wav",), rates=(16000,))
+    view_file = Path(store) / "views" / "default.json"
+    before = view_file.read_bytes()
+    request = dict(model=model, store=store, audio_dir=audio, rttm_dir=rttm, timelines=0, device="cpu")
+    with pytest.raises(AgencerdasError, match="view 'default' .* never replaces it; give another view name"):
+        evaluate(EvalRequest(view="default", **request))
+    assert view_file.read_bytes() == before
+    evaluate(EvalRequest(**request))  # its own view, "test" ...
+    evaluate(EvalRequest(**request))  # ... which a later evaluation may replace
+    with pytest.raises(AgencerdasError, match="view 'test' .* was written by `agencerdas evaluate --audio-dir`"):
+        build_features(FeaturesRequest(audio, store, rttm_dir=rttm, view="test", progress=False))
+
+
+def test_outputs_named_after_a_long_recording_id_fit_the_file_system_and_the_report_comes_first(model, tmp_path):
+    """A 245-character id: its RTTM and timeline names keep to 255 bytes, and report.json is written."""
+    audio, rttm = make_corpus(tmp_path / "test", n=1, seconds=8.0, formats=("wav",), rates=(16000,))
+    long_id = "a" * 245
+    (audio / "rec00.wav").rename(audio / f"{long_id}.wav")
+    (rttm / f"{long_id}.rttm").write_text((rttm / "rec00.rttm").read_text().replace("rec00", long_id))
+    (rttm / "rec00.rttm").unlink()
+    report = evaluate(EvalRequest(model=model, store=str(tmp_path / "store"), audio_dir=audio, rttm_dir=rttm,
+                                  device="cpu", out=tmp_path / "eval"))
+    assert list(report["der"]["per_recording"]) == [long_id]
+    written = [p.name for p in (tmp_path / "eval").rglob("*")]
+    assert "report.json" in written and any(n.startswith("timeline_") for n in written)
+    assert all(len(name.encode()) <= 255 for name in written)
+
+
+def test_every_file_name_derived_from_an_id_fits_255_bytes_and_stays_distinct():
+    from pipeline.rttm import unique_file_names
+
+    ids = ["x" * 300, "x" * 300 + "y", "a b", "a_b", "é" * 200]
+    for prefix, suffix in (("", ".rttm"), ("timeline_", ".png")):
+        names = unique_file_names(ids, suffix, prefix)
+        assert len(set(names)) == len(ids)
+        assert all(len(n.encode()) <= 255 and n.startswith(prefix) and n.endswith(suffix) for n in names)

@@ -202,12 +202,12 @@ def test_store_view_and_checkpoint_of_a_newer_version_are_refused_with_a_clear_m
 
     # a view from the future
     _bump(store / "views" / "default.json")
-    assert main(train) == 2
+    assert main([*train, "--overwrite"]) == 2  # a new run in the old one's place, asked for
     err = capsys.readouterr().err
     assert "newer than this agencerdas" in err and "upgrade" in err
     # a damaged view is a clear error too, not a traceback
     (store / "views" / "default.json").write_text('{"name": "default", "recor')
-    assert main(train) == 2
+    assert main([*train, "--overwrite"]) == 2  # a new run in the old one's place, asked for
     err = capsys.readouterr().err
     assert "damaged" in err and "Traceback" not in err
 
@@ -216,7 +216,7 @@ def test_store_view_and_checkpoint_of_a_newer_version_are_refused_with_a_clear_m
 
     marker = json.loads((store / "store.json").read_text())
     (store / "store.json").write_text(json.dumps({**marker, "version": STORE_VERSION + 1}))
-    for argv in (["store", "verify", "--store", str(store)], ["store", "gc", "--store", str(store)], train,
+    for argv in (["store", "verify", "--store", str(store)], ["store", "gc", "--store", str(store)], [*train, "--overwrite"],
                  ["features", str(tiny_model / "corpus" / "audio"), "--store", str(store), "--quiet"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

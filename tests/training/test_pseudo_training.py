@@ -72,3 +72,40 @@ def test_weighted_bce_equals_pit_loss_with_unit_weights_and_ignores_zero_weights
 def test_bad_pseudo_mode_is_rejected():
     with pytest.raises(AgencerdasError, match="pseudo must be"):
         resolve("optimized", ["PSEUDO=sometimes"])
+
+
+def test_pseudo_labelled_recordings_give_simulation_neither_voices_nor_background(mixed):
+    """Their all-silent label columns would lay a whole recording of speech under simulated windows as nobody."""
+    from training.inputs import load_data, segment_bank
+
+    cfg = resolve("optimized", [*TINY, "SIM_PROB=0.5"])
+    data = load_data(cfg, str(mixed / "store"), "default", {})
+    pseudo = {i for i, rec in enumerate(data.train) if rec.pseudo}
+    assert pseudo
+    bank = segment_bank(cfg, data)
+    assert all(not bank.silence[i] for i in pseudo)
+    assert not {rec for segments in bank.identities for rec, _, _ in segments} & pseudo
+    for seed in range(200):
+        recipe = bank.recipe(seed, cfg.window_base_frames)
+        used = {rec for _, rec, _, _ in recipe.background} | {rec for slot in recipe.slots for _, rec, _, _ in slot}
+        assert not used & pseudo
+
+
+def test_the_loss_reported_is_the_loss_optimized_with_pseudo_weights(mixed, tmp_path):
+    import torch
+
+    from training.inputs import load_data
+    from training.loop import Trainer
+    from training.runtime import Runtime
+
+    cfg = resolve("optimized", [*TINY, "PSEUDO=weight=0.25", "DROPOUT=0", "SIM_PROB=0", "AUG_WARP=0", "AUG_GAIN_DB=0",
+                                "AUG_TILT_DB=0", "AUG_FREQ_MASKS=0"])
+    trainer = Trainer(cfg, load_data(cfg, str(mixed / "store"), "default", {}), tmp_path / "run",
+                      Runtime(torch.device("cpu"), None), resume=False, progress=False)
+    batch = next(b for b in trainer.loader if (b["weight"] < 1).any() and (b["weight"] == 1).any())
+    with torch.no_grad():
+        logits, _ = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None)
+        pit = pit_bce(logits, batch["labels"], batch["mask"])
+        weighted = weighted_bce(logits, pit.permuted_labels, batch["mask"], batch["weight"])
+    reported = trainer._train_step(batch, 0, 1)
+    assert torch.allclose(reported, weighted) and not torch.allclose(weighted, pit.loss)
