@@ -21,7 +21,7 @@ from pipeline.tasks import ensure_features
 from stores import Store
 from stores.errors import AgencerdasError
 
-from scoring.binarize import activity_to_segments, binarize
+from scoring.binarize import activity_to_segments
 from training.posteriors import predictor
 from training.runtime import setup
 
@@ -65,7 +65,7 @@ def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = N
                 key, attrs = ensure_features(store, Path(path), config, cache)
                 feats = store.open("features", key)["feats"]
                 post = lm.posteriors(predict, feats, attrs["frames"])
-                active = binarize(post, lm.inference.threshold, lm.inference.median_frames, lm.inference.fill_speech)
+                active = lm.inference.decide(post)
                 segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
                 write_rttm(Path(out) / target, Path(path).stem, segments)
                 summary.written.append(Path(out) / target)

@@ -26,7 +26,7 @@ from pipeline.rttm import unique_file_names, write_rttm
 from stores import DatasetView, Store, ViewRecording, load_view
 from stores.errors import AgencerdasError
 
-from scoring.binarize import activity_to_segments, binarize, tune
+from scoring.binarize import activity_to_segments, tune
 from scoring.der import DERSettings, score
 from scoring.reference import FROM_TURNS, load_reference
 from scoring.stitch import InferenceConfig
@@ -171,8 +171,11 @@ def _tune(model: Path, lm: LoadedModel, data: dict, posteriors: dict, refs: dict
           settings: DERSettings, on_scored: bool) -> dict:
     """Grid-search threshold and median width on one set (inputs as :func:`_infer` returns them) and
     save them as tuned.json beside ``model``, bound to its xxh3 (see :mod:`inference.model`)."""
-    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, TUNE_THRESHOLDS, TUNE_MEDIANS,
-                                  lambda r, h, u: score(r, h, u, settings).overall["der"], lm.inference.fill_speech)
+    inf = lm.inference  # a powerset model has no threshold: only the median width is tuned
+    thresholds = TUNE_THRESHOLDS if inf.max_overlap is None else (inf.threshold,)
+    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, thresholds, TUNE_MEDIANS,
+                                  lambda r, h, u: score(r, h, u, settings).overall["der"], inf.fill_speech,
+                                  inf.max_overlap)
     tuned = {"threshold": threshold, "median_frames": median, "fill_speech": lm.inference.fill_speech, "der": der,
              "checkpoint": Path(model).name, "checkpoint_xxh3": lm.checkpoint_xxh3, "tuned_on_scored": on_scored,
              "data": data}
@@ -193,7 +196,7 @@ def _tuned_on(tuned: dict | None, scored: dict) -> dict | None:
 
 def _thresholds_line(inf: InferenceConfig, tuned_on: dict | None, n_scored: int) -> str:
     """The printed table's account of the post-processing used and where it came from."""
-    used = f"threshold {inf.threshold}, median {inf.median_frames} frames, fill_speech {inf.fill_speech}"
+    used = inf.describe()
     if tuned_on is None:
         return f"{used}: the run's configured values (not tuned)"
     line = f"{used}: tuned on {describe_data(tuned_on)}"
@@ -246,7 +249,7 @@ def evaluate(req: EvalRequest) -> dict:
     post_start = time.perf_counter()
     rttms = dict(zip(posteriors, unique_file_names(list(posteriors), ".rttm")))
     for rec_id, post in posteriors.items():
-        active = binarize(post, inf.threshold, inf.median_frames, inf.fill_speech)
+        active = inf.decide(post)
         hyps[rec_id] = activity_to_segments(active, lm.frame_shift_s, max_end_s=view.recordings[rec_id].duration_s)
         write_rttm(out / "rttm" / rttms[rec_id], rec_id, hyps[rec_id])
     post_s = time.perf_counter() - post_start

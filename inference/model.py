@@ -90,7 +90,8 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
     settings = tuned or {}
     inference = InferenceConfig(window=config.window, threshold=settings.get("threshold", config.threshold),
                                 fill_speech=settings.get("fill_speech", config.fill_speech),
-                                median_frames=settings.get("median_frames", config.median_frames))
+                                median_frames=settings.get("median_frames", config.median_frames),
+                                max_overlap=config.max_overlap if config.powerset else None)
     return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference,
                        digest, Path(path), tuned)
 

@@ -69,7 +69,9 @@ class ModelLabeler:
         inference = lm.inference
         self.settings = {"method": METHOD, "checkpoint_xxh3": digest, "window": inference.window,
                          "overlap": inference.overlap, "threshold": inference.threshold,
-                         "median_frames": inference.median_frames, "fill_speech": inference.fill_speech}
+                         "median_frames": inference.median_frames, "fill_speech": inference.fill_speech,
+                         # only for powerset models, so the labels keys of multilabel ones stay as they were
+                         **({"max_overlap": inference.max_overlap} if inference.max_overlap is not None else {})}
 
     def describe(self) -> dict:
         return dict(self.settings)
@@ -80,5 +82,5 @@ class ModelLabeler:
         cfg, s = lm.config, self.settings
         post = lm.posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel), s["window"],
                              s["overlap"])
-        active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"])
+        active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"], s.get("max_overlap"))
         return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]

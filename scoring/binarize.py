@@ -15,6 +15,7 @@ from stores.errors import AgencerdasError
 from stores.segments import Segment
 
 from .der import DERSettings, score
+from .powerset import powerset_decisions
 
 Scorer = Callable[
     [Mapping[str, list[Segment]], Mapping[str, list[Segment]], Mapping[str, list[tuple[float, float]]] | None],
@@ -22,8 +23,11 @@ Scorer = Callable[
 ]
 
 
-def binarize(posteriors: np.ndarray, threshold: float, median_frames: int, fill_speech: bool = True) -> np.ndarray:
-    """Speaker activity from posteriors: threshold, fill undecided speech, then median filter along time.
+def binarize(posteriors: np.ndarray, threshold: float, median_frames: int, fill_speech: bool = True,
+             max_overlap: int | None = None) -> np.ndarray:
+    """Speaker activity from posteriors: threshold, fill undecided speech, then median filter along time;
+    for a powerset model (``max_overlap`` K), the most probable set of at most K speakers per frame
+    instead of the threshold and the filling (:func:`scoring.powerset.powerset_decisions`), then the filter.
 
     An EEND model that hears a voice unlike its training voices often spreads the
     probability over several speaker outputs, none above the threshold, and the speech
@@ -38,6 +42,7 @@ def binarize(posteriors: np.ndarray, threshold: float, median_frames: int, fill_
         median_frames: odd filter width in frames; each speaker is filtered
             independently (1 leaves the thresholded activity unchanged).
         fill_speech: assign undecided speech frames as above.
+        max_overlap: None for a multilabel model; K for a powerset model (threshold and fill_speech unused).
 
     Returns:
         (n_frames, S) bool activity.
@@ -45,8 +50,11 @@ def binarize(posteriors: np.ndarray, threshold: float, median_frames: int, fill_
     if median_frames < 1 or median_frames % 2 == 0:
         raise ValueError(f"median_frames={median_frames} must be an odd number >= 1")
     posteriors = np.asarray(posteriors, dtype=np.float64)
-    active = posteriors > threshold
-    if fill_speech and posteriors.size:
+    if max_overlap is not None:
+        active = powerset_decisions(posteriors, max_overlap)
+    else:
+        active = posteriors > threshold
+    if fill_speech and max_overlap is None and posteriors.size:
         undecided = ~active.any(axis=1) & (1.0 - np.prod(1.0 - posteriors, axis=1) > threshold)
         active[undecided, posteriors[undecided].argmax(axis=1)] = True
     # size (median_frames, 1): filter along time only, never across speakers.
@@ -110,6 +118,7 @@ def tune(
     median_widths: Sequence[int],
     scorer: Scorer | None = None,
     fill_speech: bool = True,
+    max_overlap: int | None = None,
 ) -> tuple[float, int, float]:
     """Grid-search the threshold and median width that minimise DER on validation data.
 
@@ -123,7 +132,7 @@ def tune(
         scorer: ``scorer(references, hypotheses, uems) -> error`` to minimise;
             default: overall DER from :func:`scoring.der.score` with default
             :class:`~scoring.der.DERSettings`.
-        fill_speech: passed to :func:`binarize`.
+        fill_speech, max_overlap: passed to :func:`binarize` (with ``max_overlap``, give one threshold: it is unused).
 
     Returns:
         ``(threshold, median_frames, error)`` of the best setting; ties go to
@@ -136,7 +145,7 @@ def tune(
     for threshold in thresholds:
         for width in median_widths:
             hypotheses = {
-                rec: activity_to_segments(binarize(posteriors, threshold, width, fill_speech), frame_shift_s)
+                rec: activity_to_segments(binarize(posteriors, threshold, width, fill_speech, max_overlap), frame_shift_s)
                 for rec, posteriors in posteriors_by_rec.items()
             }
             error = float(scorer(references_by_rec, hypotheses, uems))

@@ -27,6 +27,8 @@ from scipy.optimize import linear_sum_assignment
 
 from stores.errors import AgencerdasError
 
+from .binarize import binarize
+
 ReadFn = Callable[[int, int], np.ndarray]
 PredictFn = Callable[[np.ndarray], np.ndarray]
 # A permutation is adopted only if it lowers the overlap's mean squared error by
@@ -49,6 +51,8 @@ class InferenceConfig:
             removes blips and fills short gaps after thresholding (1 disables it).
         fill_speech: give frames where someone probably speaks but no speaker
             passes the threshold to the most probable speaker (see :func:`binarize`).
+        max_overlap: None for a multilabel model; K for a powerset model, whose decisions are
+            the most probable set of at most K speakers (threshold and fill_speech unused).
     """
 
     window: int = 500
@@ -56,6 +60,7 @@ class InferenceConfig:
     threshold: float = 0.5
     median_frames: int = 11
     fill_speech: bool = True
+    max_overlap: int | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -66,6 +71,17 @@ class InferenceConfig:
             raise AgencerdasError(f"inference threshold={self.threshold} must be in [0, 1]")
         if self.median_frames < 1 or self.median_frames % 2 == 0:
             raise AgencerdasError(f"inference median_frames={self.median_frames} must be an odd number >= 1")
+
+    def decide(self, posteriors: np.ndarray) -> np.ndarray:
+        """(n, S) bool speaker activity of stitched ``posteriors`` (n, S) by these settings (:func:`binarize`)."""
+        return binarize(posteriors, self.threshold, self.median_frames, self.fill_speech, self.max_overlap)
+
+    def describe(self) -> str:
+        """The post-processing in words, for reports."""
+        if self.max_overlap is not None:
+            return (f"powerset decisions (the most probable set of at most {self.max_overlap} speakers, no threshold), "
+                    f"median {self.median_frames} frames")
+        return f"threshold {self.threshold}, median {self.median_frames} frames, fill_speech {self.fill_speech}"
 
     @property
     def step(self) -> int:

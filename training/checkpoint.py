@@ -86,7 +86,8 @@ def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise AgencerdasError(f"checkpoint {path} does not exist; give runs/NAME/best.pt or last.pt")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise AgencerdasError(f"checkpoint {path} {what}; give runs/NAME/best.pt or last.pt")
     if not zipfile.is_zipfile(path):
         raise AgencerdasError(f"{path}: not a torch zip checkpoint (a legacy-format torch file, or not a checkpoint "
                               "at all); agencerdas writes zip checkpoints and refuses the legacy format, whose reader "

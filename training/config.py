@@ -31,6 +31,10 @@ class TrainConfig:
     ff_mult: int = 4
     dropout: float = 0.1
     max_speakers: int = 4
+    # pit: one sigmoid per speaker slot, permutation-invariant BCE (SA-EEND); powerset: one softmax class per
+    # set of at most max_overlap simultaneous speakers, permutation-invariant cross-entropy (pyannote 3).
+    loss: str = "pit"
+    max_overlap: int = 2
     # data: windows of `window` model frames = window * downsample base (10 ms) frames
     downsample: int = 15
     pooling: str = "stack"  # stack: concatenate the `downsample` base frames; mean: average them
@@ -106,6 +110,8 @@ class TrainConfig:
             problems.append(f"seed must be in [0, 2**32), got {self.seed}")
         if self.pseudo not in ("include", "exclude") and not _is_weight(self.pseudo):
             problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
+        if self.loss == "powerset" and self.max_overlap > self.max_speakers:
+            problems.append(f"max_overlap={self.max_overlap} must be at most max_speakers={self.max_speakers}")
         if self.heads >= 1 and self.dim % self.heads:
             problems.append(f"dim={self.dim} must be divisible by heads={self.heads}")
         for name, allowed in _CHOICES.items():
@@ -131,6 +137,10 @@ class TrainConfig:
         return 1.0 if self.pseudo == "include" else float(self.pseudo.partition("=")[2])
 
     @property
+    def powerset(self) -> bool:
+        return self.loss == "powerset"
+
+    @property
     def window_base_frames(self) -> int:
         """Window length in base (10 ms) frames as read from the store."""
         return self.window * self.downsample
@@ -149,7 +159,7 @@ MAX_DATA_BUDGET = 0.9
 #: Lower bounds of the numeric fields (a field with an upper bound too is in _BETWEEN instead).
 _AT_LEAST: dict[str, float] = {
     **dict.fromkeys(("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
-                     "accumulate", "shuffle_group", "median_frames", "log_every"), 1),
+                     "accumulate", "shuffle_group", "median_frames", "log_every", "max_overlap"), 1),
     **dict.fromkeys(("audio_cap_s", "threads", "cache_mb", "aug_gain_db", "aug_tilt_db", "aug_freq_masks",
                      "aug_mask_bins", "sim_gain_db", "warmup_steps", "weight_decay", "checkpoint_every", "der_every",
                      "collar_s", "max_steps"), 0),
@@ -164,7 +174,7 @@ _BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pooling": ("stack", "mean"), "precision": ("auto", "fp32", "bf16", "fp16"),
-    "data_on_device": ("auto", "true", "false"), "speaker_ids": ("recording", "global"),
+    "data_on_device": ("auto", "true", "false"), "speaker_ids": ("recording", "global"), "loss": ("pit", "powerset"),
 }
 
 
@@ -191,7 +201,7 @@ def _inside(value: float, low: float, high: float, closed_low: bool, closed_high
 #: before them did (no augmentation), so such a run resumes when given those values.
 ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
                 "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "sim_warp": 0.0,
-                "speaker_ids": "recording"}
+                "speaker_ids": "recording", "loss": "pit", "max_overlap": 2}
 
 
 def _is_weight(text: str) -> bool:

@@ -26,7 +26,7 @@ from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state
 from .config import TrainConfig
 from .inputs import Data, batches, load_data, segment_bank, validation_windows
 from .resident import ResidentLoader
-from .loss import pit_bce, weighted_bce
+from .objective import training_loss
 from .model import build_model
 from .resume import best_criterion, check_resume
 from .runtime import Runtime, setup, teardown
@@ -78,6 +78,8 @@ class Trainer:
         self.best_epoch: int | None = None  # the epoch whose model best.pt holds
         # Set on the device when a gradient norm is non-finite; read with the logged loss, not every step.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=rt.device)
+        # Powerset: valid frames this epoch with more speakers than a class holds (left out of the loss).
+        self.dropped = torch.zeros((), dtype=torch.long, device=rt.device)
         # Sums over the current epoch's batches so far, kept in mid-epoch checkpoints so a resumed
         # epoch reports the same loss as an uninterrupted one.
         self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
@@ -163,10 +165,11 @@ class Trainer:
         with context:
             with self.rt.autocast():  # attention sees the whole recording; the UEM only decides what is scored
                 logits, _ = self.net(batch["feats"], batch["valid"] if batch["padded"] else None)
-            result = pit_bce(logits, batch["labels"], batch["mask"])
+            result = training_loss(self.model, logits, batch["labels"], batch["mask"],
+                                   batch["weight"] if self.weighted else None)
             loss = result.loss
-            if self.weighted:
-                loss = weighted_bce(logits, result.permuted_labels, batch["mask"], batch["weight"])
+            if result.dropped is not None:
+                self.dropped += result.dropped
             self.scaler.scale(loss / self.cfg.accumulate).backward()
         if sync:
             self.scaler.unscale_(self.optimizer)
@@ -227,12 +230,15 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         # What was optimized, over every rank's batches: one reduction and one read per epoch.
-        totals = torch.stack([loss_sum.float(), torch.tensor(float(batches), device=rt.device), self.nonfinite.float()])
+        totals = torch.stack([loss_sum.float(), torch.tensor(float(batches), device=rt.device), self.nonfinite.float(),
+                              self.dropped.float()])
         if rt.world > 1:
             torch.distributed.all_reduce(totals)
-        loss_total, batches_total, nonfinite = totals.tolist()
+        loss_total, batches_total, nonfinite, dropped = totals.tolist()
+        self.dropped.zero_()
         self._check_finite(nonfinite > 0, self.scaler.get_scale() if self.scaler.is_enabled() else None)
         return {"train_loss": loss_total / max(1.0, batches_total), "windows": windows * rt.world, "seconds": seconds,
+                **({"overlap_frames_dropped": int(dropped)} if cfg.powerset else {}),
                 "windows_per_s": windows * rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
 
     def _remedy(self) -> str:

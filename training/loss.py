@@ -41,6 +41,7 @@ class PITLoss(NamedTuple):
     diar: Tensor
     perm: Tensor
     permuted_labels: Tensor
+    dropped: Tensor | None = None  # powerset: valid frames whose speaker set has no class (left out)
 
 
 class FrameErrorCounts(TypedDict):
@@ -79,7 +80,7 @@ def _check_inputs(logits: Tensor, labels: Tensor, mask: Tensor | None) -> Tensor
     return mask
 
 
-def _pairwise_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+def pairwise_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """Summed BCE of every output slot against every label column.
 
     Args:
@@ -100,7 +101,7 @@ def _pairwise_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     return softplus_sum.unsqueeze(-1) - cross
 
 
-def _best_permutation(cost: Tensor) -> Tensor:
+def best_permutation(cost: Tensor) -> Tensor:
     """Assignment of label columns to outputs that minimises the total cost.
 
     Args:
@@ -146,7 +147,7 @@ def pit_bce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> PITLo
         logits32 = logits.float()
         labels32 = labels.float()
         with torch.no_grad():
-            perm = _best_permutation(_pairwise_bce(logits32, labels32, mask))
+            perm = best_permutation(pairwise_bce(logits32, labels32, mask))
         permuted = labels32.gather(2, perm.unsqueeze(1).expand_as(labels32))
         weights = mask.unsqueeze(-1).to(torch.float32)
         bce = F.binary_cross_entropy_with_logits(logits32, permuted, reduction="none")
@@ -155,13 +156,8 @@ def pit_bce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> PITLo
     return PITLoss(loss=loss, diar=loss.detach(), perm=perm, permuted_labels=permuted)
 
 
-def frame_error_counts(
-    logits: Tensor,
-    permuted_labels: Tensor,
-    mask: Tensor | None = None,
-    threshold: float = 0.5,
-) -> Tensor:
-    """Count frame-level diarization errors of thresholded outputs, on the device.
+def frame_error_counts(hyp: Tensor, permuted_labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Count frame-level diarization errors of speaker decisions, on the device.
 
     Follows the DER definition frame by frame, with n_ref reference speakers,
     n_hyp detected speakers and n_correct slots both active:
@@ -172,20 +168,16 @@ def frame_error_counts(
     :mod:`pyannote.metrics` would report.
 
     Args:
-        logits: (B, T, S) speech-activity logits.
+        hyp: (B, T, S) bool, which output slots speak (e.g. ``EEND.decisions``).
         permuted_labels: (B, T, S) references already aligned to the outputs,
             e.g. :attr:`PITLoss.permuted_labels`; values > 0.5 count as active.
         mask: (B, T) bool, True = valid frame; None means every frame is valid.
-        threshold: activity probability above which an output counts as speaking.
 
     Returns:
         (4,) float tensor on logits' device: miss, false alarm, confusion and speech, each a count
         of speaker-frames over the valid frames; speech is the total reference speech (sum of n_ref).
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    mask = _check_inputs(logits, permuted_labels, mask)
-    hyp = torch.sigmoid(logits.float()) > threshold
+    mask = _check_inputs(hyp, permuted_labels, mask)
     ref = permuted_labels.float() > 0.5
     n_hyp = hyp.sum(dim=-1)  # (B, T)
     n_ref = ref.sum(dim=-1)
@@ -203,8 +195,12 @@ def frame_error_counts(
 
 def frame_error(logits: Tensor, permuted_labels: Tensor, mask: Tensor | None = None,
                 threshold: float = 0.5) -> FrameErrorCounts:
-    """:func:`frame_error_counts` read to the host (one transfer for all four counts)."""
-    miss, false_alarm, confusion, speech = frame_error_counts(logits, permuted_labels, mask, threshold).tolist()
+    """:func:`frame_error_counts` of speech-activity ``logits`` (B, T, S) thresholded at ``threshold`` (a
+    probability), read to the host (one transfer for all four counts)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    hyp = torch.sigmoid(logits.float()) > threshold
+    miss, false_alarm, confusion, speech = frame_error_counts(hyp, permuted_labels, mask).tolist()
     return FrameErrorCounts(miss=miss, false_alarm=false_alarm, confusion=confusion, speech=speech)
 
 

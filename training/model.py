@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scoring.powerset import powerset_sets
 
 from .config import TrainConfig
 
@@ -160,6 +163,7 @@ class EEND(nn.Module):
         max_speakers: int = 4,
         ff_mult: int = 4,
         dropout: float = 0.1,
+        powerset: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -183,7 +187,10 @@ class EEND(nn.Module):
             EncoderBlock(dim, heads, ff_mult, dropout) for _ in range(blocks)
         )
         self.out_norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, max_speakers)
+        # Powerset: one output per speaker set (P, S), saved with the config, not the weights.
+        self.register_buffer("mapping", None if powerset is None else torch.from_numpy(powerset).float(),
+                             persistent=False)
+        self.head = nn.Linear(dim, max_speakers if powerset is None else len(powerset))
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
@@ -203,7 +210,8 @@ class EEND(nn.Module):
                 meant for inspection, not training.
 
         Returns:
-            (B, T, S) logits (sigmoid gives per-speaker activity probability),
+            (B, T, S) logits (sigmoid gives per-speaker activity probability), or (B, T, P) class
+            logits of a powerset model (:meth:`activity` gives per-speaker probabilities of either),
             and, only when ``return_attention`` is set, a list with one
             (B, H, T, T) float32 tensor per block whose rows (queries) sum to 1
             over the keys (last dim); otherwise None.
@@ -234,9 +242,24 @@ class EEND(nn.Module):
         logits = self.head(self.out_norm(h))
         return logits, (maps if return_attention else None)
 
+    def activity(self, logits: Tensor) -> Tensor:
+        """Per-speaker activity probabilities (B, T, S) float32 from :meth:`forward`'s logits: sigmoids, or
+        for a powerset model the marginals, softmax over the classes times the class-to-speakers mapping."""
+        if self.mapping is None:
+            return torch.sigmoid(logits.float())
+        return torch.softmax(logits.float(), dim=-1) @ self.mapping
+
+    def decisions(self, logits: Tensor, threshold: float) -> Tensor:
+        """Which slots speak (B, T, S) bool: sigmoid above ``threshold``, or for a powerset model the
+        speakers of the most probable class (no threshold)."""
+        if self.mapping is None:
+            return torch.sigmoid(logits.float()) > threshold
+        return self.mapping[logits.argmax(dim=-1)].bool()
+
 
 def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
     """The EEND of ``cfg`` for base-rate features of ``n_mels`` bins (input D = downsample x n_mels for
     ``stack`` pooling, n_mels for ``mean``)."""
     in_features = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
-    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout)
+    powerset = powerset_sets(cfg.max_speakers, cfg.max_overlap) if cfg.powerset else None
+    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout, powerset)

@@ -25,7 +25,7 @@ def predictor(model: torch.nn.Module, device: torch.device, autocast: AbstractCo
         inputs = torch.from_numpy(np.ascontiguousarray(x)).to(device)
         with torch.no_grad(), autocast:
             logits, _ = model(inputs[None] if single else inputs)
-        probs = torch.sigmoid(logits.float()).cpu().numpy()
+        probs = model.activity(logits).cpu().numpy()
         return probs[0] if single else probs
 
     return predict

@@ -9,7 +9,8 @@ from scoring.der import DERSettings, score
 from scoring.reference import load_reference
 
 from .data import WindowPlan
-from .loss import frame_error_counts, pit_bce
+from .loss import frame_error_counts
+from .objective import training_loss
 from .posteriors import predictor, recording_posteriors
 from .windows import WindowFormat
 
@@ -26,9 +27,10 @@ def window_metrics(trainer) -> dict:
         batch = source.batch(windows)
         with rt.autocast():
             logits, _ = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None)
-        result = pit_bce(logits, batch["labels"], batch["mask"])
+        result = training_loss(trainer.model, logits, batch["labels"], batch["mask"])
         sums[0] += result.loss
-        sums[1:] += frame_error_counts(logits, result.permuted_labels, batch["mask"], cfg.threshold)
+        sums[1:] += frame_error_counts(trainer.model.decisions(logits, cfg.threshold), result.permuted_labels,
+                                       batch["mask"])
         batches += 1
     loss, miss, false_alarm, confusion, speech = sums.tolist()
     return {"val_loss": loss / batches, "val_frame_error": (miss + false_alarm + confusion) / max(1, speech)}
@@ -50,7 +52,8 @@ def der_metrics(trainer) -> dict:
         feats = data.store.open("features", rec.features)["feats"]
         post = recording_posteriors(predict, feats, fmt, frames, cfg.window)
         name = rec.source or rec.features
-        hyps[name] = activity_to_segments(binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech), shift,
+        decided = binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech, cfg.max_overlap if cfg.powerset else None)
+        hyps[name] = activity_to_segments(decided, shift,
                                           max_end_s=frames * shift / cfg.downsample)
         refs[name], uems[name] = reference.segments, reference.uem
         sources.add(reference.source)

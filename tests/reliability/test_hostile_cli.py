@@ -8,6 +8,7 @@ and leave `store verify` clean. A new option is covered by adding a row.
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ ROWS = [
     ("nan-weights", ["evaluate", "--model", "{root}/nan.pt", "--store", "{root}/store"], "non-finite"),
     ("missing-checkpoint", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", "{root}/none.pt", "--out",
                             "{root}/new-out"], "none.pt does not exist"),
+    ("checkpoint-is-a-directory", ["evaluate", "--model", "{root}/run", "--store", "{root}/store"], "is a directory"),
+    ("checkpoint-zip-not-torch", ["evaluate", "--model", "{root}/not-torch.zip", "--store", "{root}/store"],
+     "not-torch.zip: not a readable agencerdas checkpoint"),
     # numbers
     ("lr-nan", ["train", "--store", "{root}/store", "--out", "{root}/new-run", *TINY, "LR=nan"], "lr must be a finite"),
     ("lr-inf", ["train", "--store", "{root}/store", "--out", "{root}/new-run", *TINY, "LR=inf"], "lr must be a finite"),
@@ -128,6 +132,8 @@ def world(tmp_path_factory, toy) -> Path:
     train(resolve("optimized", [*TINY, "EPOCHS=1"]), str(root / "store"), "default", root / "run", progress=False)
     _write_checkpoints(root)
     (root / "a-file").write_text("someone's notes\n")
+    with zipfile.ZipFile(root / "not-torch.zip", "w") as archive:
+        archive.writestr("notes.txt", "a zip, not a checkpoint")
     return root
 
 

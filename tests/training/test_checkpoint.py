@@ -13,7 +13,7 @@ import torch
 
 from inference.model import load_model
 from stores.errors import AgencerdasError
-from training import loop
+from training import loop, objective
 from training.checkpoint import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 #: A best.pt written by the version-1 writer (commit 759880a: NumPy RNG arrays, every GPU's CUDA state).
@@ -114,14 +114,14 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 def _nan_after_first_call(monkeypatch):
     """From its second call on, the training loss is NaN (so are the gradients): a diverging run."""
-    real, calls = loop.pit_bce, []
+    real, calls = objective.pit_bce, []
 
     def diverging(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append(1)
         return result if len(calls) == 1 else result._replace(loss=result.loss * float("nan"))
 
-    monkeypatch.setattr(loop, "pit_bce", diverging)
+    monkeypatch.setattr(objective, "pit_bce", diverging)
 
 
 def test_a_diverging_run_stops_with_a_message_and_keeps_its_last_finite_checkpoint(toy, tmp_path, monkeypatch):
