@@ -103,6 +103,10 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
         f"final train loss {last['train_loss']:.4f}"
         + (f", validation loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""),
     ]
+    if cfg.powerset:
+        dropped = sum(r.get("overlap_frames_dropped", 0) for r in history)
+        lines.append(f"  loss powerset (classes of at most {cfg.max_overlap} speakers): {dropped} window frames with "
+                     "more speakers left out of the loss this run (see corpus-stats.txt)")
     if last.get("data_path"):
         lines.append(f"  train data {last['data_path']}")
     val_s = sum(r.get("val_seconds", 0.0) for r in history)

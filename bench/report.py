@@ -109,6 +109,10 @@ def targets(result: dict[str, Any]) -> list[Target]:
             if "simulation_cost" in run:
                 found.append(Target(f"simulation, {preset}: step with / without {100 * run['sim_prob']:.0f}% simulated "
                                     "windows", run["simulation_cost"], 1.05, False))
+    cost = result.get("loader", {}).get("loss_cost")
+    if cost:
+        found.append(Target("powerset step / PIT step (optimized, synthetic batches)", cost["powerset_vs_pit"], 1.05,
+                            False))
     memory = result.get("memory", {}).get("feature_stage")
     if memory:
         found.append(Target(f"feature-stage peak RSS, {memory['long']['minutes']:g}-min file (MB); limit 1.2 x "

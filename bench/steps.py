@@ -105,6 +105,21 @@ def _trainer(preset: str, overrides: list[str], store_url: str, view: str, out_d
     return Trainer(cfg, load_data(cfg, store_url, view, {}), Path(out_dir) / preset, rt, resume=False, progress=False)
 
 
+def loss_cost(store_url: str, view: str, overrides: list[str], budget_s: float, out_dir: str,
+              rt: Runtime) -> dict[str, Any]:
+    """The optimized step (synthetic batches, median compute time) with LOSS=powerset against LOSS=pit,
+    alternating twice so load on the machine hits both alike."""
+    trainers = {loss: _trainer("optimized", [*overrides, f"LOSS={loss}"], store_url, view, f"{out_dir}/{loss}", rt)
+                for loss in ("pit", "powerset")}
+    times: dict[str, list[float]] = {loss: [] for loss in trainers}
+    for _ in range(2):
+        for loss, trainer in trainers.items():
+            fake = synthetic_batches(trainer.cfg, trainer.data.feature_config["n_mels"], trainer.cfg.batch, rt.device)
+            times[loss].append(time_steps(trainer, itertools.cycle(fake), budget_s / 2)["median_compute_s"])
+    pit, powerset = statistics.median(times["pit"]), statistics.median(times["powerset"])
+    return {"pit_step_s": pit, "powerset_step_s": powerset, "powerset_vs_pit": ratio(powerset, pit)}
+
+
 def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float, out_dir: str) -> dict[str, Any]:
     """Per preset: step time with the real loader vs synthetic batches, with and without the preset's
     simulated conversations, and peak memory (MiB)."""
@@ -145,6 +160,7 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
             }
             del trainer, fake
             gc.collect()  # ends this preset's loader workers before the next preset is timed
+    results["loss_cost"] = loss_cost(store_url, view, overrides, budget_s, out_dir, rt)
     return results
 
 

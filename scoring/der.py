@@ -216,3 +216,10 @@ def score(
         per_recording[rec] = _summary(components, components[metric.metric_name()])
     overall = _summary(metric[:], abs(metric))
     return DERReport(overall=overall, per_recording=per_recording, settings=settings)
+
+
+def overlap_regions(segments: list[Segment], regions: list[tuple[float, float]], uri: str = "rec") -> list[tuple[float, float]]:
+    """(start, end) seconds where two or more speakers of ``segments`` talk at once, inside ``regions``
+    (a UEM): the scored regions of the DER on overlapped speech alone."""
+    crossed = to_annotation(segments, uri).get_overlap()
+    return [(segment.start, segment.end) for segment in crossed.crop(to_timeline(regions, uri), mode="intersection")]

@@ -108,6 +108,18 @@ def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
                        cfg.sim_warp)
 
 
+def crowded_frames(data: Data, max_overlap: int) -> tuple[int, int]:
+    """(frames with more than ``max_overlap`` speakers at once, labelled frames) of the train split, in
+    base frames, capped like training and inside each recording's UEM."""
+    crowded = total = 0
+    for rec, n, scored in zip(data.train, data.lengths, data.scored_of(data.train)):
+        counts = np.asarray(data.store.open("labels", rec.labels)["labels"][:n]).sum(axis=1)
+        inside = np.ones(len(counts), dtype=bool) if scored is None else scored[: len(counts)]
+        crowded += int((counts[inside] > max_overlap).sum())
+        total += int(inside.sum())
+    return crowded, total
+
+
 def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:
     """The epoch plan of the train split: this rank's share, augmentation seeds, simulated windows."""
     return WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,

@@ -24,7 +24,7 @@ from stores.errors import AgencerdasError
 
 from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .inputs import Data, batches, load_data, segment_bank, validation_windows
+from .inputs import Data, batches, crowded_frames, load_data, segment_bank, validation_windows
 from .resident import ResidentLoader
 from .objective import training_loss
 from .model import build_model
@@ -267,13 +267,20 @@ class Trainer:
             else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
                 (self.out / "tuned.json").unlink(missing_ok=True)
-            if self.bank is not None:  # the corpus's turn-taking, useful to the user on its own
-                stats = (f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
-                         f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
-                         f"turn-taking:\n{self.bank.stats.describe(self.data.shift_s)}")
-                (self.out / "corpus-stats.txt").write_text(stats + "\n")
+            stats = []  # what the corpus is like, useful to the user on its own
+            if self.bank is not None:
+                stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
+                             f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
+                             f"turn-taking:\n{self.bank.stats.describe(self.data.shift_s)}")
+            if cfg.powerset:
+                crowded, total = crowded_frames(self.data, cfg.max_overlap)
+                stats.append(f"powerset classes hold at most {cfg.max_overlap} speakers at once: {crowded} of {total} "
+                             f"labelled frames of the train split ({100 * crowded / max(total, 1):.2f}%) have more, and "
+                             "are left out of the loss")
+            if stats:
+                (self.out / "corpus-stats.txt").write_text("\n".join(stats) + "\n")
                 if self.progress:
-                    tqdm.write(stats)
+                    tqdm.write("\n".join(stats))
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
             if self.rt.main:
