@@ -26,6 +26,7 @@ from stores.errors import AgencerdasError
 from .augment import draw_arrays, stretch_rows, warp_matrix
 from .data import SIMULATED, Window
 from .conversations import FLOOR, SegmentBank
+from .runtime import keep_freed_memory
 from .transfer import to_device
 from .windows import WindowFormat, fit_speakers
 
@@ -77,6 +78,8 @@ class ResidentWindows:
         if fmt.max_speakers is None:
             raise ValueError("a resident split needs the model's max_speakers")
         self.fmt, self.frames, self.device, self.bank = fmt, frames, device, bank
+        if device.type == "cpu":  # every batch allocates and frees tensors of hundreds of MB
+            keep_freed_memory()
         total = int(sum(lengths))
         first = store.open("features", recordings[0].features)["feats"]
         dtype = torch.float16 if first.dtype == np.float16 else torch.float32  # as stored: no rounding
