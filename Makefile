@@ -29,11 +29,12 @@ GPUS        ?= 1
 AUDIO       ?= $(TEST_DIR)/audio/*
 OUT         ?= $(RUN)/diarized
 BENCH_SIZE  ?= small
+TB_DIR      ?= runs
 
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
 MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
-             BENCH_SIZE RESUME SCHEDULER PSEUDO_LABELS
+             BENCH_SIZE RESUME SCHEDULER PSEUDO_LABELS TB_DIR
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
@@ -46,7 +47,7 @@ else
 endif
 SIM_COMMON := --formats wav,flac,ogg,mp3 --rates 16000,22050,44100 --jobs $(JOBS)
 
-.PHONY: help install corpus features train evaluate diarize plot demo test bench bench-gpu gpu-check
+.PHONY: help install corpus features train evaluate diarize plot tensorboard demo test bench bench-gpu gpu-check
 
 help: ## Show this help and the variables you can set
 	@echo "agencerdas — speaker-diarization training on a content-addressed Zarr feature store"
@@ -60,6 +61,7 @@ help: ## Show this help and the variables you can set
 	@echo "  PSEUDO_LABELS=energy | CHECKPOINT labels recordings without RTTM in make features (flagged pseudo)"
 	@echo "  SCHEDULER=local | tcp://HOST:PORT runs make features on a Dask cluster"
 	@echo "  RESUME=1 continues RUN; any other NAME=VALUE is a training override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
+	@echo "  INIT_FROM=RUN/best.pt fine-tunes from another run's weights; TB_DIR=$(TB_DIR) for make tensorboard"
 
 $(BIN)/agencerdas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +98,9 @@ diarize: install ## Write RTTMs for AUDIO files into OUT with MODEL
 
 plot: install ## Loss curves of RUN into RUN/plots/loss.png
 	$(BIN)/agencerdas plot $(RUN)
+
+tensorboard: install ## TensorBoard of every run under TB_DIR (default runs/): loss, LR, DER, timelines
+	$(BIN)/tensorboard --logdir $(TB_DIR)
 
 demo: install corpus ## Everything on the built-in corpus: simulate → features → train → evaluate → plots
 	@start=$$(date +%s); \

@@ -108,6 +108,8 @@ TRAIN: list[Arg] = [
     _a("--out", help="run directory (default runs/PRESET)"),
     _a("--resume", action="store_true", help="continue from OUT/last.pt"),
     _a("--overwrite", action="store_true", help="replace the run already in OUT (refused without it)"),
+    _a("--init-from", metavar="CHECKPOINT",
+       help="fine-tune: start from this checkpoint's weights with a fresh optimizer and schedule (INIT_FROM=...)"),
     _a("--resume-on-changed-view", action="store_true",
        help="with --resume: continue even though the view's entries changed since the checkpoint"),
     *STORAGE,

@@ -120,7 +120,12 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
                      f"{next(r['val_reference'] for r in reversed(history) if r.get('val_reference'))})")
     held = f": epoch {last['best_epoch']}" if last.get("best_epoch") else ""
     lines.append(f"  best.pt: {_BEST_IS[criterion]}{held}")
-    lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl")
+    source = json.loads((out / "config.json").read_text()).get("initialised_from")
+    if source:
+        lines.append(f"  fine-tuned from {source['path']} (xxh3 {source['xxh3'][:12]}, {source['loss']} model"
+                     f"{', output layer re-initialised' if source['head_reinitialised'] else ''})")
+    lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl; "
+                 f"TensorBoard `tensorboard --logdir {out}`")
     return "\n".join(lines)
 
 
@@ -128,7 +133,7 @@ def train_command(args: argparse.Namespace) -> int:
     from training.config import resolve
     from training.loop import train
 
-    cfg = resolve(args.preset, args.overrides)
+    cfg = resolve(args.preset, [*args.overrides, *([f"INIT_FROM={args.init_from}"] if args.init_from else [])])
     out = Path(args.out or f"runs/{args.preset}")
     if int(os.environ.get("RANK", 0)) == 0:  # the writer; under torchrun a failed rank 0 stops every rank
         run_dir(out, args.resume, args.overwrite)

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import FeatureConfig
 from pipeline.discover import printable
 from pipeline.rttm import unique_file_names, write_rttm
 from pipeline.statcache import StatCache
@@ -21,11 +20,8 @@ from pipeline.tasks import ensure_features
 from stores import Store
 from stores.errors import AgencerdasError
 
-from scoring.binarize import activity_to_segments
-from training.posteriors import predictor
-from training.runtime import setup
 
-from .model import load_model
+from .api import Diarizer
 
 
 @dataclass
@@ -50,23 +46,18 @@ class DiarizeSummary:
 def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = None, device: str = "auto") -> DiarizeSummary:
     """Write ``out/<id>.rttm`` for each audio file; a bad file is reported, the others still run."""
     start = time.perf_counter()
-    rt = setup(device, "auto")
-    lm = load_model(model, rt.device)
-    config = FeatureConfig(**lm.feature_config)
+    diarizer = Diarizer.from_checkpoint(model, device)
     scratch = None if store_url else tempfile.mkdtemp(prefix="agencerdas-diarize-")
     store = Store(store_url or scratch, create=True)
     cache = StatCache() if store_url else None  # a scratch store is gone after this run: nothing to find again
-    predict = predictor(lm.model, rt.device, rt.autocast())
     summary = DiarizeSummary()
     try:
         targets = unique_file_names([Path(path).stem for path in audio], ".rttm")
         for path, target in zip(audio, targets):
             try:
-                key, attrs = ensure_features(store, Path(path), config, cache)
+                key, attrs = ensure_features(store, Path(path), diarizer.features, cache)
                 feats = store.open("features", key)["feats"]
-                post = lm.posteriors(predict, feats, attrs["frames"])
-                active = lm.inference.decide(post)
-                segments = activity_to_segments(active, lm.frame_shift_s, max_end_s=attrs["duration_s"])
+                segments, _ = diarizer.diarize_features(feats, attrs["frames"], attrs["duration_s"])
                 write_rttm(Path(out) / target, Path(path).stem, segments)
                 summary.written.append(Path(out) / target)
                 summary.audio_s += attrs["duration_s"]

@@ -216,3 +216,10 @@ def _take(pending: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarra
     joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
     rest = joined[n:]
     return joined[:n], ([rest] if len(rest) else []), len(rest)
+
+
+def log_mel(blocks: Iterable[np.ndarray], config: FeatureConfig, frames_per_block: int = 8000) -> np.ndarray:
+    """(frames, n_mels) log-mel of mono ``blocks`` at ``config.sample_rate`` in memory, in ``config.dtype``:
+    the values a features entry of the store holds for the same audio."""
+    out = list(LogMel(config).process(blocks, frames_per_block))
+    return np.concatenate(out).astype(config.dtype) if out else np.zeros((0, config.n_mels), dtype=config.dtype)

@@ -93,6 +93,11 @@ class TrainConfig:
     pseudo: str = "include"
     median_frames: int = 11
     max_steps: int = 0  # >0: stop after this many optimizer steps (smoke tests, benchmarks)
+    # fine-tuning (training/init.py): a new run's weights from this checkpoint, with a fresh optimizer and
+    # schedule; its normaliser kept (checkpoint) or fitted on this run's train split (refit)
+    init_from: str = ""
+    init_normalizer: str = "checkpoint"
+    freeze_blocks: int = 0  # the input projection and the first N encoder blocks keep their weights
 
     def __post_init__(self) -> None:
         wrong = _wrong_types(self)
@@ -112,6 +117,8 @@ class TrainConfig:
             problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
         if self.loss == "powerset" and self.max_overlap > self.max_speakers:
             problems.append(f"max_overlap={self.max_overlap} must be at most max_speakers={self.max_speakers}")
+        if self.freeze_blocks > self.blocks:
+            problems.append(f"freeze_blocks={self.freeze_blocks} must be at most blocks={self.blocks}")
         if self.heads >= 1 and self.dim % self.heads:
             problems.append(f"dim={self.dim} must be divisible by heads={self.heads}")
         for name, allowed in _CHOICES.items():
@@ -162,7 +169,7 @@ _AT_LEAST: dict[str, float] = {
                      "accumulate", "shuffle_group", "median_frames", "log_every", "max_overlap"), 1),
     **dict.fromkeys(("audio_cap_s", "threads", "cache_mb", "aug_gain_db", "aug_tilt_db", "aug_freq_masks",
                      "aug_mask_bins", "sim_gain_db", "warmup_steps", "weight_decay", "checkpoint_every", "der_every",
-                     "collar_s", "max_steps"), 0),
+                     "collar_s", "max_steps", "freeze_blocks"), 0),
     "num_workers": -1,
 }
 #: (low, high, low included, high included) of the bounded numeric fields.
@@ -175,6 +182,7 @@ _BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pooling": ("stack", "mean"), "precision": ("auto", "fp32", "bf16", "fp16"),
     "data_on_device": ("auto", "true", "false"), "speaker_ids": ("recording", "global"), "loss": ("pit", "powerset"),
+    "init_normalizer": ("checkpoint", "refit"),
 }
 
 
@@ -201,7 +209,8 @@ def _inside(value: float, low: float, high: float, closed_low: bool, closed_high
 #: before them did (no augmentation), so such a run resumes when given those values.
 ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
                 "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "sim_warp": 0.0,
-                "speaker_ids": "recording", "loss": "pit", "max_overlap": 2}
+                "speaker_ids": "recording", "loss": "pit", "max_overlap": 2,
+                "init_from": "", "init_normalizer": "checkpoint", "freeze_blocks": 0}
 
 
 def _is_weight(text: str) -> bool:

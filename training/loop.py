@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 
 from stores.errors import AgencerdasError
 
+from .board import Board
 from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from .init import freeze, initialise, load_source
 from .inputs import Data, batches, crowded_frames, load_data, segment_bank, validation_windows
 from .resident import ResidentLoader
 from .objective import training_loss
@@ -59,10 +61,19 @@ class Trainer:
         ckpt = load_checkpoint(self.out / "last.pt", for_resume=True) if resume else None
         if ckpt:
             check_resume(cfg, ckpt, data, rt.world, self.criterion, allow_view_change)
-        self.normalizer = (Normalizer.from_dict(ckpt["normalizer"]) if ckpt
-                           else Normalizer.fit(data.store, data.train, data.scored_of(data.train)))
+        source = load_source(cfg, data.feature_config) if cfg.init_from and not ckpt else None
+        # A fine-tuned run keeps its provenance across resumes (the source is not read again then).
+        self.provenance = source.provenance() if source else (ckpt or {}).get("initialised_from")
+        if ckpt or (source and cfg.init_normalizer == "checkpoint"):
+            self.normalizer = Normalizer.from_dict((ckpt or {"normalizer": source.normalizer})["normalizer"])
+        else:
+            self.normalizer = Normalizer.fit(data.store, data.train, data.scored_of(data.train))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = build_model(cfg, data.feature_config["n_mels"]).to(rt.device)
+        self.model = build_model(cfg, data.feature_config["n_mels"])
+        if source:
+            initialise(self.model, source)
+        freeze(self.model, cfg.freeze_blocks)
+        self.model.to(rt.device)
         if rt.rank:  # dropout masks of their own on the other ranks; the epoch plan has its own seeded RNG
             torch.manual_seed(rank_seed(cfg.seed, rt.rank))
         self.bank = segment_bank(cfg, data)
@@ -70,7 +81,7 @@ class Trainer:
         self.val_windows = validation_windows(cfg, data, self.normalizer, rt, isinstance(self.loader, ResidentLoader))
         self.weighted = bool(data.pseudo and cfg.pseudo_weight != 1.0)  # the loss optimized weighs pseudo windows
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=rt.device.type in ("cuda", "cpu"))  # one kernel, no host sync
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
@@ -80,6 +91,8 @@ class Trainer:
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=rt.device)
         # Powerset: valid frames this epoch with more speakers than a class holds (left out of the loss).
         self.dropped = torch.zeros((), dtype=torch.long, device=rt.device)
+        self.grad_norm = torch.zeros((), device=rt.device)  # the last optimizer step's, read at log time
+        self.board: Board | None = None  # TensorBoard, opened by fit
         # Sums over the current epoch's batches so far, kept in mid-epoch checkpoints so a resumed
         # epoch reports the same loss as an uninterrupted one.
         self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
@@ -151,7 +164,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": rng_states[0], "rng_by_rank": rng_states, "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": float(self.best),
             "best_epoch": self.best_epoch, "world": self.rt.world,
-            "running": self.running,
+            "running": self.running, "initialised_from": self.provenance,
         })
 
     # -------------------------------------------------------------------- loop
@@ -178,6 +191,7 @@ class Trainer:
             # non-finite norm is divergence. The norm, unlike the loss, is the same on every DDP rank.
             if not self.scaler.is_enabled():
                 self.nonfinite |= ~torch.isfinite(norm)
+            self.grad_norm = norm.detach()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -185,13 +199,13 @@ class Trainer:
             self.step += 1
         return loss.detach()
 
-    def _read(self, loss_sum: torch.Tensor) -> float:
-        """The running loss sum read to the host together with the divergence signs, in one transfer;
-        raises when the run diverged."""
+    def _read(self, loss_sum: torch.Tensor) -> tuple[float, float]:
+        """The running loss sum and the last gradient norm, read to the host with the divergence signs in
+        one transfer; raises when the run diverged."""
         signs = [self.nonfinite.float()] + ([self.scaler._get_scale_async().float()] if self.scaler.is_enabled() else [])
-        values = torch.stack([loss_sum.float(), *signs]).tolist()
-        self._check_finite(values[1] > 0, values[2] if len(values) > 2 else None)
-        return values[0]
+        values = torch.stack([loss_sum.float(), self.grad_norm.float(), *signs]).tolist()
+        self._check_finite(values[2] > 0, values[3] if len(values) > 3 else None)
+        return values[0], values[1]
 
     def _epoch(self) -> dict:
         cfg, rt = self.cfg, self.rt
@@ -212,16 +226,17 @@ class Trainer:
             bar.update()
             # The device is read only here, once every LOG_EVERY optimizer steps and on rank 0 alone.
             if rt.main and self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
-                loss = self._read(loss_sum) / batches
+                loss_total, norm = self._read(loss_sum)
+                loss, lr, memory = loss_total / batches, self.scheduler.get_last_lr()[0], rt.peak_memory_mb()
                 rate = windows * rt.world / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", win_s=f"{rate:.0f}", mem_mb=f"{rt.peak_memory_mb():.0f}",
-                                lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
-                self._log({"kind": "step", "epoch": self.epoch, "step": self.step, "loss": loss,
-                           "lr": self.scheduler.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{loss:.4f}", win_s=f"{rate:.0f}", mem_mb=f"{memory:.0f}", lr=f"{lr:.1e}")
+                self._log({"kind": "step", "epoch": self.epoch, "step": self.step, "loss": loss, "lr": lr})
+                self.board.steps(self.step, {"loss": loss, "lr": lr, "grad_norm": norm, "windows_per_s": rate,
+                                             "peak_mem_mb": memory})
             stop = bool(cfg.max_steps and self.step >= cfg.max_steps)
             periodic = cfg.checkpoint_every and self.batch_in_epoch % cfg.accumulate == 0 and self.step % cfg.checkpoint_every == 0
             if periodic or stop:
-                self.running = {"loss": self._read(loss_sum), "windows": windows, "batches": batches,
+                self.running = {"loss": self._read(loss_sum)[0], "windows": windows, "batches": batches,
                                 "seconds": time.perf_counter() - start}
                 if periodic:
                     self._save("last.pt", self._rng_states())
@@ -260,8 +275,8 @@ class Trainer:
         cfg, history = self.cfg, []
         if self.rt.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps({**self.cfg.to_dict(), "best_criterion": self.criterion},
-                                                             indent=1))
+            (self.out / "config.json").write_text(json.dumps({**self.cfg.to_dict(), "best_criterion": self.criterion,
+                                                              "initialised_from": self.provenance}, indent=1))
             if self.resumed_step is not None:
                 self._forget_metrics_after(self.resumed_step)
             else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
@@ -281,11 +296,13 @@ class Trainer:
                 (self.out / "corpus-stats.txt").write_text("\n".join(stats) + "\n")
                 if self.progress:
                     tqdm.write("\n".join(stats))
+        self.board = Board(self.out, self.rt.main, self.resumed_step)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
-            record = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}
+            record, example = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}, None
             if self.rt.main:
                 started = time.perf_counter()
-                record.update(validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0))
+                scores, example = validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0)
+                record.update(scores)
                 val_s = time.perf_counter() - started
                 # Validation must never dominate an epoch: its share is logged and shown every epoch.
                 record.update(val_seconds=val_s, val_share=val_s / max(val_s + record["seconds"], 1e-9))
@@ -314,10 +331,12 @@ class Trainer:
             if save_best:
                 self._save("best.pt", states)
             self._log(record)
+            self.board.epoch(record, example, last=self.epoch >= cfg.epochs)
             history.append(record)
             if self.rt.main and self.progress:
                 tqdm.write(_epoch_line(record))
             self.rt.barrier()
+        self.board.close({**cfg.to_dict(), "best_criterion": self.criterion}, history[-1] if history else {})
         return history
 
 

@@ -37,13 +37,14 @@ def window_metrics(trainer) -> dict:
 
 
 @torch.no_grad()
-def der_metrics(trainer) -> dict:
-    """DER of whole validation recordings (stitched inference), scored by pyannote.metrics."""
+def der_metrics(trainer) -> tuple[dict, dict | None]:
+    """DER of whole validation recordings (stitched inference), scored by pyannote.metrics, and the first
+    scored recording as an example for a figure (reference, hypothesis, posteriors, frame shift, name)."""
     cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
     predict = predictor(trainer.model, rt.device, rt.autocast())
     shift = cfg.downsample * data.shift_s
     fmt = WindowFormat(trainer.normalizer, cfg.downsample, cfg.pooling)
-    refs, hyps, uems, sources = {}, {}, {}, set()
+    refs, hyps, uems, sources, example = {}, {}, {}, set(), None
     for rec in data.validation:
         frames = data.capped(rec)
         reference = load_reference(data.store, rec, frames)
@@ -57,21 +58,25 @@ def der_metrics(trainer) -> dict:
                                           max_end_s=frames * shift / cfg.downsample)
         refs[name], uems[name] = reference.segments, reference.uem
         sources.add(reference.source)
+        example = example or {"reference": refs[name], "hypothesis": hyps[name], "posteriors": post,
+                               "frame_shift_s": shift, "name": name}
     if not refs:
-        return {}
+        return {}, None
     report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
     return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
             "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"],
-            "val_reference": "; ".join(sorted(sources))}
+            "val_reference": "; ".join(sorted(sources))}, example
 
 
-def validate(trainer, with_der: bool) -> dict:
-    """Validation record for metrics.jsonl; empty when the view has no validation recordings."""
+def validate(trainer, with_der: bool) -> tuple[dict, dict | None]:
+    """Validation record for metrics.jsonl (empty when the view has no validation recordings), and with
+    DER an example recording for a figure (see :func:`der_metrics`)."""
     if not trainer.data.validation:
-        return {}
+        return {}, None
     trainer.model.eval()
-    record = window_metrics(trainer)
+    record, example = window_metrics(trainer), None
     if with_der:
-        record.update(der_metrics(trainer))
+        scores, example = der_metrics(trainer)
+        record.update(scores)
     trainer.model.train()
-    return record
+    return record, example

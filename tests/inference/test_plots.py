@@ -81,7 +81,7 @@ def test_plot_attention_single_map_and_heads(tmp_path):
 def test_timeline_draws_each_model_output_in_one_colour_in_every_panel(tmp_path):
     from matplotlib.colors import to_rgba
 
-    from inference.plots import timeline_figure
+    from scoring.timeline import timeline_figure
 
     reference = [Segment(0.0, 4.0, "alice"), Segment(3.0, 2.5, "bob"), Segment(6.0, 3.0, "carol")]
     # Output 0 never speaks: output 1's turns must still be drawn in output 1's colour, not the first one.

@@ -38,7 +38,8 @@ def test_each_preset_learns_and_writes_its_run(toy, tmp_path, preset):
     assert second["step"] == 2 * -(-5 * per_recording // cfg.batch)
 
     # The config, and the one criterion that picks best.pt (TINY computes no DER: the validation loss).
-    assert json.loads((out / "config.json").read_text()) == {**cfg.to_dict(), "best_criterion": "val_loss"}
+    assert json.loads((out / "config.json").read_text()) == {**cfg.to_dict(), "best_criterion": "val_loss",
+                                                                "initialised_from": None}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in records if r["kind"] == "epoch"] == history
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")

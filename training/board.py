@@ -1,0 +1,61 @@
+"""TensorBoard event files in the run directory, beside ``metrics.jsonl`` (rank 0 writes them).
+
+``tensorboard --logdir runs`` compares runs as practitioners do with Lightning, NeMo or the HF
+Trainer: step scalars (``train/*``: loss, learning rate, gradient norm, windows/s, peak memory)
+every ``LOG_EVERY`` steps, epoch scalars (``epoch/*`` and ``val/*``: losses, frame error, DER and
+its parts, throughput, validation's share), a timeline of one validation recording whenever DER
+is computed on a :data:`FIGURE_EVERY`-th or the last epoch, and the run's config as hparams with
+its final metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from scoring.timeline import timeline_figure
+
+#: Epochs between timeline figures (rendering one costs about a second).
+FIGURE_EVERY = 5
+#: Epoch record keys drawn as scalars, by tag.
+EPOCH_SCALARS = {"epoch/train_loss": "train_loss", "epoch/windows_per_s": "windows_per_s",
+                 "epoch/seconds": "seconds", "epoch/val_share": "val_share", "epoch/peak_mem_mb": "peak_mem_mb",
+                 "val/loss": "val_loss", "val/frame_error": "val_frame_error", "val/der": "val_der",
+                 "val/missed": "val_missed", "val/false_alarm": "val_false_alarm", "val/confusion": "val_confusion"}
+
+
+class Board:
+    """The run's TensorBoard writer; every method does nothing where ``enabled`` is false (other ranks)."""
+
+    def __init__(self, out: Path, enabled: bool, resumed_step: int | None = None):
+        # A resumed run redoes the steps after its checkpoint: TensorBoard drops what was logged past it.
+        self.writer = SummaryWriter(str(out), purge_step=resumed_step) if enabled else None
+
+    def steps(self, step: int, values: dict[str, float]) -> None:
+        if self.writer:
+            for tag, value in values.items():
+                self.writer.add_scalar(f"train/{tag}", value, step)
+
+    def epoch(self, record: dict, example: dict | None, last: bool) -> None:
+        """An epoch record of metrics.jsonl; ``example`` (reference, hypothesis, posteriors, frame shift,
+        name) of one validation recording is drawn every :data:`FIGURE_EVERY` epochs and on the ``last``."""
+        if not self.writer:
+            return
+        for tag, key in EPOCH_SCALARS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], record["step"])
+        if example and (last or record["epoch"] % FIGURE_EVERY == 0):
+            figure = timeline_figure(example["reference"], example["hypothesis"], example["posteriors"],
+                                     example["frame_shift_s"], f"{example['name']}, epoch {record['epoch']}")
+            self.writer.add_figure("val/timeline", figure, record["step"])
+        self.writer.flush()
+
+    def close(self, config: dict, final: dict) -> None:
+        """The run's config as hparams, with its final metrics."""
+        if not self.writer:
+            return
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+        metrics = {f"hparam/{k}": final[k] for k in ("val_der", "val_loss", "train_loss") if final.get(k) is not None}
+        self.writer.add_hparams(hparams, metrics, run_name=".")
+        self.writer.close()
