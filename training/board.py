@@ -10,6 +10,7 @@ its final metrics.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -31,17 +32,21 @@ class Board:
     def __init__(self, out: Path, enabled: bool, resumed_step: int | None = None):
         # A resumed run redoes the steps after its checkpoint: TensorBoard drops what was logged past it.
         self.writer = SummaryWriter(str(out), purge_step=resumed_step) if enabled else None
+        self.seconds = 0.0  # spent writing, so each epoch record can say what TensorBoard cost it
 
     def steps(self, step: int, values: dict[str, float]) -> None:
         if self.writer:
+            start = time.perf_counter()
             for tag, value in values.items():
                 self.writer.add_scalar(f"train/{tag}", value, step)
+            self.seconds += time.perf_counter() - start
 
     def epoch(self, record: dict, example: dict | None, last: bool) -> None:
         """An epoch record of metrics.jsonl; ``example`` (reference, hypothesis, posteriors, frame shift,
         name) of one validation recording is drawn every :data:`FIGURE_EVERY` epochs and on the ``last``."""
         if not self.writer:
             return
+        start = time.perf_counter()
         for tag, key in EPOCH_SCALARS.items():
             if record.get(key) is not None:
                 self.writer.add_scalar(tag, record[key], record["step"])
@@ -50,6 +55,7 @@ class Board:
                                      example["frame_shift_s"], f"{example['name']}, epoch {record['epoch']}")
             self.writer.add_figure("val/timeline", figure, record["step"])
         self.writer.flush()
+        self.seconds += time.perf_counter() - start
 
     def close(self, config: dict, final: dict) -> None:
         """The run's config as hparams, with its final metrics."""

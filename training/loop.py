@@ -298,6 +298,7 @@ class Trainer:
                     tqdm.write("\n".join(stats))
         self.board = Board(self.out, self.rt.main, self.resumed_step)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
+            board_s = self.board.seconds
             record, example = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}, None
             if self.rt.main:
                 started = time.perf_counter()
@@ -330,8 +331,9 @@ class Trainer:
             self._save("last.pt", states)
             if save_best:
                 self._save("best.pt", states)
-            self._log(record)
             self.board.epoch(record, example, last=self.epoch >= cfg.epochs)
+            record["tensorboard_s"] = self.board.seconds - board_s  # its cost, figures included
+            self._log(record)
             history.append(record)
             if self.rt.main and self.progress:
                 tqdm.write(_epoch_line(record))
