@@ -13,13 +13,12 @@ import torch
 
 from bench.roundtrips import RoundTrips
 from pipeline.runner import FeaturesRequest, build_features
-from stores import Store, load_view
 from stores.errors import AgencerdasError
 from tests.builders import make_corpus
 from training import checkpoint, resident, runtime
 from training.config import resolve
 from training.inputs import load_data
-from training.loop import Trainer, train
+from training.loop import Trainer
 from training.runtime import Runtime
 
 #: Windows of 600 base frames over 8 s recordings (one cut at 4 s: a padded window) with a UEM over [2 s, 6 s).
