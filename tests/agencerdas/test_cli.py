@@ -14,3 +14,20 @@ def test_simulate_takes_the_makefile_s_formats_and_rates(tmp_path):
     corpus = json.loads((out / "corpus.json").read_text())
     assert corpus["n_recordings"] == 2
     assert {p.suffix for p in (out / "audio").iterdir()} == {".wav", ".flac"}
+
+
+def test_simulate_passes_every_option_to_its_config(tmp_path, monkeypatch):
+    import pipeline.simulate
+
+    seen = []
+    monkeypatch.setattr(pipeline.simulate, "simulate_corpus",
+                        lambda out, config, progress: seen.append(config) or {"n_recordings": 0, "duration_s": 0,
+                                                                              "overlap_s": 0, "speech_s": 1})
+    assert main(["simulate", str(tmp_path / "c"), "--n", "3", "--pool", "test", "--seed", "4", "--min-duration", "7",
+                 "--max-duration", "9", "--formats", "flac", "--rates", "22050", "--stereo", "--noise-snr", "5",
+                 "--reverb", "--jobs", "2", "--quiet"]) == 0
+    (config,) = seen
+    assert (config.n_recordings, config.pool, config.seed, config.min_duration_s, config.max_duration_s) == \
+        (3, "test", 4, 7.0, 9.0)
+    assert (config.formats, config.rates, config.stereo, config.noise_snr_db, config.reverb, config.jobs) == \
+        (("flac",), (22050,), True, 5.0, True, 2)
