@@ -24,7 +24,7 @@ from scoring.binarize import activity_to_segments
 from scoring.der import to_annotation
 from stores.segments import Segment
 from training.posteriors import predictor
-from training.runtime import setup
+from training.runtime import inference_runtime
 
 from .model import LoadedModel, load_model
 
@@ -44,7 +44,7 @@ class Diarizer:
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Diarizer":
         """The model of checkpoint ``path`` (loaded without running code from it) on ``device``
         (auto: the first GPU if there is one, else the CPU; or cpu, cuda, cuda:N)."""
-        runtime = setup(device, "auto")
+        runtime = inference_runtime(device)
         return cls(load_model(Path(path), runtime.device), runtime.device, runtime.autocast())
 
     @property
@@ -72,8 +72,9 @@ class Diarizer:
         else:
             if sample_rate is None:
                 raise TypeError("a waveform needs its sample_rate")
-            feats = log_mel([waveform_mono(audio, sample_rate, rate)], self.features)
-            duration_s, uri = np.shape(audio)[-1] / sample_rate, uri or "waveform"
+            mono = waveform_mono(audio, sample_rate, rate)
+            feats = log_mel([mono], self.features)
+            duration_s, uri = len(mono) / rate, uri or "waveform"
         segments, posteriors = self.diarize_features(feats, len(feats), duration_s)
         annotation = to_annotation(segments, uri)
         return (annotation, posteriors) if return_posteriors else annotation

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import FeatureConfig
 from stores import hash_file
 from stores.errors import AgencerdasError
 
@@ -81,6 +82,10 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
     ``checkpoint_xxh3`` is the file's hash when the caller has just computed it (not hashed again).
     """
     ckpt = load_checkpoint(path)  # first: a missing or foreign file gets its clear error
+    try:  # the pipeline must be able to compute these features for new audio
+        FeatureConfig(**ckpt["feature_config"])
+    except (TypeError, AgencerdasError) as exc:
+        raise AgencerdasError(f"{path}: not a usable agencerdas checkpoint: its feature_config: {exc}") from None
     digest = checkpoint_xxh3 or hash_file(Path(path))
     config = TrainConfig.from_dict(ckpt["config"])  # checked by load_checkpoint
     model = build_model(config, ckpt["feature_config"]["n_mels"])

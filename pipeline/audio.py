@@ -184,8 +184,9 @@ def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[
 
 
 def waveform_mono(waveform: np.ndarray, sample_rate: int, target_rate: int, name: str = "waveform") -> np.ndarray:
-    """(samples,) float32 mono at ``target_rate`` Hz of an in-memory ``waveform``: (samples,) or
-    (channels, samples) as pyannote and torchaudio hold audio, at ``sample_rate`` Hz, full scale ±1.
+    """(samples,) float32 mono at ``target_rate`` Hz of an in-memory ``waveform``: (samples,), or 2-D as
+    (channels, samples) the way pyannote and torchaudio hold audio or (samples, channels) the way
+    soundfile reads it (the longer axis is time), at ``sample_rate`` Hz, full scale ±1.
 
     Raises AgencerdasError naming ``name`` for a rate that is not a positive integer, a shape that is
     not audio, no samples, or samples that are not finite or far beyond full scale (as for files).
@@ -195,7 +196,10 @@ def waveform_mono(waveform: np.ndarray, sample_rate: int, target_rate: int, name
         raise AgencerdasError(f"{name}: sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
     if array.ndim not in (1, 2) or not array.size:
         raise AgencerdasError(f"{name}: expected samples (n,) or (channels, n) holding audio, got shape {array.shape}")
-    block = array[:, None] if array.ndim == 1 else np.ascontiguousarray(array.T)  # (samples, channels)
+    if array.ndim == 1:
+        block = array[:, None]
+    else:  # (samples, channels): a waveform has more samples than channels
+        block = array if array.shape[0] > array.shape[1] else np.ascontiguousarray(array.T)
     _check_samples(block, Path(name))
     mono = mix_to_mono(block)
     return mono if sample_rate == target_rate else soxr.resample(mono, sample_rate, target_rate).astype(np.float32)

@@ -48,6 +48,10 @@ class DatasetView:
     #: Who wrote it: ``train`` (`agencerdas features`) or ``evaluate`` (a scored audio directory). A view is
     #: only ever replaced by a run of the same purpose, so evaluating never overwrites a training view.
     purpose: str = "train"
+    #: How the split ranks recordings: 2 (views written from now on) ranks only recordings with reference
+    #: labels; 1 (views written before) ranked every recording that is not pseudo-labelled. A view keeps
+    #: the rule it was written with, so reading it never moves a recording between train and validation.
+    split_rule: int = 2
 
     def split(self, part: str) -> list[str]:
         """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
@@ -65,7 +69,8 @@ class DatasetView:
             raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
         # Validation is scored against references: a recording without labels (no RTTM, or its labels
         # failed) or with pseudo labels could only take a validation place from one that has them.
-        candidates = [rec for rec in ids if self.recordings[rec].labels and not self.recordings[rec].pseudo]
+        candidates = [rec for rec in ids if not self.recordings[rec].pseudo
+                      and (self.recordings[rec].labels or self.split_rule < 2)]
         ranked = sorted(candidates, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
         n_val = round(self.validation_fraction * len(candidates))
         if self.validation_fraction > 0 and len(candidates) >= 2:
@@ -74,10 +79,10 @@ class DatasetView:
         return [rec for rec in ids if (rec in validation) == (part == "validation")]
 
     def fingerprint(self) -> str:
-        """Content key of the entries this view names (for reports and resume checks)."""
-        return content_key(
-            "view", {rec: [r.features, r.labels or ""] for rec, r in sorted(self.recordings.items())}
-        )
+        """Content key of the entries this view names and, from split rule 2 on, of that rule (for reports
+        and resume checks: a view rewritten under the new rule may split otherwise, and says so)."""
+        entries = {rec: [r.features, r.labels or ""] for rec, r in sorted(self.recordings.items())}
+        return content_key("view", entries) if self.split_rule < 2 else content_key("view", entries, self.split_rule)
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -106,6 +111,7 @@ class DatasetView:
                 created_at=payload["created_at"],
                 # Views written before purposes were recorded: evaluate's had no validation split.
                 purpose=payload.get("purpose", "evaluate" if payload["validation_fraction"] == 0 else "train"),
+                split_rule=payload.get("split_rule", 1),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise AgencerdasError(

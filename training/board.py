@@ -31,7 +31,9 @@ class Board:
 
     def __init__(self, out: Path, enabled: bool, resumed_step: int | None = None):
         # A resumed run redoes the steps after its checkpoint: TensorBoard drops what was logged past it.
-        self.writer = SummaryWriter(str(out), purge_step=resumed_step) if enabled else None
+        # purge_step: events at or after it are dropped; those of the checkpoint's own step stay.
+        self.writer = SummaryWriter(str(out), purge_step=None if resumed_step is None else resumed_step + 1) \
+            if enabled else None
         self.seconds = 0.0  # spent writing, so each epoch record can say what TensorBoard cost it
 
     def steps(self, step: int, values: dict[str, float]) -> None:
@@ -44,7 +46,7 @@ class Board:
     def epoch(self, record: dict, example: dict | None, last: bool) -> None:
         """An epoch record of metrics.jsonl; ``example`` (reference, hypothesis, posteriors, frame shift,
         name) of one validation recording is drawn every :data:`FIGURE_EVERY` epochs and on the ``last``."""
-        if not self.writer:
+        if not self.writer or record.get("partial"):  # a partial epoch is redone by the resume
             return
         start = time.perf_counter()
         for tag, key in EPOCH_SCALARS.items():

@@ -27,7 +27,7 @@ import torch
 
 from stores.errors import AgencerdasError
 
-from .config import TrainConfig
+from .config import MAX_DATA_BUDGET, TrainConfig
 
 #: Bump when the checkpoint layout changes incompatibly. 2: RNG states as tensors and plain values (1 held
 #: a NumPy array and every visible GPU's CUDA state).
@@ -129,8 +129,12 @@ def _check_structure(path: Path, payload: Any, for_resume: bool) -> None:
 
 def _content_problems(payload: dict) -> list[str]:
     """What is wrong inside the config, feature config, weights and normaliser of a checkpoint."""
+    config = payload["config"]
+    budget = config.get("data_budget")
+    if isinstance(budget, float) and MAX_DATA_BUDGET < budget <= 1.0:
+        config["data_budget"] = MAX_DATA_BUDGET  # saved before the cap; only memory use depends on it
     try:
-        TrainConfig.from_dict(payload["config"])
+        TrainConfig.from_dict(config)
     except AgencerdasError as exc:
         return [f"its config: {exc}"]
     features = payload["feature_config"]

@@ -131,7 +131,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """A config from a saved dict (config.json, a checkpoint); fields it lacks take their defaults,
         and an unknown field is an error rather than a TypeError."""
-        unknown = sorted(set(values) - set(_kinds()))
+        unknown = sorted(map(repr, set(values) - set(_kinds())))
         if unknown:
             raise AgencerdasError(f"unknown training config field(s) {', '.join(map(str, unknown))}")
         return cls(**values)

@@ -64,7 +64,11 @@ def _head(cfg: TrainConfig) -> tuple:
 def initialise(model: torch.nn.Module, source: Source) -> None:
     """``model``'s weights from ``source``; the output layer stays as initialised when it differs."""
     weights = {k: v for k, v in source.weights.items() if not (source.new_head and k.startswith("head."))}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # a shape that differs from the one its own config describes
+        raise AgencerdasError(f"INIT_FROM={source.path}: its weights do not fit the model its config describes "
+                              f"({exc})") from None
     if unexpected or [k for k in missing if not (source.new_head and k.startswith("head."))]:
         raise AgencerdasError(f"INIT_FROM={source.path}: its weights do not fit this model (missing {missing}, "
                               f"unexpected {unexpected})")

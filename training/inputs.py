@@ -179,15 +179,17 @@ class HostWindows:
 
 
 def validation_windows(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime,
-                       resident: bool) -> ResidentWindows | HostWindows | None:
-    """Where validation windows come from: the device, like the train split, when it is ``resident`` there
-    and the validation split fits the budget too (so validation keeps pace with device-speed steps);
+                       train_bytes: int | None) -> ResidentWindows | HostWindows | None:
+    """Where validation windows come from: the device, like the train split when it is resident there
+    (``train_bytes`` on the device, None when streamed), when both splits fit one ``DATA_BUDGET`` of the
+    memory free before the train split was loaded (so validation keeps pace with device-speed steps);
     else the store through the host. None without a validation split."""
     if not data.validation:
         return None
     lengths = [data.capped(r) for r in data.validation]
     needed = split_bytes(data.store, data.validation, lengths, cfg.max_speakers)
-    if resident and needed <= budget_bytes(rt.device, cfg.data_budget):
+    # budget = fraction x (free now + train), and train + validation must fit it
+    if train_bytes is not None and needed <= budget_bytes(rt.device, cfg.data_budget) - (1 - cfg.data_budget) * train_bytes:
         fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers)  # never augmented
         return ResidentWindows(data.store, data.validation, lengths, data.scored_of(data.validation), fmt,
                                cfg.window_base_frames, 1.0, rt.device, progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -78,7 +79,9 @@ class Trainer:
             torch.manual_seed(rank_seed(cfg.seed, rt.rank))
         self.bank = segment_bank(cfg, data)
         self.loader, self.plan, self.data_path = batches(cfg, data, self.normalizer, rt, progress, self.bank)
-        self.val_windows = validation_windows(cfg, data, self.normalizer, rt, isinstance(self.loader, ResidentLoader))
+        # Only rank 0 validates; a resident train split leaves its share of the budget to validation.
+        resident = self.loader.windows.nbytes if isinstance(self.loader, ResidentLoader) else None
+        self.val_windows = validation_windows(cfg, data, self.normalizer, rt, resident) if rt.main else None
         self.weighted = bool(data.pseudo and cfg.pseudo_weight != 1.0)  # the loss optimized weighs pseudo windows
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -98,13 +101,7 @@ class Trainer:
         self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
         self.resumed_step = ckpt["step"] if ckpt else None
         if ckpt:
-            self.running = ckpt.get("running", self.running)
             self._restore(ckpt)
-            by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
-            if rt.rank < len(by_rank):
-                set_rng_state(by_rank[rt.rank])
-            else:  # more processes than the checkpoint had (allowed at an epoch boundary): a fresh stream
-                torch.manual_seed(rank_seed(cfg.seed, rt.rank, self.step))
         self.net = self.model
         if rt.world > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -119,11 +116,18 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise AgencerdasError(f"{path}: its optimizer, scheduler or scaler state does not fit this run "
-                                  f"({type(exc).__name__}: {exc}); start a new run") from None
-        self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-        self.best, self.best_epoch = ckpt["best"], ckpt.get("best_epoch")
+            self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+            self.best, self.best_epoch = ckpt["best"], ckpt.get("best_epoch")
+            self.running = {**self.running, **ckpt.get("running", {})}
+            float(self.running["loss"]), int(self.running["windows"]), int(self.running["batches"])
+            by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+            if self.rt.rank < len(by_rank):
+                set_rng_state(by_rank[self.rt.rank])
+            else:  # more processes than the checkpoint had (allowed at an epoch boundary): a fresh stream
+                torch.manual_seed(rank_seed(self.cfg.seed, self.rt.rank, self.step))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise AgencerdasError(f"{path}: its training state (optimizer, scheduler, scaler, position, RNG) does not "
+                                  f"fit this run ({type(exc).__name__}: {exc}); start a new run") from None
 
     # ------------------------------------------------------------------ output
 
@@ -224,7 +228,7 @@ class Trainer:
             windows += len(batch["feats"])
             batches += 1
             bar.update()
-            # The device is read only here, once every LOG_EVERY optimizer steps and on rank 0 alone.
+            # Within an epoch the device is read here, once every LOG_EVERY optimizer steps on rank 0, and at checkpoints.
             if rt.main and self.step and self.batch_in_epoch % (cfg.log_every * cfg.accumulate) == 0:
                 loss_total, norm = self._read(loss_sum)
                 loss, lr, memory = loss_total / batches, self.scheduler.get_last_lr()[0], rt.peak_memory_mb()
@@ -279,9 +283,10 @@ class Trainer:
                                                               "initialised_from": self.provenance}, indent=1))
             if self.resumed_step is not None:
                 self._forget_metrics_after(self.resumed_step)
-            else:  # a new run in an old directory starts a new log, and the old model's tuning is not its own
-                (self.out / "metrics.jsonl").unlink(missing_ok=True)
-                (self.out / "tuned.json").unlink(missing_ok=True)
+            else:  # a new run in an old directory (--overwrite) keeps nothing of the old run's
+                for stale in (*RUN_ARTIFACTS, *self.out.glob("events.out.tfevents.*")):
+                    (self.out / stale).unlink(missing_ok=True)
+                shutil.rmtree(self.out / "eval", ignore_errors=True)
             stats = []  # what the corpus is like, useful to the user on its own
             if self.bank is not None:
                 stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
@@ -340,6 +345,10 @@ class Trainer:
             self.rt.barrier()
         self.board.close({**cfg.to_dict(), "best_criterion": self.criterion}, history[-1] if history else {})
         return history
+
+
+#: What a run writes into its directory besides TensorBoard's event files and eval/.
+RUN_ARTIFACTS = ("metrics.jsonl", "tuned.json", "best.pt", "last.pt", "corpus-stats.txt")
 
 
 def _epoch_line(r: dict) -> str:

@@ -174,7 +174,7 @@ def frame_error_counts(hyp: Tensor, permuted_labels: Tensor, mask: Tensor | None
         mask: (B, T) bool, True = valid frame; None means every frame is valid.
 
     Returns:
-        (4,) float tensor on logits' device: miss, false alarm, confusion and speech, each a count
+        (4,) float tensor on hyp's device: miss, false alarm, confusion and speech, each a count
         of speaker-frames over the valid frames; speech is the total reference speech (sum of n_ref).
     """
     mask = _check_inputs(hyp, permuted_labels, mask)

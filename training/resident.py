@@ -250,7 +250,7 @@ def _majority(y: torch.Tensor, factor: int) -> torch.Tensor:
 
 class ResidentLoader:
     """The epoch plan's batches built by a :class:`ResidentWindows`: what the loop iterates instead of
-    a DataLoader (no workers, no host-to-device copies)."""
+    a DataLoader (no workers; one host-to-device copy of indices and draws per batch)."""
 
     def __init__(self, plan, windows: ResidentWindows):
         self.plan, self.windows = plan, windows

@@ -13,7 +13,8 @@ from .config import ADDED_FIELDS, TrainConfig
 
 #: Fields that may differ between a checkpoint and the run resuming it.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
-                     "checkpoint_every", "fill_speech", "data_on_device", "data_budget"}
+                     "checkpoint_every", "fill_speech", "data_on_device", "data_budget",
+                     "init_from", "init_normalizer"}  # a resume takes the weights from last.pt, not the source
 
 
 def check_resume(cfg: TrainConfig, ckpt: dict, data, world: int, criterion: str, allow_view_change: bool) -> None:

@@ -153,6 +153,12 @@ def setup(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, _amp_dtype(precision, dev), rank, world, local_rank)
 
 
+def inference_runtime(device: str = "auto") -> Runtime:
+    """Device and autocast for applying a model in this process: no process group, whatever the environment."""
+    dev = _device(device, 0)
+    return Runtime(dev, _amp_dtype("auto", dev))
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

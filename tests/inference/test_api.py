@@ -61,6 +61,7 @@ def test_a_waveform_at_any_rate_and_channel_count_is_diarized(model, recording):
     stereo = np.stack([soxr.resample(audio, 16000, 44100)] * 2)  # (channels, samples) at 44.1 kHz
     resampled = diarizer(stereo, sample_rate=44100, uri="meeting")
     assert resampled.uri == "meeting" and abs(resampled.get_timeline().duration() - same.get_timeline().duration()) < 2.0
+    assert _turns(diarizer(stereo.T, sample_rate=44100, uri="meeting")) == _turns(resampled)  # soundfile's layout
 
 
 def test_bad_audio_raises_the_project_error(model, tmp_path):

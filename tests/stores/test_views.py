@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import xxhash
 
 from stores import DatasetView, Store, ViewRecording, content_key, load_view, save_view
 from stores.errors import AgencerdasError
@@ -152,3 +153,20 @@ def test_newer_view_version_is_refused(tmp_path):
 def test_view_names_must_be_plain(tmp_path, name):
     with pytest.raises(AgencerdasError, match="not a plain file name"):
         save_view(Store(tmp_path / "store"), view(IDS[:2], name=name))
+
+
+def test_a_view_written_before_labelled_only_ranking_keeps_its_split_and_fingerprint():
+    """Reading an old view never moves a recording between train and validation; a view written now
+    under the new rule has a fingerprint of its own, so a resume notices the rule changed."""
+    v = view(IDS[:12], validation_fraction=0.25, split_seed=3)
+    for i in range(2, 12, 2):
+        v.recordings[IDS[i]] = recording(i, labelled=False)
+    old = v.to_dict()
+    old.pop("split_rule")
+    old["fingerprint"] = content_key("view", {r: [e.features, e.labels or ""] for r, e in sorted(v.recordings.items())})
+    loaded = DatasetView.from_dict(old)
+    assert loaded.split_rule == 1 and loaded.fingerprint() == old["fingerprint"]
+    ranked_all = sorted(IDS[:12], key=lambda rec: xxhash.xxh3_64_intdigest(f"3:{rec}".encode()))
+    assert loaded.split("validation") == sorted(ranked_all[:3])  # every recording ranked, as then
+    assert all(loaded.recordings[r].labels for r in v.split("validation"))  # the new rule: labelled only
+    assert v.fingerprint() != loaded.fingerprint()

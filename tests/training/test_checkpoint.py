@@ -75,12 +75,26 @@ def test_a_crafted_checkpoint_runs_no_code(good, tmp_path, legacy):
     ({"model": {"encoder.weight": [1, 2]}}, "must map parameter names to tensors"),
     ({"version": CHECKPOINT_VERSION + 1}, "newer than this agencerdas supports"),
     ({"model": {"not.a.parameter": torch.zeros(2)}}, "do not fit the model"),
+    ({"config": {"dim": 16, 3: "a key that is not a name"}}, "unknown training config field"),
 ])
 def test_a_checkpoint_without_the_written_structure_is_refused_by_name(good, tmp_path, change, words):
     broken = _rewrite(good, tmp_path / "broken.pt", **change)
     with pytest.raises(AgencerdasError, match=str(broken)) as error:
         load_model(broken, torch.device("cpu"))
     assert words in str(error.value)
+
+
+def test_a_feature_config_the_pipeline_cannot_compute_is_refused_by_name(good, tmp_path):
+    features = {**load_checkpoint(good)["feature_config"], "fmin": "low", "colour": "blue"}
+    broken = _rewrite(good, tmp_path / "features.pt", feature_config=features)
+    with pytest.raises(AgencerdasError, match=f"{broken}: not a usable agencerdas checkpoint: its feature_config"):
+        load_model(broken, torch.device("cpu"))
+
+
+def test_a_checkpoint_saved_with_a_data_budget_above_today_s_cap_still_loads(good, tmp_path):
+    config = {**load_checkpoint(good)["config"], "data_budget": 0.95}  # allowed before the cap at 0.9
+    lm = load_model(_rewrite(good, tmp_path / "old.pt", config=config), torch.device("cpu"))
+    assert lm.config.data_budget == 0.9
 
 
 def test_a_resume_needs_the_training_state(good, tmp_path):

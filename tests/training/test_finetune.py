@@ -76,6 +76,21 @@ def test_provenance_is_recorded_and_a_fine_tuned_run_resumes_exactly(toy, source
     weights = load_checkpoint(source)["model"]
     assert all(torch.equal(a["model"][k], weights[k]) for k in weights if k.startswith(("input_proj.", "blocks.0.")))
     assert not torch.equal(a["model"]["head.weight"], weights["head.weight"])
+    toy.train(tmp_path / "split", "EPOCHS=3", "FREEZE_BLOCKS=1", "LR=1e-3", resume=True)  # the source is not needed
+
+
+def test_overwrite_keeps_nothing_of_the_old_run(toy, source, tmp_path):
+    from agencerdas import train
+
+    out = tmp_path / "run"
+    train(toy.url, out=out, overrides=[*toy.tiny, "EPOCHS=2", "DER_EVERY=1"], progress=False)
+    (out / "eval").mkdir()
+    old_events = set(out.glob("events.out.tfevents.*"))
+    train(toy.url, out=out, overrides=[*toy.tiny, "EPOCHS=1", "MAX_STEPS=1"], overwrite=True, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "epoch"] == [1]
+    assert load_checkpoint(out / "best.pt")["step"] == 1  # the new run's, though it stopped inside epoch 1
+    assert not old_events & set(out.glob("events.out.tfevents.*")) and not (out / "eval").exists()
 
 
 def test_every_run_writes_tensorboard_events_tensorboard_can_read(toy, tmp_path):
