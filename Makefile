@@ -34,7 +34,7 @@ TB_DIR      ?= runs
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
 MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
-             BENCH_SIZE RESUME SCHEDULER PSEUDO_LABELS TB_DIR
+             BENCH_SIZE RESUME OVERWRITE SCHEDULER PSEUDO_LABELS TB_DIR
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
@@ -60,7 +60,8 @@ help: ## Show this help and the variables you can set
 	@echo "  DEMO_SIZE=$(DEMO_SIZE) (default | small) TEST_DIR=$(TEST_DIR) AUDIO=$(AUDIO) OUT=$(OUT) BENCH_SIZE=$(BENCH_SIZE)"
 	@echo "  PSEUDO_LABELS=energy | CHECKPOINT labels recordings without RTTM in make features (flagged pseudo)"
 	@echo "  SCHEDULER=local | tcp://HOST:PORT runs make features on a Dask cluster"
-	@echo "  RESUME=1 continues RUN; any other NAME=VALUE is a training override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
+	@echo "  RESUME=1 continues RUN, OVERWRITE=1 replaces it (make demo does); any other NAME=VALUE is a training"
+	@echo "  override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 	@echo "  INIT_FROM=RUN/best.pt fine-tunes from another run's weights; TB_DIR=$(TB_DIR) for make tensorboard"
 
 $(BIN)/agencerdas: pyproject.toml
@@ -87,7 +88,8 @@ features: install ## Build or update the feature store STORE from AUDIO_DIR (+ R
 		$(if $(findstring ://,$(STORE)),,--summary-json $(STORE)/last-features-run.json)
 
 train: install ## Train PRESET on the store's VIEW into RUN (GPUS=N uses torchrun; NAME=VALUE overrides)
-	$(TRAIN_CMD) train --store $(STORE) --view $(VIEW) --preset $(PRESET) --out $(RUN) $(if $(RESUME),--resume) $(OVERRIDES)
+	$(TRAIN_CMD) train --store $(STORE) --view $(VIEW) --preset $(PRESET) --out $(RUN) $(if $(RESUME),--resume) \
+		$(if $(OVERWRITE),--overwrite) $(OVERRIDES)
 
 evaluate: install ## DER of MODEL on the held-out TEST_DIR (report, RTTMs and plots in RUN/eval)
 	$(BIN)/agencerdas evaluate --model $(MODEL) --store $(STORE) --audio-dir $(TEST_DIR)/audio \
@@ -105,7 +107,7 @@ tensorboard: install ## TensorBoard of every run under TB_DIR (default runs/): l
 demo: install corpus ## Everything on the built-in corpus: simulate → features → train → evaluate → plots
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory features && t1=$$(date +%s) && \
-	$(MAKE) --no-print-directory train && t2=$$(date +%s) && \
+	$(MAKE) --no-print-directory train OVERWRITE=1 && t2=$$(date +%s) && \
 	$(MAKE) --no-print-directory evaluate plot && t3=$$(date +%s) && \
 	$(BIN)/agencerdas demo-summary --data $(DATA) --store $(STORE) --run $(RUN) \
 		--stage-seconds $$((t1-start)),$$((t2-t1)),$$((t3-t2))
