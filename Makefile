@@ -38,9 +38,10 @@ MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE 
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
+# small: recordings longer than the optimized window (75 s), so every preset finds whole windows
 ifeq ($(DEMO_SIZE),small)
-  SIM_TRAIN := --n 24 --min-duration 30 --max-duration 60
-  SIM_TEST  := --n 6 --min-duration 30 --max-duration 60
+  SIM_TRAIN := --n 24 --min-duration 80 --max-duration 120
+  SIM_TEST  := --n 6 --min-duration 80 --max-duration 120
 else
   SIM_TRAIN := --n 135 --min-duration 60 --max-duration 240
   SIM_TEST  := --n 20 --min-duration 60 --max-duration 240
