@@ -129,12 +129,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """A config from a saved dict (config.json, a checkpoint); fields it lacks take their defaults,
-        and an unknown field is an error rather than a TypeError."""
+        """A config from a saved dict (config.json, a checkpoint); fields it lacks take their defaults, but
+        those that shape the model take what configs saved before them meant (:data:`SAVED_BEFORE`), and
+        an unknown field is an error rather than a TypeError."""
         unknown = sorted(map(repr, set(values) - set(_kinds())))
         if unknown:
             raise AgencerdasError(f"unknown training config field(s) {', '.join(map(str, unknown))}")
-        return cls(**values)
+        return cls(**{**SAVED_BEFORE, **values})
 
     @property
     def pseudo_weight(self) -> float:
@@ -204,6 +205,10 @@ def _wrong_types(cfg: TrainConfig) -> list[str]:
 def _inside(value: float, low: float, high: float, closed_low: bool, closed_high: bool) -> bool:
     return (low <= value if closed_low else low < value) and (value <= high if closed_high else value < high)
 
+
+#: Fields that shape the model, with what a config saved before the field existed meant: such a
+#: checkpoint holds a model of that shape whatever today's default is.
+SAVED_BEFORE: dict[str, Any] = {"loss": "pit"}
 
 #: Fields added after checkpoints were first written, with the values that reproduce what runs saved
 #: before them did (no augmentation), so such a run resumes when given those values.
