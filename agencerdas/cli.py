@@ -54,6 +54,20 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
 
 
 COUNT = _number(int, 1)  # processes, recordings, speakers, mel bands
+
+
+def _speaker_mix(text: str) -> dict[int, float]:
+    """``2:0.5,3:0.3,4:0.2`` -> {2: 0.5, 3: 0.3, 4: 0.2}: speakers per recording and their weights."""
+    mix: dict[int, float] = {}
+    for item in text.split(","):
+        count, sep, weight = item.partition(":")
+        try:
+            mix[int(count)] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not SPEAKERS:WEIGHT (e.g. 2:0.5,3:0.3,4:0.2)") from None
+        if not sep or mix[int(count)] < 0 or not math.isfinite(mix[int(count)]) or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: need a speaker count >= 1 and a finite weight >= 0")
+    return mix
 SEED = _number(int, 0, 2**32 - 1)
 
 
@@ -150,6 +164,8 @@ SIMULATE: list[Arg] = [
     _a("out"),
     _a("--n", type=COUNT, default=10, help="number of recordings"),
     _a("--pool", default="train", choices=("train", "test"), help="speaker pool (disjoint)"),
+    _a("--speakers", type=_speaker_mix, metavar="N:W,...",
+       help="speakers per recording and their weights (default 2:0.5,3:0.3,4:0.2; the test pool has 12 voices)"),
     _a("--seed", type=SEED, default=0),
     _a("--min-duration", type=_number(float, 0.0, above=True), default=60.0, help="seconds"),
     _a("--max-duration", type=_number(float, 0.0, above=True), default=240.0, help="seconds"),
