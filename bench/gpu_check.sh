@@ -40,8 +40,15 @@ case "${1:-}" in
     # The proof, before any device time is spent: a fresh venv of the GPU machine's Python with the image's
     # packages (from the registry) and the carried wheels (--no-index, as there) imports what the check imports.
     check=$(mktemp -d)
-    py312=$(command -v "python${PY_VERSION:-3.12}" || ls "$HOME"/.pyenv/versions/"${PY_VERSION:-3.12}"*/bin/python 2>/dev/null | head -1)
-    "$py312" -m venv "$check/venv"
+    py=""
+    for candidate in "python${PY_VERSION:-3.12}" "$HOME"/.pyenv/versions/"${PY_VERSION:-3.12}"*/bin/python; do
+      if "$candidate" -c "" 2>/dev/null; then py=$candidate; break; fi  # a pyenv shim may exist and not run
+    done
+    if [ -z "$py" ]; then
+      echo "no Python ${PY_VERSION:-3.12} here to prove the wheels import; install one (pyenv, apt)" >&2
+      exit 1
+    fi
+    "$py" -m venv "$check/venv"
     "$check/venv/bin/pip" install --quiet $IMAGE
     "$check/venv/bin/pip" install --quiet --no-index --no-deps .whl/*.whl
     "$check/venv/bin/python" -c "$IMPORTS; print('carried wheels import in a fresh Python', __import__('sys').version.split()[0])"
