@@ -25,12 +25,10 @@ EXACT_SEARCH_MAX_SPEAKERS = 4
 
 
 class PITLoss(NamedTuple):
-    """Result of :func:`pit_bce`.
+    """Result of :func:`pit_bce` and :func:`training.powerset.powerset_ce`.
 
     Attributes:
         loss: scalar float32 tensor to backpropagate.
-        diar: the same value, detached, for logging. Kept as a tensor so that
-            logging it every step does not force a device-to-host sync.
         perm: (B, S) long; ``perm[b, i]`` is the reference label column
             assigned to output slot ``i`` of sequence ``b``.
         permuted_labels: (B, T, S) float32 labels reordered to match the
@@ -38,7 +36,6 @@ class PITLoss(NamedTuple):
     """
 
     loss: Tensor
-    diar: Tensor
     perm: Tensor
     permuted_labels: Tensor
     dropped: Tensor | None = None  # powerset: valid frames whose speaker set has no class (left out)
@@ -153,7 +150,7 @@ def pit_bce(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> PITLo
         bce = F.binary_cross_entropy_with_logits(logits32, permuted, reduction="none")
         count = weights.sum() * logits.shape[-1]
         loss = (bce * weights).sum() / count.clamp_min(1.0)
-    return PITLoss(loss=loss, diar=loss.detach(), perm=perm, permuted_labels=permuted)
+    return PITLoss(loss=loss, perm=perm, permuted_labels=permuted)
 
 
 def frame_error_counts(hyp: Tensor, permuted_labels: Tensor, mask: Tensor | None = None) -> Tensor:

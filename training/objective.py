@@ -19,4 +19,4 @@ def training_loss(model: EEND, logits: Tensor, labels: Tensor, mask: Tensor, wei
     if weights is None:
         return result
     loss = weighted_bce(logits, result.permuted_labels, mask, weights)
-    return result._replace(loss=loss, diar=loss.detach())
+    return result._replace(loss=loss)

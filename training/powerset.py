@@ -68,5 +68,5 @@ def powerset_ce(logits: Tensor, labels: Tensor, mapping: Tensor, mask: Tensor | 
         frame_weight = counted.float() * (1.0 if weights is None else weights.float()[:, None])
         nll = -log_probs.gather(-1, classes.clamp_min(0)[..., None])[..., 0]
         loss = (nll * frame_weight).sum() / frame_weight.sum().clamp_min(1e-12)
-    return PITLoss(loss=loss, diar=loss.detach(), perm=perm, permuted_labels=permuted,
+    return PITLoss(loss=loss, perm=perm, permuted_labels=permuted,
                    dropped=(mask & (classes < 0)).sum())
