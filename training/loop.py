@@ -118,7 +118,9 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
             self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
             self.best, self.best_epoch = ckpt["best"], ckpt.get("best_epoch")
-            self.running = {**self.running, **ckpt.get("running", {})}
+            # Each rank its own sums (a mid-epoch resume has the checkpoint's number of ranks).
+            by_rank = ckpt.get("running_by_rank") or [ckpt.get("running", {})]
+            self.running = {**self.running, **(by_rank[self.rt.rank] if self.rt.rank < len(by_rank) else {})}
             float(self.running["loss"]), int(self.running["windows"]), int(self.running["batches"])
             by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
             if self.rt.rank < len(by_rank):
@@ -145,15 +147,17 @@ class Trainer:
             kept = [json.dumps(r) for r in records if r["step"] <= step and not r.get("partial")]
             path.write_text("".join(line + "\n" for line in kept))
 
-    def _rng_states(self) -> list[dict]:
-        """Every rank's RNG states, rank order (a collective under DDP: all ranks call it together)."""
+    def _rank_states(self) -> list[dict]:
+        """Every rank's RNG states and running sums of the epoch so far (``rng``, ``running``), rank order
+        (a collective under DDP: all ranks call it together)."""
+        mine = {"rng": rng_state(), "running": dict(self.running)}
         if self.rt.world == 1:
-            return [rng_state()]
+            return [mine]
         states: list = [None] * self.rt.world
-        torch.distributed.all_gather_object(states, rng_state())
+        torch.distributed.all_gather_object(states, mine)
         return states
 
-    def _save(self, name: str, rng_states: list[dict]) -> None:
+    def _save(self, name: str, states: list[dict]) -> None:
         if not self.rt.main:
             return
         if not finite_weights(self.model.state_dict()):  # a committed poison would be trusted downstream
@@ -165,10 +169,12 @@ class Trainer:
             "store": self.data.store.url,
             "normalizer": self.normalizer.to_dict(), "pseudo_recordings": self.data.pseudo, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rng_states[0], "rng_by_rank": rng_states, "epoch": self.epoch,
+            "scaler": self.scaler.state_dict(), "rng": states[0]["rng"], "rng_by_rank": [s["rng"] for s in states],
+            "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": float(self.best),
             "best_epoch": self.best_epoch, "world": self.rt.world,
-            "running": self.running, "initialised_from": self.provenance,
+            "running": states[0]["running"], "running_by_rank": [s["running"] for s in states],
+            "initialised_from": self.provenance,
         })
 
     # -------------------------------------------------------------------- loop
@@ -243,7 +249,7 @@ class Trainer:
                 self.running = {"loss": self._read(loss_sum)[0], "windows": windows, "batches": batches,
                                 "seconds": time.perf_counter() - start}
                 if periodic:
-                    self._save("last.pt", self._rng_states())
+                    self._save("last.pt", self._rank_states())
             if stop:
                 break
         bar.close()
@@ -332,7 +338,7 @@ class Trainer:
             # The run's best so far, resumed runs included (this process's history may not hold it).
             record.update(best_criterion=self.criterion, best_epoch=self.best_epoch,
                           best=self.best if math.isfinite(self.best) else None)
-            states = self._rng_states()
+            states = self._rank_states()
             self._save("last.pt", states)
             if save_best:
                 self._save("best.pt", states)

@@ -1,6 +1,6 @@
 """Run under torchrun by test_ddp.py: train like `agencerdas train`, then save this rank's weights.
 
-Usage: torchrun --standalone --nproc_per_node=N ddp_train.py STORE OUT KEY=VALUE...
+Usage: torchrun --standalone --nproc_per_node=N ddp_train.py STORE OUT [--resume] KEY=VALUE...
 Writes OUT/rank<R>.pt with the rank's model state_dict, world size and per-epoch records.
 """
 
@@ -17,11 +17,12 @@ from training.loop import Trainer
 from training.runtime import setup, teardown
 
 
-def main(store: str, out: str, *overrides: str) -> None:
-    cfg = resolve("optimized", list(overrides))
+def main(store: str, out: str, *arguments: str) -> None:
+    cfg = resolve("optimized", [a for a in arguments if a != "--resume"])
     rt = setup(cfg.device, cfg.precision)
     try:
-        trainer = Trainer(cfg, load_data(cfg, store, "default", {}), Path(out), rt, resume=False, progress=False)
+        trainer = Trainer(cfg, load_data(cfg, store, "default", {}), Path(out), rt, resume="--resume" in arguments,
+                          progress=False)
         history = trainer.fit()
         Path(out).mkdir(parents=True, exist_ok=True)
         torch.save({"model": trainer.model.state_dict(), "world": rt.world, "history": history},

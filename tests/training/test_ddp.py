@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from training.checkpoint import load_checkpoint
@@ -17,12 +18,12 @@ from training.model import build_model
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 
 
-def test_two_processes_train_identical_replicas_and_the_checkpoint_resumes_in_one(toy, tmp_path):
-    out = tmp_path / "run"
+def _torchrun(toy, out: Path, *arguments: str) -> list[dict]:
+    """``ddp_train.py`` in two gloo processes; each rank's saved result."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(SCRIPT), toy.url, str(out), *toy.tiny, "EPOCHS=1"]
+               str(SCRIPT), toy.url, str(out), *toy.tiny, *arguments]
     # A session of its own, so a hung run is ended with both of its workers.
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -32,8 +33,20 @@ def test_two_processes_train_identical_replicas_and_the_checkpoint_resumes_in_on
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
     assert proc.returncode == 0, output[-5000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+def test_a_mid_epoch_resume_under_ddp_reports_the_uninterrupted_epoch_s_loss(toy, tmp_path):
+    """Each rank keeps its own running sums in the checkpoint; the epoch's loss is over every rank's batches."""
+    whole = _torchrun(toy, tmp_path / "whole", "EPOCHS=1", "DROPOUT=0")
+    _torchrun(toy, tmp_path / "split", "EPOCHS=1", "DROPOUT=0", "MAX_STEPS=1")  # stops after each rank's first step
+    split = _torchrun(toy, tmp_path / "split", "--resume", "EPOCHS=1", "DROPOUT=0")
+    assert whole[0]["history"][0]["train_loss"] == pytest.approx(split[0]["history"][0]["train_loss"], rel=1e-6)
+
+
+def test_two_processes_train_identical_replicas_and_the_checkpoint_resumes_in_one(toy, tmp_path):
+    out = tmp_path / "run"
+    ranks = _torchrun(toy, out, "EPOCHS=1")
     assert [r["world"] for r in ranks] == [2, 2]
     # DDP keeps the replicas identical: same initial weights, all-reduced gradients, same optimizer steps.
     for name, tensor in ranks[0]["model"].items():
