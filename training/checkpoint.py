@@ -67,7 +67,8 @@ def _remove_stale_temporaries(path: Path) -> None:
 #: What checkpoints of version 1 hold beyond tensors and plain values: NumPy's RNG state, a uint32 array,
 #: pickled through these names (the reconstructor under its NumPy 1 and 2 spellings). Nothing else is allowed.
 _RECONSTRUCT = np.empty(0).__reduce__()[0]
-_V1_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _RECONSTRUCT, (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+_V1_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _RECONSTRUCT,
+               (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
                (_RECONSTRUCT, "numpy._core.multiarray._reconstruct")]
 
 #: Top-level entries of every checkpoint, with their types; a resume needs the others too.

@@ -189,7 +189,8 @@ def validation_windows(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt:
     lengths = [data.capped(r) for r in data.validation]
     needed = split_bytes(data.store, data.validation, lengths, cfg.max_speakers)
     # budget = fraction x (free now + train), and train + validation must fit it
-    if train_bytes is not None and needed <= budget_bytes(rt.device, cfg.data_budget) - (1 - cfg.data_budget) * train_bytes:
+    room = budget_bytes(rt.device, cfg.data_budget) - (1 - cfg.data_budget) * (train_bytes or 0)
+    if train_bytes is not None and needed <= room:
         fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers)  # never augmented
         return ResidentWindows(data.store, data.validation, lengths, data.scored_of(data.validation), fmt,
                                cfg.window_base_frames, 1.0, rt.device, progress=False)

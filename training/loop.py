@@ -65,10 +65,12 @@ class Trainer:
         source = load_source(cfg, data.feature_config) if cfg.init_from and not ckpt else None
         # A fine-tuned run keeps its provenance across resumes (the source is not read again then).
         self.provenance = source.provenance() if source else (ckpt or {}).get("initialised_from")
-        if ckpt or (source and cfg.init_normalizer == "checkpoint"):
-            self.normalizer = Normalizer.from_dict((ckpt or {"normalizer": source.normalizer})["normalizer"])
-        else:
-            self.normalizer = Normalizer.fit(data.store, data.train, data.scored_of(data.train))
+        if ckpt:
+            saved = ckpt["normalizer"]
+        else:  # a fine-tuned run keeps its source's normaliser unless told to refit it
+            saved = source.normalizer if source and cfg.init_normalizer == "checkpoint" else None
+        self.normalizer = (Normalizer.from_dict(saved) if saved
+                           else Normalizer.fit(data.store, data.train, data.scored_of(data.train)))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_model(cfg, data.feature_config["n_mels"])
         if source:
@@ -84,7 +86,8 @@ class Trainer:
         self.val_windows = validation_windows(cfg, data, self.normalizer, rt, resident) if rt.main else None
         self.weighted = bool(data.pseudo and cfg.pseudo_weight != 1.0)  # the loss optimized weighs pseudo windows
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.accumulate)
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # FREEZE_BLOCKS leaves some out
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=rt.device.type in ("cuda", "cpu"))  # one kernel, no host sync
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch * cfg.epochs))
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
@@ -120,8 +123,9 @@ class Trainer:
             self.best, self.best_epoch = ckpt["best"], ckpt.get("best_epoch")
             # Each rank its own sums (a mid-epoch resume has the checkpoint's number of ranks).
             by_rank = ckpt.get("running_by_rank") or [ckpt.get("running", {})]
-            self.running = {**self.running, **(by_rank[self.rt.rank] if self.rt.rank < len(by_rank) else {})}
-            float(self.running["loss"]), int(self.running["windows"]), int(self.running["batches"])
+            mine = {**self.running, **(by_rank[self.rt.rank] if self.rt.rank < len(by_rank) else {})}
+            self.running = {"loss": float(mine["loss"]), "windows": int(mine["windows"]),
+                            "batches": int(mine["batches"]), "seconds": float(mine["seconds"])}
             by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
             if self.rt.rank < len(by_rank):
                 set_rng_state(by_rank[self.rt.rank])
