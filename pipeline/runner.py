@@ -29,7 +29,8 @@ from typing import Iterator
 import joblib
 from tqdm.auto import tqdm
 
-from stores import DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view
+from stores import (DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view,
+                    speakers_per_recording)
 from stores.errors import AgencerdasError
 
 from .cluster import check_shared_store, task_backend
@@ -57,6 +58,8 @@ class RunSummary:
     startup_s: float = 0.0
     view: str = ""
     view_counts: dict[str, int] = field(default_factory=dict)
+    #: Speakers in a recording -> annotated recordings of the view.
+    speakers: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +83,9 @@ class RunSummary:
                 f"({counts.get('train', 0)} train / {counts.get('validation', 0)} validation, "
                 f"{counts.get('unlabelled', 0)} without labels)"
             )
+        if self.speakers:
+            lines.append("  speakers per annotated recording: "
+                         + ", ".join(f"{k}: {n}" for k, n in self.speakers.items()))
         for name, note in self.notes:
             lines.append(f"  note  {name}: {note}")
         if self.failures:
@@ -162,7 +168,7 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
     features_cfg, labels_cfg = request.feature_config.to_dict(), request.label_config.to_dict()
     pseudo = request.pseudo_labeler
     if pseudo is None and request.pseudo_labels:
-        pseudo = PseudoConfig(max_speakers=request.label_config.max_speakers)
+        pseudo = PseudoConfig()
     has_features, has_labels = store.committed("features"), store.committed("labels")
     try:
         for rec in recordings:
@@ -262,6 +268,7 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.view = view.name
             summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
             summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
+            summary.speakers = speakers_per_recording(view.recordings.values())
     summary.wall_s = time.perf_counter() - start
     return summary
 
@@ -330,8 +337,9 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
         except AgencerdasError:  # committed by this run or reused, then collected by a concurrent `store gc`
             failures.append((paths[rec_id], GC_RACE))
             continue
-        entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], lattrs.get("speakers", []),
-                                        bool(lattrs.get("pseudo")), paths[rec_id])
+        speakers = lattrs.get("speakers", [])
+        entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], speakers,
+                                        bool(lattrs.get("pseudo")), paths[rec_id], len(speakers) if lkey else None)
     return DatasetView(
         name=request.view,
         recordings=entries,

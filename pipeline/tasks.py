@@ -120,26 +120,22 @@ def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int
 
 
 def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) -> tuple[list[str], list[str]]:
-    """Compute and commit the labels entry (from RTTM turns, or pseudo labels from the stored
-    features when ``task.pseudo``); returns (speakers kept, notes for the report)."""
+    """Compute and commit the labels entry (from RTTM turns: one column per annotated speaker; or pseudo
+    labels from the stored features when ``task.pseudo``: the labeller's columns); returns (speakers,
+    notes for the report)."""
     config = LabelConfig(**task.label_config)
     notes = []
     if task.pseudo is not None:
         logmel = np.asarray(store.open("features", task.features_key)["feats"][:frames])
+        labelled = task.pseudo(logmel)
         # Any labeller's columns in first-appearance order (the default labeller already orders them,
         # except that a cluster owning no frame now moves to the end: same speakers, same PIT loss).
-        activity = by_first_appearance(task.pseudo(logmel), config.max_speakers)
+        activity = by_first_appearance(labelled, labelled.shape[1])
         speakers = [f"pseudo{i}" for i in range(activity.shape[1]) if activity[:, i].any()]
-        dropped: list[str] = []
     else:
         segments = _inside_uem(task.segments or [], task.uem, task.path, frames * frame_shift_s)
-        labels = frame_labels(segments, frames, frame_shift_s, config)
-        activity, speakers, dropped = labels.activity, labels.speakers, labels.dropped_speakers
-        if dropped:
-            notes.append(
-                f"{len(dropped)} speaker(s) beyond max_speakers={config.max_speakers} left out "
-                f"({labels.dropped_seconds:.1f} s of speech): {', '.join(dropped)}"
-            )
+        labels = frame_labels(segments, frames, frame_shift_s)
+        activity, speakers = labels.activity, labels.speakers
         if labels.clipped_seconds > 0.005:
             notes.append(f"{labels.clipped_seconds:.2f} s of annotated speech lies past the end of the audio")
     attrs = {
@@ -147,18 +143,17 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
         "features_key": task.features_key,
         "speakers": speakers,
         "n_speakers": len(speakers),
-        "dropped_speakers": dropped,
         "frame_shift_s": frame_shift_s,
         "pseudo": task.pseudo is not None,
         "pseudo_method": task.pseudo.describe() if task.pseudo is not None else None,
         "uem": [list(r) for r in task.uem] if task.uem else None,
-        # The annotation itself, every speaker and unquantised: what validation and evaluate score against.
+        # The annotation itself, unquantised: what validation and evaluate score against.
         "turns": None if task.pseudo is not None else [[s.start, s.duration, s.speaker] for s in task.segments or []],
         "label_config": config.to_dict(),
         "created_at": time.time(),
     }
     with store.write("labels", task.labels_key, attrs) as writer:
-        writer.create("labels", ArraySpec(config.max_speakers, "uint8", CHUNK_FRAMES, default_codec()), frames_hint=frames)
+        writer.create("labels", ArraySpec(activity.shape[1], "uint8", CHUNK_FRAMES, default_codec()), frames_hint=frames)
         writer.append("labels", activity)
     return speakers, notes
 

@@ -12,7 +12,7 @@ from .arrays import ArraySpec, default_codec
 from .maintenance import VerifyReport
 from .segments import Segment
 from .store import Store
-from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view
+from .views import DatasetView, ViewRecording, load_view, referenced_keys, save_view, speakers_per_recording
 from .windows import EntryReader, downsample_features, downsample_labels, downsample_mask, read_rows
 
 __all__ = [
@@ -39,4 +39,5 @@ __all__ = [
     "read_rows",
     "referenced_keys",
     "save_view",
+    "speakers_per_recording",
 ]

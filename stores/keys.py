@@ -94,8 +94,10 @@ def feature_key(audio_hash: str, feature_config: Any) -> str:
 
 
 #: What a labels entry holds, beyond FORMAT_VERSION. 2: the reference turns (attrs ``turns``), so
-#: validation scores against the annotation itself, not against the 10 ms, max_speakers frame labels.
-LABELS_VERSION = 2
+#: validation scores against the annotation itself, not against the 10 ms frame labels. 3: one column
+#: per annotated speaker (2 kept the first ``max_speakers`` = 4), so a store written before rebuilds
+#: its labels, and only its labels, on the next features run.
+LABELS_VERSION = 3
 
 
 def label_key(features_key: str, annotation: Any, label_config: Any) -> str:

@@ -32,6 +32,24 @@ class ViewRecording:
     speakers: list[str] = field(default_factory=list)
     pseudo: bool = False
     source: str = ""
+    #: Speakers of its labels entry (annotated ones, or pseudo clusters that speak); None for a recording
+    #: without labels, and in views written before the count was recorded (then ``len(speakers)``).
+    n_speakers: int | None = None
+
+    @property
+    def speaker_count(self) -> int:
+        """Speakers of its labels (0 without labels)."""
+        return self.n_speakers if self.n_speakers is not None else len(self.speakers)
+
+
+def speakers_per_recording(recordings) -> dict[int, int]:
+    """Speakers in a recording -> recordings, over the annotated ones of ``recordings`` (ViewRecording;
+    pseudo-labelled and unlabelled ones left out: their count is a guess or unknown)."""
+    counts: dict[int, int] = {}
+    for rec in recordings:
+        if rec.labels and not rec.pseudo:
+            counts[rec.speaker_count] = counts.get(rec.speaker_count, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 @dataclass

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.labels import LabelConfig, canonical_annotation, frame_labels
+from pipeline.labels import canonical_annotation, frame_labels
 from stores.segments import Segment
-from stores.errors import AgencerdasError
 
 SHIFT = 0.01
 
@@ -18,7 +17,7 @@ def expected_frames(start_ms: int, end_ms: int, frames: int) -> np.ndarray:
 
 
 def test_frame_centre_rule_on_the_brief_example():
-    labels = frame_labels([Segment(0.105, 0.095, "a")], 40, SHIFT, LabelConfig(max_speakers=1))
+    labels = frame_labels([Segment(0.105, 0.095, "a")], 40, SHIFT)
     # centres 0.105, 0.115, ..., 0.195 are inside [0.105, 0.2); 0.205 is not
     assert np.nonzero(labels.activity[:, 0])[0].tolist() == list(range(10, 20))
 
@@ -29,7 +28,7 @@ def test_frame_centre_rule_at_millisecond_boundaries(start_ms, duration_ms):
     # RTTM times have millisecond resolution, so an edge often lies exactly on a frame centre:
     # the start is inclusive and the end exclusive, whatever the float rounding of start + duration.
     seg = Segment(start_ms / 1000, duration_ms / 1000, "a")
-    activity = frame_labels([seg], 120, SHIFT, LabelConfig(max_speakers=1)).activity[:, 0]
+    activity = frame_labels([seg], 120, SHIFT).activity[:, 0]
     np.testing.assert_array_equal(activity, expected_frames(start_ms, start_ms + duration_ms, 120))
 
 
@@ -40,54 +39,41 @@ def test_overlap_and_speaker_order_by_first_appearance():
         Segment(0.9, 0.2, "amy"),
         Segment(1.0, 0.2, "bob"),
     ]
-    labels = frame_labels(turns, 150, SHIFT, LabelConfig(max_speakers=4))
+    labels = frame_labels(turns, 150, SHIFT)
     assert labels.speakers == ["amy", "zed", "bob"]
-    assert labels.activity.shape == (150, 4) and labels.activity.dtype == np.uint8
+    assert labels.activity.shape == (150, 3) and labels.activity.dtype == np.uint8
     act = labels.activity
     np.testing.assert_array_equal(act[:, 0], expected_frames(200, 700, 150) | expected_frames(900, 1100, 150))
     np.testing.assert_array_equal(act[:, 1], expected_frames(500, 800, 150))
     np.testing.assert_array_equal(act[:, 2], expected_frames(1000, 1200, 150))
-    assert not act[:, 3].any()
     overlap = np.nonzero(act.sum(axis=1) == 2)[0]
     assert overlap.tolist() == list(range(50, 70)) + list(range(100, 110))
-    assert labels.dropped_speakers == [] and labels.dropped_seconds == 0 and labels.clipped_seconds == 0
+    assert labels.clipped_seconds == 0
 
 
-def test_speakers_beyond_max_are_dropped_and_reported():
-    turns = [
-        Segment(0.0, 0.5, "a"),
-        Segment(0.1, 0.5, "b"),
-        Segment(0.2, 0.25, "c"),
-        Segment(0.3, 0.5, "d"),
-        Segment(0.9, 0.25, "c"),
-    ]
-    labels = frame_labels(turns, 200, SHIFT, LabelConfig(max_speakers=2))
-    assert labels.speakers == ["a", "b"]
-    assert labels.dropped_speakers == ["c", "d"]
-    assert labels.dropped_seconds == pytest.approx(0.25 + 0.5 + 0.25)
-    assert labels.activity.shape == (200, 2)
-    np.testing.assert_array_equal(labels.activity[:, 0], expected_frames(0, 500, 200))
-    np.testing.assert_array_equal(labels.activity[:, 1], expected_frames(100, 600, 200))
+def test_every_speaker_keeps_a_column():
+    """Six speakers, six columns in first-appearance order: no cap at feature time (a training window
+    keeps the speakers active in it)."""
+    turns = [Segment(0.1 * i, 0.3, name) for i, name in enumerate("fedcba")]
+    labels = frame_labels(turns, 120, SHIFT)
+    assert labels.speakers == list("fedcba") and labels.activity.shape == (120, 6)
+    for column in range(6):
+        np.testing.assert_array_equal(labels.activity[:, column], expected_frames(100 * column, 100 * column + 300, 120))
 
 
 def test_speech_past_the_end_is_clipped_and_reported():
     turns = [Segment(0.5, 1.0, "a"), Segment(1.2, 0.3, "b"), Segment(2.0, 0.5, "a")]
-    labels = frame_labels(turns, 100, SHIFT, LabelConfig())  # the audio is 1.0 s long
+    labels = frame_labels(turns, 100, SHIFT)  # the audio is 1.0 s long
     assert labels.clipped_seconds == pytest.approx(0.5 + 0.3 + 0.5)
-    assert labels.activity.shape == (100, 4)
+    assert labels.activity.shape == (100, 2)
     np.testing.assert_array_equal(labels.activity[:, 0], expected_frames(500, 1000, 100))
     assert not labels.activity[:, 1].any()
     assert labels.speakers == ["a", "b"]  # kept: the annotation names them
 
 
-def test_no_turns_gives_silence():
-    labels = frame_labels([], 10, SHIFT, LabelConfig(max_speakers=2))
-    assert labels.speakers == [] and labels.activity.shape == (10, 2) and not labels.activity.any()
-
-
-def test_max_speakers_must_be_positive():
-    with pytest.raises(AgencerdasError, match="max_speakers"):
-        LabelConfig(max_speakers=0)
+def test_no_turns_gives_no_columns():
+    labels = frame_labels([], 10, SHIFT)
+    assert labels.speakers == [] and labels.activity.shape == (10, 0)
 
 
 def test_canonical_annotation_ignores_order_and_sub_millisecond_noise():

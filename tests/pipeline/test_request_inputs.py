@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import FeaturesRequest, LabelConfig, build_features
+from pipeline import FeaturesRequest, build_features
 from pipeline.rttm import format_rttm
 from stores import Store, load_view
 from stores.errors import AgencerdasError
@@ -44,12 +44,6 @@ def test_a_missing_annotation_directory_is_an_error_not_an_unlabelled_corpus(tmp
     with pytest.raises(AgencerdasError, match=r"audio directory \(AUDIO_DIR\)"):
         FeaturesRequest(tmp_path / "nowhere", str(store))
     assert not store.exists()
-
-
-def test_label_config_needs_a_whole_number_of_speakers():
-    for value in (0, 2.5, True):
-        with pytest.raises(AgencerdasError, match="max_speakers must be a whole number >= 1"):
-            LabelConfig(max_speakers=value)
 
 
 def test_out_of_range_audio_and_doubled_annotations_fail_by_name_and_the_rest_is_committed(tmp_path):

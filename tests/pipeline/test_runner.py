@@ -15,6 +15,7 @@ from pipeline import runner, statcache
 from pipeline.audio import stream_mono
 from pipeline.rttm import Segment, parse_rttm, write_rttm
 from stores import Store, load_view, referenced_keys
+from stores import keys as keys_module
 from tests.builders import conversation, make_corpus
 from agencerdas.cli import main
 
@@ -79,7 +80,7 @@ def test_view_lists_recordings_with_frames_speakers_and_correct_arrays(corpus):
         feats = store.open("features", rec.features)["feats"][:]
         assert feats.shape == (400, 80) and feats.dtype == np.float16 and np.isfinite(feats).all()
         labels = store.open("labels", rec.labels)["labels"][:]
-        expected = frame_labels(parse_rttm(rttm / f"{rec_id}.rttm")[rec_id], 400, 0.01, LabelConfig()).activity
+        expected = frame_labels(parse_rttm(rttm / f"{rec_id}.rttm")[rec_id], 400, 0.01).activity
         np.testing.assert_array_equal(labels, expected)
         assert labels.sum(axis=1).max() == 2  # every conversation has an overlap
         assert store.attrs("labels", rec.labels)["features_key"] == rec.features
@@ -193,7 +194,7 @@ def test_bad_files_are_reported_and_the_rest_committed(corpus):
     assert all(r.labels and r.frames == 400 and r.speakers for r in view.recordings.values())
     # the broken RTTM contributes nothing: rec02 keeps exactly its own turns
     rec02 = store.open("labels", view.recordings["rec02"].labels)["labels"][:]
-    expected = frame_labels(conversation(2, SECONDS), 400, 0.01, LabelConfig()).activity
+    expected = frame_labels(conversation(2, SECONDS), 400, 0.01).activity
     np.testing.assert_array_equal(rec02, expected)
     assert store.verify().ok
 
@@ -201,17 +202,45 @@ def test_bad_files_are_reported_and_the_rest_committed(corpus):
     assert counts(again) == (6, 0, 0, 3, 5)
 
 
-def test_unlabelled_recording_and_dropped_speakers(corpus):
+def test_labels_keep_every_speaker_and_the_summary_counts_them(corpus):
     audio, rttm, path = corpus
     (rttm / "rec02.rttm").unlink()
-    summary, store = run(audio, rttm, path, label_config=LabelConfig(max_speakers=2))
-    assert summary.ok and summary.view_counts["unlabelled"] == 1
+    write_rttm(rttm / "rec00.rttm", "rec00", [Segment(0.5 * i, 0.6, f"spk{i}") for i in range(6)])
+    summary, store = run(audio, rttm, path)
+    assert summary.ok and summary.view_counts["unlabelled"] == 1 and not summary.notes
     view = load_view(store, "default")
     assert view.recordings["rec02"].labels is None and view.recordings["rec02"].speakers == []
-    # rec01 has three speakers: the third is left out and the run says so, with its seconds
-    [(name, note)] = summary.notes
-    assert name.endswith("rec01.flac") and "1 speaker(s) beyond max_speakers=2" in note and "carol" in note
-    assert view.recordings["rec01"].speakers == ["alice", "bob"]
+    six = view.recordings["rec00"]
+    assert six.speakers == [f"spk{i}" for i in range(6)] and six.n_speakers == 6
+    labels = store.open("labels", six.labels)["labels"][:]
+    assert labels.shape == (400, 6) and labels.any(axis=0).all()
+    assert view.recordings["rec01"].speakers == ["alice", "bob", "carol"]
+    assert summary.speakers == {3: 1, 6: 1}
+    assert "speakers per annotated recording: 3: 1, 6: 1" in summary.format()
+
+
+def test_a_store_of_the_old_label_version_rebuilds_labels_only(corpus, monkeypatch):
+    """Labels of version 2 held at most 4 speakers: a rerun redoes every labels entry and reuses the features."""
+    audio, rttm, path = corpus
+    with monkeypatch.context() as patch:
+        patch.setattr(keys_module, "LABELS_VERSION", 2)
+        old, store = run(audio, rttm, path)
+    assert counts(old) == (3, 3, 0, 0, 0)
+    before = entry_keys(store)
+    summary, store = run(audio, rttm, path)
+    assert summary.ok and counts(summary) == (3, 0, 3, 0, 0) and summary.audio_s == 0
+    after = entry_keys(store)
+    assert all(after[rec][0] == before[rec][0] and after[rec][1] != before[rec][1] for rec in before)
+
+
+def test_a_recording_without_turns_gets_labels_without_columns(corpus):
+    audio, rttm, path = corpus
+    (audio / "rec02.uem").write_text("rec02 1 3.0 4.0\n")  # scores only the silence after its last turn
+    summary, store = run(audio, rttm, path, validation_fraction=0.0)
+    assert summary.ok, summary.format()
+    silent = load_view(store, "default").recordings["rec02"]
+    assert silent.labels and silent.speakers == [] and silent.n_speakers == 0
+    assert store.open("labels", silent.labels)["labels"].shape == (400, 0)
 
 
 def test_cli_exit_status_and_report(corpus, capsys):
