@@ -86,8 +86,9 @@ class EntryWindows(Dataset):
     def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
         index, start, seed = item
         feats, labels, n = self._entry(index)
-        x, y, mask = cut_window(self.format, feats, labels, start, self.frames, n, np.random.default_rng(seed))
-        return {"feats": torch.from_numpy(x), "labels": torch.from_numpy(y), "mask": torch.from_numpy(mask)}
+        cut = cut_window(self.format, feats, labels, start, self.frames, n, np.random.default_rng(seed))
+        return {"feats": torch.from_numpy(cut.features), "labels": torch.from_numpy(cut.labels),
+                "mask": torch.from_numpy(cut.mask)}
 
 
 class NotebookWindows(Dataset):

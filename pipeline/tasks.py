@@ -153,7 +153,8 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
         "created_at": time.time(),
     }
     with store.write("labels", task.labels_key, attrs) as writer:
-        writer.create("labels", ArraySpec(activity.shape[1], "uint8", CHUNK_FRAMES, default_codec()), frames_hint=frames)
+        spec = ArraySpec(activity.shape[1], "uint8", CHUNK_FRAMES, default_codec())
+        writer.create("labels", spec, frames_hint=frames)
         writer.append("labels", activity)
     return speakers, notes
 

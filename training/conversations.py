@@ -19,11 +19,13 @@ single-speaker stretches of the training labels are that material, already featu
   the spectra of uncorrelated sources add to), by :func:`render` on the host or by the
   device-resident batch builder; labels come exactly from the layout.
 
-Identity: by default every (recording, speaker) is its own source, so a voice is never mixed
-with itself within a recording's labels; with ``speaker_ids="global"`` RTTM speaker names are
-identities across recordings (corpora like AMI name speakers globally), so the same person
-recorded twice is never mixed with themselves either — which would teach the model that one
-voice is two speakers. Nothing is written to the store; validation never sees these windows.
+Identity: the numbers of :mod:`training.identities`. By default every (recording, speaker) is its
+own source, so a voice is never mixed with itself within a recording's labels; with
+``speaker_ids="global"`` RTTM speaker names are identities across recordings (corpora like AMI name
+speakers globally), so the same person recorded twice is never mixed with themselves either — which
+would teach the model that one voice is two speakers. A recipe carries its slots' identity numbers,
+the same numbers the real windows' ``speakers`` give. Nothing is written to the store; validation
+never sees these windows.
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ class Recipe:
     slots: list[list[Run]]
     gains: np.ndarray  # (k,) float32
     alphas: np.ndarray  # (k,) float32, 1 = the stored voice
+    identities: np.ndarray  # (k,) int64, each slot's identity (training.identities)
+
+    def speakers(self, max_speakers: int) -> np.ndarray:
+        """(max_speakers,) int64: each slot's identity, then -1 for the columns no slot fills."""
+        out = np.full(max_speakers, -1, dtype=np.int64)
+        out[: len(self.identities)] = self.identities
+        return out
 
     def labels(self, max_speakers: int) -> np.ndarray:
         """(frames, max_speakers) uint8: slot s speaks where its runs are, exactly."""
@@ -106,27 +115,26 @@ class SegmentBank:
     """Single-speaker regions, non-speech regions and turn statistics of the train split.
 
     Args:
-        labels: per recording, (n, S) uint8 base-rate activity (capped like training), or None for a
-            recording that gives no material (pseudo labels: its "silence" may be speech, its "single
-            speaker" regions guesses); it keeps its index, so runs still name recordings by position.
-        speakers: per recording, the names of its label columns.
+        labels: per recording, (n, S) uint8 base-rate activity (capped like training; any number of
+            columns), or None for a recording that gives no material (pseudo labels: its "silence" may
+            be speech, its "single speaker" regions guesses); it keeps its index, so runs still name
+            recordings by position.
+        identities: per recording, (S,) int64 the identity of each label column
+            (:func:`training.identities.number_speakers`); a column of identity -1 gives no voice.
         scored: per recording, (n,) bool UEM frames or None (all).
         min_frames: shortest single-speaker region used as material.
         max_speakers: speakers per window at most (the model's outputs).
-        speaker_ids: ``recording``: each (recording, speaker) is a source; ``global``: speaker names
-            are identities across recordings.
         gain_db: per-speaker gain drawn uniformly in [-gain_db, gain_db].
         warp: per-speaker mel-axis stretch drawn uniformly in [1 - warp, 1 + warp] (0: none).
     """
 
-    def __init__(self, labels: list[np.ndarray | None], speakers: list[list[str]], scored: list[np.ndarray | None],
-                 min_frames: int, max_speakers: int, speaker_ids: str = "recording", gain_db: float = 3.0,
-                 warp: float = 0.0):
+    def __init__(self, labels: list[np.ndarray | None], identities: list[np.ndarray], scored: list[np.ndarray | None],
+                 min_frames: int, max_speakers: int, gain_db: float = 3.0, warp: float = 0.0):
         self.max_speakers, self.gain_db, self.warp = max_speakers, gain_db, warp
-        by_identity: dict[object, list[tuple[int, int, int]]] = {}  # identity -> [(rec, start, length)]
+        by_identity: dict[int, list[tuple[int, int, int]]] = {}  # identity -> [(rec, start, length)]
         self.silence: list[list[tuple[int, int]]] = []  # per recording: non-speech (start, length)
         turns, other, same, overlaps, transitions, per_rec = [], [], [], [], 0, {}
-        for rec, (y, names, inside) in enumerate(zip(labels, speakers, scored)):
+        for rec, (y, numbers, inside) in enumerate(zip(labels, identities, scored)):
             if y is None:
                 self.silence.append([])
                 continue
@@ -140,11 +148,11 @@ class SegmentBank:
             per_rec[len(spoken)] = per_rec.get(len(spoken), 0) + 1
             recording_turns = []
             for c in spoken:
-                identity = names[c] if speaker_ids == "global" and c < len(names) else (rec, c)
-                starts, lengths = runs_of(y[:, c] & (active == 1))
-                keep = lengths >= min_frames
-                by_identity.setdefault(identity, []).extend(
-                    (rec, int(s), int(n)) for s, n in zip(starts[keep], lengths[keep]))
+                if c < len(numbers) and numbers[c] >= 0:
+                    starts, lengths = runs_of(y[:, c] & (active == 1))
+                    keep = lengths >= min_frames
+                    by_identity.setdefault(int(numbers[c]), []).extend(
+                        (rec, int(s), int(n)) for s, n in zip(starts[keep], lengths[keep]))
                 t_starts, t_lengths = runs_of(y[:, c])
                 turns.extend(t_lengths.tolist())
                 recording_turns += [(int(s), int(s + n), c) for s, n in zip(t_starts, t_lengths)]
@@ -155,7 +163,9 @@ class SegmentBank:
                     overlaps.append(min(e0, e1) - s1)
                 else:
                     (same if c0 == c1 else other).append(s1 - e0)
-        self.identities = [segments for segments in by_identity.values() if segments]
+        voiced = [(number, segments) for number, segments in by_identity.items() if segments]
+        self.identities = [segments for _, segments in voiced]  # material per identity with any
+        self.numbers = np.array([number for number, _ in voiced], dtype=np.int64)  # their identity numbers
         self.stats = CorpusStats(np.asarray(turns), np.asarray([p for p in other if p > 0]),
                                  np.asarray([p for p in same if p > 0]), np.asarray(overlaps), transitions, per_rec)
         if len(self.identities) < 2 or not len(self.stats.turns):
@@ -205,7 +215,8 @@ class SegmentBank:
         gains = rng.uniform(-self.gain_db, self.gain_db, k) * (np.log(10.0) / 10.0) if self.gain_db else np.zeros(k)
         # drawn last, so a warp changes the voices and never the layout of the same seed
         alphas = rng.uniform(1.0 - self.warp, 1.0 + self.warp, k) if self.warp else np.ones(k)
-        return Recipe(frames, background, slots, gains.astype(np.float32), alphas.astype(np.float32))
+        return Recipe(frames, background, slots, gains.astype(np.float32), alphas.astype(np.float32),
+                      self.numbers[chosen])
 
     def _background(self, rng: np.random.Generator, rec: int, frames: int) -> list[Run]:
         """Non-speech runs of ``rec`` (else of any recording) tiled over ``frames``; [] if the corpus has none."""

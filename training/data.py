@@ -29,6 +29,7 @@ from stores import EntryReader, Store, ViewRecording
 
 from .augment import Augment
 from .conversations import SegmentBank, render
+from .identities import NO_IDENTITY, column_identities
 from .windows import Normalizer, WindowFormat, cut_window
 
 # (recording index, start in base frames[, augmentation seed]); training plans add the seed
@@ -115,11 +116,14 @@ class WindowDataset(Dataset):
     """Map-style dataset: ``dataset[(rec, start)]`` is one training window.
 
     Returns a dict of float32 ``feats`` (window, D), float32 ``labels`` (window, S), bool ``mask``
-    (window,) (frames the loss scores: inside the recording and its UEM) and bool ``valid``
-    (window,) (frames inside the recording: the attention mask) at the model frame rate;
-    D = downsample * n_mels for ``stack`` pooling, n_mels for ``mean``. Frames past a recording's
-    (capped) end are zero and masked.
+    (window,) (frames the loss scores: inside the recording and its UEM, and no speaker the window
+    leaves out active) and bool ``valid`` (window,) (frames inside the recording: the attention mask)
+    at the model frame rate; D = downsample * n_mels for ``stack`` pooling, n_mels for ``mean``.
+    Frames past a recording's (capped) end are zero and masked.
     ``weight`` (scalar) is ``pseudo_weight`` for windows of pseudo-labelled recordings, else 1.
+    ``speakers`` (S,) int64 is the identity of each label column (``identities``: per recording, the
+    identity of each stored column, :mod:`training.identities`; a simulated window's from its recipe),
+    -1 for a column silent in the window or without identity.
     A window with an augmentation seed is perturbed by ``augment`` (raw log-mel perturbations
     before normalisation, frequency masks after); one without is returned as stored.
     """
@@ -127,7 +131,8 @@ class WindowDataset(Dataset):
     def __init__(self, store_url: str, storage_options: dict, recordings: list[ViewRecording], lengths: list[int],
                  downsample: int, window: int, pooling: str, max_speakers: int, normalizer: Normalizer,
                  cache_mb: int, pseudo_weight: float = 1.0, augment: Augment | None = None,
-                 scored: list[np.ndarray | None] | None = None, bank: SegmentBank | None = None):
+                 scored: list[np.ndarray | None] | None = None, bank: SegmentBank | None = None,
+                 identities: list[np.ndarray] | None = None):
         self.store_url, self.storage_options = store_url, storage_options
         self.recordings, self.lengths = recordings, lengths
         self.frames = window * downsample  # base frames per window
@@ -135,6 +140,7 @@ class WindowDataset(Dataset):
         self.pseudo_weight = pseudo_weight
         self.scored = scored or [None] * len(recordings)  # per recording: its UEM frames, None for all
         self.bank = bank  # simulated conversations' material (training windows only)
+        self.identities = identities or [None] * len(recordings)  # per recording, None: no identities
         self.format = WindowFormat(normalizer, downsample, pooling, max_speakers, augment)
         self._store: Store | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -179,13 +185,14 @@ class WindowDataset(Dataset):
             raise ValueError("a simulated window needs the dataset's SegmentBank")
         recipe = self.bank.recipe(seed, self.frames)
         x = self.format.features(render(recipe, self._rows), self.frames, rng)
+        y = self.format.labels(recipe.labels(self.format.max_speakers), self.frames).activity
         return {
             "feats": torch.from_numpy(x),
-            "labels": torch.from_numpy(self.format.labels(recipe.labels(self.format.max_speakers), self.frames)
-                                       .astype(np.float32)),
+            "labels": torch.from_numpy(y.astype(np.float32)),
             "mask": torch.from_numpy(self.format.mask(self.frames, self.frames)),
             "valid": torch.from_numpy(self.format.mask(self.frames, self.frames)),
             "weight": torch.tensor(1.0),
+            "speakers": torch.from_numpy(_heard(recipe.speakers(self.format.max_speakers), y)),
         }
 
     def __getitem__(self, item: Window) -> dict[str, torch.Tensor]:
@@ -199,12 +206,20 @@ class WindowDataset(Dataset):
             feats, labels = entry.features, entry.labels
         else:
             feats, labels = entry
-        x, y, mask = cut_window(self.format, feats, labels, start, self.frames, self.lengths[index], rng,
-                                self.scored[index])
+        cut = cut_window(self.format, feats, labels, start, self.frames, self.lengths[index], rng, self.scored[index])
+        # one more than the stored columns: the last is -1, which an added silent column (-1) picks
+        ids = column_identities(self.identities[index], labels.shape[1] + 1)
         return {
-            "feats": torch.from_numpy(x),
-            "labels": torch.from_numpy(y.astype(np.float32)),
-            "mask": torch.from_numpy(mask),
+            "feats": torch.from_numpy(cut.features),
+            "labels": torch.from_numpy(cut.labels.astype(np.float32)),
+            "mask": torch.from_numpy(cut.mask),
             "valid": torch.from_numpy(self.format.mask(max(0, min(self.frames, self.lengths[index] - start)), self.frames)),
             "weight": torch.tensor(self.pseudo_weight if self.recordings[index].pseudo else 1.0),
+            "speakers": torch.from_numpy(_heard(ids[cut.columns], cut.labels)),
         }
+
+
+def _heard(identities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(S,) int64: ``identities`` of the label columns, :data:`NO_IDENTITY` where ``labels`` (frames, S)
+    has a silent column (no speaker to learn from in this window)."""
+    return np.where(labels.any(axis=0), identities, NO_IDENTITY).astype(np.int64)

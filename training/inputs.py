@@ -10,16 +10,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stores import Store, load_view
+from stores import Store, load_view, speakers_per_recording
 from stores.errors import AgencerdasError
 
 from .config import TrainConfig
-from .data import WindowDataset, WindowPlan
+from .data import WindowDataset, WindowPlan, plan_windows
 from .resident import ResidentLoader, ResidentWindows, budget_bytes, choose_resident, split_bytes
 from .runtime import Runtime, loader_workers, set_cpu_threads
 from .transfer import to_device
 from .conversations import SegmentBank
-from .windows import Normalizer, WindowFormat, scored_frames
+from .identities import number_speakers
+from .windows import Normalizer, WindowFormat, kept_columns, scored_frames
 
 
 @dataclass
@@ -37,6 +38,10 @@ class Data:
     scored: dict[str, np.ndarray | None] = field(default_factory=dict)  # labels key -> UEM frames (None: all)
     pseudo: int = 0  # train recordings whose labels are pseudo labels
     cap_frames: int | None = None  # AUDIO_CAP_S in base frames (None: whole recordings)
+    #: Per train recording, the identity of each label column (int64 (S_rec,), -1: none); see
+    #: :mod:`training.identities`. Batches' ``speakers`` hold these numbers.
+    speaker_table: list[np.ndarray] = field(default_factory=list)
+    identities: int = 0  # speaker identities of the train split: ``speakers`` lie in [0, identities)
 
     @property
     def shift_s(self) -> float:
@@ -63,6 +68,7 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     data = Data(store, view_name, view.feature_config, train, validation, fingerprint=view.fingerprint(),
                 entries=entries)
     data.pseudo = sum(r.pseudo for r in train)
+    data.speaker_table, data.identities = number_speakers(train, cfg.speaker_ids)
     if not data.train:
         raise AgencerdasError(f"view {view_name!r} has no labelled recordings in its train split; add RTTMs and rerun features")
     shift = data.shift_s
@@ -79,13 +85,13 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
 
 
 def window_dataset(cfg: TrainConfig, data: Data, recordings: list, normalizer: Normalizer,
-                   bank: SegmentBank | None = None) -> WindowDataset:
+                   bank: SegmentBank | None = None, identities: list[np.ndarray] | None = None) -> WindowDataset:
     """Windows of ``recordings`` (capped like training) read through the store; only windows
     planned with an augmentation seed (training's) are augmented, and only training plans hold
-    simulated windows (made from ``bank``)."""
+    simulated windows (made from ``bank``); ``identities`` per recording (None: every ``speakers`` -1)."""
     return WindowDataset(data.store.url, data.store.storage_options, recordings, [data.capped(r) for r in recordings],
                          cfg.downsample, cfg.window, cfg.pooling, cfg.max_speakers, normalizer, cfg.cache_mb,
-                         cfg.pseudo_weight, cfg.augment, data.scored_of(recordings), bank)
+                         cfg.pseudo_weight, cfg.augment, data.scored_of(recordings), bank, identities)
 
 
 def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
@@ -93,19 +99,12 @@ def segment_bank(cfg: TrainConfig, data: Data) -> SegmentBank | None:
     recordings (pseudo-labelled ones contribute nothing), capped like training."""
     if not cfg.sim_prob:
         return None
-    labels, names = [], []
-    for rec, n in zip(data.train, data.lengths):
-        if rec.pseudo:  # a pseudo "silence" may be speech: no background, and no voices either
-            labels.append(None)
-            names.append([])
-            continue
-        group = data.store.open("labels", rec.labels)
-        labels.append(np.asarray(group["labels"][:n]))
-        names.append(list(group.attrs.asdict()["speakers"]))
+    # a pseudo "silence" may be speech: no background, and no voices either
+    labels = [None if rec.pseudo else np.asarray(data.store.open("labels", rec.labels)["labels"][:n])
+              for rec, n in zip(data.train, data.lengths)]
     min_frames = max(1, round(cfg.sim_min_segment_s / data.shift_s))
     scored = [s[:n] if s is not None else None for s, n in zip(data.scored_of(data.train), data.lengths)]
-    return SegmentBank(labels, names, scored, min_frames, cfg.max_speakers, cfg.speaker_ids, cfg.sim_gain_db,
-                       cfg.sim_warp)
+    return SegmentBank(labels, data.speaker_table, scored, min_frames, cfg.max_speakers, cfg.sim_gain_db, cfg.sim_warp)
 
 
 def crowded_frames(data: Data, max_overlap: int) -> tuple[int, int]:
@@ -120,6 +119,32 @@ def crowded_frames(data: Data, max_overlap: int) -> tuple[int, int]:
     return crowded, total
 
 
+def speaker_stats(cfg: TrainConfig, data: Data) -> str:
+    """Corpus-stats lines on speakers: per annotated train recording, and what the window rule leaves out
+    of the loss (:meth:`~training.windows.WindowFormat.labels`) on the fixed tiling of the train split
+    (base frames, capped like training, inside the UEM; an epoch's random phase moves the count a little)."""
+    crowded_windows = windows = left_out = total = 0
+    speakers, size = cfg.max_speakers, cfg.window_base_frames
+    for rec, n, scored in zip(data.train, data.lengths, data.scored_of(data.train)):
+        labels = np.asarray(data.store.open("labels", rec.labels)["labels"][:n]).astype(bool)
+        inside = np.ones(n, dtype=bool) if scored is None else scored[:n]
+        total += int(inside.sum())
+        for _, start in plan_windows([n], size, None):
+            windows += 1
+            rows = labels[start : start + size]
+            if rows.any(axis=0).sum() <= speakers:
+                continue
+            crowded_windows += 1
+            out = np.ones(rows.shape[1], dtype=bool)
+            out[kept_columns(rows.sum(axis=0, dtype=np.int64), speakers)] = False
+            left_out += int((rows[:, out].any(axis=1) & inside[start : start + size]).sum())
+    counts = ", ".join(f"{k}: {v}" for k, v in speakers_per_recording(data.train).items()) or "none annotated"
+    return (f"speakers per annotated train recording {counts}; {data.identities} speaker identities "
+            f"({cfg.speaker_ids}); {crowded_windows} of {windows} windows (fixed tiling) hold more than "
+            f"MAX_SPEAKERS={speakers} speakers and keep the {speakers} most active: {left_out} of {total} labelled "
+            f"base frames ({100 * left_out / max(total, 1):.2f}%), where a speaker left out talks, are out of the loss")
+
+
 def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:
     """The epoch plan of the train split: this rank's share, augmentation seeds, simulated windows."""
     return WindowPlan(data.lengths, cfg.window_base_frames, cfg.batch, cfg.seed, cfg.shuffle_group,
@@ -130,7 +155,8 @@ def streaming_loader(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: R
             bank: SegmentBank | None = None) -> tuple[DataLoader, WindowPlan]:
     """The streaming path: DataLoader workers cut the plan's windows from the store (simulated ones
     from ``bank``, made here when the plan needs one and none is given)."""
-    dataset = window_dataset(cfg, data, data.train, normalizer, bank if bank is not None else segment_bank(cfg, data))
+    dataset = window_dataset(cfg, data, data.train, normalizer, bank if bank is not None else segment_bank(cfg, data),
+                             data.speaker_table)
     plan = training_plan(cfg, data, rt)
     workers = loader_workers(cfg.num_workers, rt.device)
     set_cpu_threads(cfg.threads, workers, rt.device)
@@ -174,7 +200,8 @@ class HostWindows:
 
     def batch(self, windows: list) -> dict:
         items = [self.dataset[w] for w in windows]
-        host = {k: torch.stack([i[k] for i in items]).numpy() for k in ("feats", "labels", "mask", "valid", "weight")}
+        host = {k: torch.stack([i[k] for i in items]).numpy()
+                for k in ("feats", "labels", "mask", "valid", "weight", "speakers")}
         return {**to_device(host, self.device), "padded": not host["valid"].all()}
 
 
@@ -211,5 +238,6 @@ def batches(cfg: TrainConfig, data: Data, normalizer: Normalizer, rt: Runtime, p
     fmt = WindowFormat(normalizer, cfg.downsample, cfg.pooling, cfg.max_speakers,
                        cfg.augment if cfg.augment.active else None)
     windows = ResidentWindows(data.store, data.train, data.lengths, data.scored_of(data.train), fmt,
-                              cfg.window_base_frames, cfg.pseudo_weight, rt.device, progress and rt.main, bank)
+                              cfg.window_base_frames, cfg.pseudo_weight, rt.device, progress and rt.main, bank,
+                              data.speaker_table)
     return ResidentLoader(plan, windows), plan, why

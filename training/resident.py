@@ -28,16 +28,24 @@ from .data import SIMULATED, Window
 from .conversations import FLOOR, SegmentBank
 from .runtime import keep_freed_memory
 from .transfer import to_device
-from .windows import WindowFormat, fit_speakers
+from .identities import NO_IDENTITY, column_identities
+from .windows import WindowFormat
+
+
+def label_arrays(store: Store, recordings: list[ViewRecording]) -> list:
+    """The labels array (Zarr, not read yet) of each of ``recordings``."""
+    return [store.open("labels", rec.labels)["labels"] for rec in recordings]
 
 
 def split_bytes(store: Store, recordings: list[ViewRecording], lengths: list[int], max_speakers: int) -> int:
     """Device bytes of ``recordings`` (capped to ``lengths`` base frames) as packed arrays:
-    features as stored (float16 or float32), uint8 labels and a bool UEM mask per base frame."""
+    features as stored (float16 or float32), uint8 labels (as many columns as the most of any
+    recording, at least ``max_speakers``) and a bool UEM mask per base frame."""
     if not recordings:
         return 0
     feats = store.open("features", recordings[0].features)["feats"]
-    return sum(lengths) * (feats.dtype.itemsize * feats.shape[1] + max_speakers + 1)
+    columns = max([max_speakers, *(a.shape[1] for a in label_arrays(store, recordings))])
+    return sum(lengths) * (feats.dtype.itemsize * feats.shape[1] + columns + 1)
 
 
 def budget_bytes(device: torch.device, fraction: float) -> int:
@@ -67,14 +75,17 @@ def choose_resident(mode: str, needed: int, budget: int) -> tuple[bool, str]:
 class ResidentWindows:
     """Packed train split on ``device``; :meth:`batch` turns planned windows into a training batch.
 
-    Arrays: features (T, n_mels) float16, labels (T, max_speakers) uint8, scored (T,) bool, where
-    T is the sum of the recordings' (capped) base frames; recording i occupies rows
-    ``[offsets[i], offsets[i] + lengths[i])``.
+    Arrays: features (T, n_mels) float16, labels (T, C) uint8, scored (T,) bool, where T is the sum
+    of the recordings' (capped) base frames and C the most label columns of any recording (at least
+    max_speakers; fewer are padded with silent columns); recording i occupies rows
+    ``[offsets[i], offsets[i] + lengths[i])``; ``identities`` (R, C) int64, the identity of each
+    recording's columns (``identities`` per recording, :mod:`training.identities`; None: all -1).
     """
 
     def __init__(self, store: Store, recordings: list[ViewRecording], lengths: list[int],
                  scored: list[np.ndarray | None], fmt: WindowFormat, frames: int, pseudo_weight: float,
-                 device: torch.device, progress: bool = True, bank: SegmentBank | None = None):
+                 device: torch.device, progress: bool = True, bank: SegmentBank | None = None,
+                 identities: list[np.ndarray] | None = None):
         if fmt.max_speakers is None:
             raise ValueError("a resident split needs the model's max_speakers")
         self.fmt, self.frames, self.device, self.bank = fmt, frames, device, bank
@@ -83,19 +94,22 @@ class ResidentWindows:
         total = int(sum(lengths))
         first = store.open("features", recordings[0].features)["feats"]
         dtype = torch.float16 if first.dtype == np.float16 else torch.float32  # as stored: no rounding
+        arrays = label_arrays(store, recordings)
+        self.columns = max([fmt.max_speakers, *(a.shape[1] for a in arrays)])
         self.features = torch.empty(total, first.shape[1], dtype=dtype, device=device)
-        self.labels = torch.empty(total, fmt.max_speakers, dtype=torch.uint8, device=device)
+        self.labels = torch.zeros(total, self.columns, dtype=torch.uint8, device=device)
         self.scored = torch.ones(total, dtype=torch.bool, device=device)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        bar = tqdm(zip(recordings, lengths, offsets, scored), total=len(recordings), unit="rec",
+        bar = tqdm(zip(recordings, arrays, lengths, offsets, scored), total=len(recordings), unit="rec",
                    desc=f"train split to {device.type}", disable=not progress, leave=False)
-        for rec, n, at, inside in bar:  # one pass over the store
+        for rec, array, n, at, inside in bar:  # one pass over the store
             feats = np.asarray(store.open("features", rec.features)["feats"][:n])
-            labels = fit_speakers(np.asarray(store.open("labels", rec.labels)["labels"][:n]), fmt.max_speakers)
             self.features[at : at + n] = torch.from_numpy(feats).to(device)
-            self.labels[at : at + n] = torch.from_numpy(labels).to(device)
+            self.labels[at : at + n, : array.shape[1]] = torch.from_numpy(np.asarray(array[:n])).to(device)
             if inside is not None:
                 self.scored[at : at + n] = torch.from_numpy(inside[:n]).to(device)
+        table = identities or [None] * len(recordings)
+        self.identities = torch.from_numpy(np.stack([column_identities(ids, self.columns) for ids in table])).to(device)
         self.offsets = torch.from_numpy(offsets).to(device)
         self.lengths = torch.tensor(lengths, dtype=torch.int64, device=device)
         self.host_lengths = list(lengths)  # to tell padded windows without a device round trip
@@ -113,10 +127,11 @@ class ResidentWindows:
     def batch(self, windows: list[Window]) -> dict:
         """The training batch of ``windows`` ((recording, start in base frames[, augmentation seed])):
         ``feats`` (B, window, D) float32, ``labels`` (B, window, S) float32, ``mask`` (B, window) bool
-        (frames the loss scores: inside the recording and its UEM), ``valid`` (B, window) bool (frames
-        inside the recording: the attention mask) and ``weight`` (B,), at the model rate, as
-        :class:`~training.data.WindowDataset` gives; ``padded`` (a Python bool) says whether any
-        window runs past its recording, so the model needs ``valid``.
+        (frames the loss scores: inside the recording and its UEM, and no speaker the window leaves out
+        active), ``valid`` (B, window) bool (frames inside the recording: the attention mask),
+        ``weight`` (B,) and ``speakers`` (B, S) int64 (each label column's identity, -1: none or
+        silent), at the model rate, as :class:`~training.data.WindowDataset` gives; ``padded`` (a
+        Python bool) says whether any window runs past its recording, so the model needs ``valid``.
 
         Never waits for the device: what the host decides (positions, draws, layouts, which windows
         are simulated or padded) crosses in one copy, and device tensors are indexed only by device
@@ -156,16 +171,23 @@ class ResidentWindows:
         groups = x.reshape(b, frames // ds, ds, n_mels)
         feats = groups.reshape(b, frames // ds, ds * n_mels) if self.fmt.pooling == "stack" else groups.mean(dim=2)
         labels = self.labels.index_select(0, rows).view(b, frames, -1) * valid[..., None]
-        inside = valid & self.scored.index_select(0, rows).view(b, frames)
+        heard = _majority(labels, ds)
+        mask = _majority((valid & self.scored.index_select(0, rows).view(b, frames))[..., None], ds)[..., 0]
+        ids = self.identities.index_select(0, rec)
+        if self.columns > self.fmt.max_speakers:  # some recording has more speakers than the model has outputs
+            heard, ids, crowded = _keep_speakers(labels, heard, ids, self.fmt.max_speakers)
+            mask &= ~crowded
         if flags["simulated"]:  # labels exactly from the layout; every frame scored
-            labels.index_copy_(0, d["sim"], d["sim_labels"])
-            inside.index_fill_(0, d["sim"], True)
+            heard.index_copy_(0, d["sim"], _majority(d["sim_labels"], ds))
+            mask.index_fill_(0, d["sim"], True)
+            ids.index_copy_(0, d["sim"], d["sim_ids"])
         return {
             "feats": feats,
-            "labels": _majority(labels, ds).float(),
-            "mask": _majority(inside[..., None], ds)[..., 0],
+            "labels": heard.float(),
+            "mask": mask,
             "valid": _majority(valid[..., None], ds)[..., 0],
             "weight": torch.where(d["simulated"], 1.0, self.weights[rec]) if flags["simulated"] else self.weights[rec],
+            "speakers": torch.where(heard.any(dim=1), ids, NO_IDENTITY),
             "padded": flags["padded"],
         }
 
@@ -183,6 +205,7 @@ class ResidentWindows:
             recipes = [self.bank.recipe(w[1], self.frames) for w in windows if w[0] == SIMULATED]
             host.update(simulated=simulated, real=np.flatnonzero(~simulated), sim=np.flatnonzero(simulated),
                         sim_labels=np.stack([r.labels(self.fmt.max_speakers) for r in recipes]),
+                        sim_ids=np.stack([r.speakers(self.fmt.max_speakers) for r in recipes]),
                         **self._mix_plan(recipes, flags))
         if self.fmt.augment is not None and len(windows[0]) > 2:
             n_mels = self.features.shape[1]
@@ -237,6 +260,23 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The integers of the runs [starts[r], starts[r] + lengths[r]), concatenated (int64)."""
     firsts = np.cumsum(lengths) - lengths
     return np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()))
+
+
+def _keep_speakers(labels: torch.Tensor, heard: torch.Tensor, ids: torch.Tensor,
+                   speakers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The window rule of :meth:`~training.windows.WindowFormat.labels` on the device, for every window
+    at once: of the C columns of base-rate ``labels`` (B, frames, C) uint8, keep the ``speakers`` with
+    the most active base frames (ties: the lower column), in column order. Returns their model-rate
+    ``heard`` (B, n, speakers) bool and identities ``ids`` (B, speakers), and (B, n) bool the model
+    frames where a column left out is heard. topk and gather only: nothing is read back."""
+    b, _, c = labels.shape
+    counts = labels.sum(dim=1, dtype=torch.int64)
+    # one distinct key per column: more active first, then the lower column
+    key = counts * c + torch.arange(c - 1, -1, -1, device=labels.device)
+    keep = key.topk(speakers, dim=1).indices.sort(dim=1).values
+    left_out = torch.ones(b, c, dtype=torch.bool, device=labels.device).scatter_(1, keep, False)
+    crowded = (heard & left_out[:, None, :]).any(dim=2)
+    return heard.gather(2, keep[:, None, :].expand(-1, heard.shape[1], -1)), ids.gather(1, keep), crowded
 
 
 def _majority(y: torch.Tensor, factor: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ differ only in where ``start`` and ``frames`` come from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -88,11 +89,28 @@ class Normalizer:
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
 
+class WindowLabels(NamedTuple):
+    """A window's labels at the model rate after the speaker rule of :meth:`WindowFormat.labels`."""
+
+    activity: np.ndarray  # (frames // downsample, S) uint8
+    crowded: np.ndarray  # (frames // downsample,) bool: a speaker the window leaves out is active
+    columns: np.ndarray  # (S,) int64: the stored column each label column holds, -1 for an added silent one
+
+
+class Cut(NamedTuple):
+    """One window at the model rate (:func:`cut_window`)."""
+
+    features: np.ndarray  # (frames // downsample, D) float32
+    labels: np.ndarray | None  # (frames // downsample, S) uint8
+    mask: np.ndarray  # (frames // downsample,) bool: frames the loss scores
+    columns: np.ndarray | None  # (S,) int64: the stored column of each label column, -1: none
+
+
 @dataclass(frozen=True)
 class WindowFormat:
     """How base-rate rows become model input: normalise, (augment), downsample by ``downsample``
     with ``pooling`` (``stack``: D = downsample x n_mels; ``mean``: D = n_mels), and labels fitted to
-    ``max_speakers`` columns (None: as stored)."""
+    ``max_speakers`` columns by the window's speakers (None: as stored)."""
 
     normalizer: Normalizer
     downsample: int
@@ -113,10 +131,26 @@ class WindowFormat:
             x = self.normalizer(rows)
         return np.ascontiguousarray(downsample_features(_pad(x, frames), self.downsample, self.pooling))
 
-    def labels(self, rows: np.ndarray, frames: int) -> np.ndarray:
-        """Model-rate activity (frames // downsample, S) uint8 from base-rate ``rows`` (valid, S_stored)."""
+    def labels(self, rows: np.ndarray, frames: int) -> WindowLabels:
+        """The window's labels from base-rate ``rows`` (valid, S_stored), valid <= frames, at the model rate.
+
+        With ``max_speakers`` = S: a recording of at most S stored columns keeps them, then silent
+        columns. With more, the window keeps the S columns with the most active base frames in it (ties:
+        the lower column), in stored order, and ``crowded`` marks the model frames where a column it
+        leaves out is active (by the majority rule of the labels): the loss must not score them, or it
+        would train that speaker's speech as silence.
+        """
         labels = downsample_labels(_pad(rows, frames), self.downsample)
-        return labels if self.max_speakers is None else fit_speakers(labels, self.max_speakers)
+        stored, speakers = rows.shape[1], self.max_speakers
+        if speakers is None or stored <= speakers:
+            width = stored if speakers is None else speakers
+            columns = np.arange(width, dtype=np.int64)
+            columns[stored:] = -1
+            return WindowLabels(np.pad(labels, ((0, 0), (0, width - stored))), np.zeros(len(labels), bool), columns)
+        keep = kept_columns(rows.sum(axis=0, dtype=np.int64), speakers)
+        left_out = np.ones(stored, dtype=bool)
+        left_out[keep] = False
+        return WindowLabels(labels[:, keep], labels[:, left_out].any(axis=1), keep)
 
     def mask(self, valid: int, frames: int, scored: np.ndarray | None = None) -> np.ndarray:
         """(frames // downsample,) bool: model frames inside the recording (majority of their base frames),
@@ -146,14 +180,13 @@ def scored_frames(store: Store, rec: ViewRecording, frames: int) -> np.ndarray |
 
 
 def cut_window(fmt: WindowFormat, feats, labels, start: int, frames: int, end: int,
-               rng: np.random.Generator | None = None,
-               scored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+               rng: np.random.Generator | None = None, scored: np.ndarray | None = None) -> Cut:
     """The window of base frames ``[start, start + frames)`` of one recording, at the model rate.
 
     Args:
-        fmt: normalisation, augmentation and downsampling.
+        fmt: normalisation, augmentation, downsampling and the window's speakers.
         feats: time-major base-rate log-mel (n, n_mels), a Zarr array or numpy, any float dtype.
-        labels: time-major base-rate activity (n, S), or None.
+        labels: time-major base-rate activity (n, S_stored), or None.
         start: first base frame (>= 0).
         frames: window length in base frames; a multiple of ``fmt.downsample``.
         end: base frames of the recording in use (<= n; a cap may shorten it): rows from
@@ -163,16 +196,20 @@ def cut_window(fmt: WindowFormat, feats, labels, start: int, frames: int, end: i
             outside it are masked like padding. None: every frame is scored.
 
     Returns:
-        ``(features, labels, mask)``: float32 (frames // downsample, D), uint8
-        (frames // downsample, S) or None, bool (frames // downsample,).
+        :class:`Cut`: float32 features (frames // downsample, D); uint8 labels (frames // downsample, S)
+        or None; the bool mask (frames // downsample,), without the frames where a speaker the window
+        leaves out is active (:meth:`WindowFormat.labels`); the stored column of each label column.
     """
     if start < 0 or frames < 0:
         raise AgencerdasError(f"window [{start}, {start + frames}) starts before the entry")
     valid = max(0, min(frames, end - start))
     rows = np.asarray(feats[start : start + valid])
     x = fmt.features(rows, frames, rng)
-    y = fmt.labels(np.asarray(labels[start : start + valid]), frames) if labels is not None else None
-    return x, y, fmt.mask(valid, frames, None if scored is None else scored[start : start + valid])
+    mask = fmt.mask(valid, frames, None if scored is None else scored[start : start + valid])
+    if labels is None:
+        return Cut(x, None, mask, None)
+    y = fmt.labels(np.asarray(labels[start : start + valid]), frames)
+    return Cut(x, y.activity, mask & ~y.crowded, y.columns)
 
 
 def _pad(x: np.ndarray, frames: int) -> np.ndarray:
@@ -184,15 +221,7 @@ def _pad(x: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def fit_speakers(labels: np.ndarray, speakers: int) -> np.ndarray:
-    """Labels (frames, S_stored) → (frames, speakers): extra columns must be silent, missing ones are zero."""
-    if labels.shape[1] == speakers:
-        return labels
-    if labels.shape[1] > speakers:
-        if labels[:, speakers:].any():
-            raise AgencerdasError(
-                f"labels have {labels.shape[1]} speakers but the model has max_speakers={speakers}; "
-                "raise MAX_SPEAKERS or rebuild labels with --max-speakers"
-            )
-        return labels[:, :speakers]
-    return np.pad(labels, ((0, 0), (0, speakers - labels.shape[1])))
+def kept_columns(counts: np.ndarray, speakers: int) -> np.ndarray:
+    """Column indices (speakers,) int64, ascending, of the ``speakers`` columns with the most active base
+    frames ``counts`` (S_stored,) in a window, ties to the lower column (the window rule)."""
+    return np.sort(np.argsort(-counts, kind="stable")[:speakers]).astype(np.int64)

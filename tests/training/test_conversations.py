@@ -114,10 +114,10 @@ def test_both_paths_and_any_worker_count_see_the_same_simulated_windows(toy, war
     normalizer = Normalizer.fit(data.store, data.train)
     augment = cfg.augment
     stream = WindowDataset(toy.url, {}, data.train, data.lengths, cfg.downsample, 40, cfg.pooling, 4, normalizer, 64,
-                           augment=augment, bank=bank)
+                           augment=augment, bank=bank, identities=data.speaker_table)
     resident = ResidentWindows(data.store, data.train, data.lengths, [None] * len(data.train),
                                WindowFormat(normalizer, cfg.downsample, cfg.pooling, 4, augment), 40 * cfg.downsample,
-                               1.0, torch.device("cpu"), progress=False, bank=bank)
+                               1.0, torch.device("cpu"), progress=False, bank=bank, identities=data.speaker_table)
     plan = WindowPlan(data.lengths, 40 * cfg.downsample, 4, seed=1, shuffle_group=2, augment=True, simulate=0.5)
     plan.set_epoch(2)
     windows = list(plan)
@@ -125,10 +125,11 @@ def test_both_paths_and_any_worker_count_see_the_same_simulated_windows(toy, war
     expected = []
     for batch in windows:
         items = [stream[w] for w in batch]
-        expected.append({k: torch.stack([i[k] for i in items]) for k in ("feats", "labels", "mask", "weight")})
+        expected.append({k: torch.stack([i[k] for i in items]) for k in ("feats", "labels", "mask", "weight",
+                                                                          "speakers")})
         got = resident.batch(batch)
         torch.testing.assert_close(got["feats"], expected[-1]["feats"], rtol=1e-4, atol=1e-4)
-        for key in ("labels", "mask", "weight"):
+        for key in ("labels", "mask", "weight", "speakers"):
             assert torch.equal(got[key], expected[-1][key]), key
     for workers in (0, 2):
         loader = DataLoader(stream, batch_sampler=plan, num_workers=workers)
@@ -149,7 +150,7 @@ def test_resume_is_exact_with_simulation_on(toy, tmp_path, path):
 def test_a_corpus_without_material_gives_a_clear_message():
     one_each = [np.ones((500, 4), np.uint8) * np.eye(4, dtype=np.uint8)[i % 2] for i in range(3)]
     with pytest.raises(AgencerdasError, match="one speaker per recording"):
-        SegmentBank(one_each, [["a"]] * 3, [None] * 3, min_frames=50, max_speakers=4)
+        SegmentBank(one_each, [np.arange(4) + 4 * i for i in range(3)], [None] * 3, min_frames=50, max_speakers=4)
     always_overlapped = [np.ones((500, 4), np.uint8) for _ in range(3)]
     with pytest.raises(AgencerdasError, match="single-speaker regions.*SIM_PROB=0"):
-        SegmentBank(always_overlapped, [["a", "b", "c", "d"]] * 3, [None] * 3, min_frames=50, max_speakers=4)
+        SegmentBank(always_overlapped, [np.arange(4)] * 3, [None] * 3, min_frames=50, max_speakers=4)

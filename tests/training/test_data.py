@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from stores import downsample_features, downsample_labels
-from stores.errors import AgencerdasError
 from training.augment import Augment
 from training.data import WindowDataset, WindowPlan, plan_windows
 from training.windows import Normalizer
@@ -147,9 +146,10 @@ def _dataset(toy, train_set, downsample=10, window=50, pooling="stack", speakers
 
 
 def _direct(toy, rec, start, frames, normalizer, downsample, pooling):
-    """The window read straight from the store, normalised and downsampled, and its labels."""
+    """The window read straight from the store, normalised and downsampled, and its labels padded to 4 speakers."""
     feats = np.asarray(toy.store.open("features", rec.features)["feats"][start : start + frames], np.float32)
     labels = np.asarray(toy.store.open("labels", rec.labels)["labels"][start : start + frames])
+    labels = np.pad(labels, ((0, 0), (0, 4 - labels.shape[1])))
     return downsample_features(normalizer(feats), downsample, pooling), downsample_labels(labels, downsample)
 
 
@@ -199,17 +199,6 @@ def test_frames_past_the_end_or_the_cap_are_zero_and_masked(toy, train_set):
         feats, labels = _direct(toy, recordings[index], start, valid * downsample, normalizer, downsample, "stack")
         np.testing.assert_allclose(item["feats"][:valid].numpy(), feats, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(item["labels"][:valid].numpy(), labels)
-
-
-def test_more_speakers_than_the_model_has_is_an_error(toy, train_set):
-    recordings, _, _ = train_set
-    dataset = _dataset(toy, train_set, speakers=2)
-    three = next(i for i, r in enumerate(recordings) if len(r.speakers) == 3)
-    two = next(i for i, r in enumerate(recordings) if len(r.speakers) == 2)
-    assert dataset[(two, 0)]["labels"].shape == (50, 2)
-    with pytest.raises(AgencerdasError, match="max_speakers"):
-        for start in range(0, 1200 - 500 + 1, 100):  # somewhere in the recording the third speaker talks
-            dataset[(three, start)]
 
 
 def test_cache_reads_each_recording_once(toy, train_set):

@@ -84,16 +84,13 @@ def test_a_capped_run_trains_on_recordings_with_a_uem(toy, uem_store, tmp_path):
 
 
 def test_validation_reference_is_the_annotation_itself(tmp_path, monkeypatch):
-    """Three speakers, a model of two: the stored labels drop one, the reference keeps all three turns."""
+    """Three speakers: the reference is every turn to the millisecond, not the 10 ms frame labels."""
     monkeypatch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path / "cache"))
     audio, rttm = make_corpus(tmp_path / "corpus", n=2, seconds=6.0, formats=("wav",), rates=(16000,))
     turns = [Segment(0.2, 1.234, "alice"), Segment(1.5, 1.0, "bob"), Segment(2.0, 0.617, "carol")]
     sf.write(audio / "rec00.wav", render(turns, 6.0, 16000, 0), 16000)
     write_rttm(rttm / "rec00.rttm", "rec00", turns)
-    from pipeline.labels import LabelConfig
-
-    summary = build_features(FeaturesRequest(audio, str(tmp_path / "store"), rttm_dir=rttm, jobs=1, progress=False,
-                                             label_config=LabelConfig(max_speakers=2)))
+    summary = build_features(FeaturesRequest(audio, str(tmp_path / "store"), rttm_dir=rttm, jobs=1, progress=False))
     assert summary.ok
     store = Store(tmp_path / "store", create=False)
     rec = load_view(store, "default").recordings["rec00"]
@@ -101,7 +98,7 @@ def test_validation_reference_is_the_annotation_itself(tmp_path, monkeypatch):
     assert reference.source == FROM_TURNS
     assert reference.segments == sorted(turns)  # every speaker, to the millisecond
     assert reference.uem == [(0.0, rec.frames * 0.01)]
-    assert store.attrs("labels", rec.labels)["speakers"] == ["alice", "bob"]  # what the frame labels kept
+    assert store.attrs("labels", rec.labels)["speakers"] == ["alice", "bob", "carol"]
 
     capped = load_reference(store, rec, 300)  # a cap of 3 s: scored only where the model heard it
     assert capped.uem == [(0.0, 3.0)]

@@ -12,6 +12,7 @@ import torch
 from stores.errors import AgencerdasError
 from training.augment import Augment
 from training.data import WindowDataset, WindowPlan
+from training.identities import number_speakers
 from training.inputs import load_data
 from training.loop import Trainer
 from training.resident import ResidentWindows, choose_resident, split_bytes
@@ -30,21 +31,23 @@ def test_both_data_paths_give_the_same_batches(toy, pooling, downsample, augment
     scored = [None, np.arange(recordings[1].frames) >= 200, None, None, None]
     normalizer = Normalizer.fit(toy.store, recordings)
     window = 30  # model frames
+    identities, _ = number_speakers(recordings, "recording")
     stream = WindowDataset(toy.url, {}, recordings, lengths, downsample, window, pooling, 4, normalizer, 64,
-                           pseudo_weight=1.0, augment=augment, scored=scored)
+                           pseudo_weight=1.0, augment=augment, scored=scored, identities=identities)
     fmt = WindowFormat(normalizer, downsample, pooling, 4, augment)
     resident = ResidentWindows(toy.store, recordings, lengths, scored, fmt, window * downsample, 1.0,
-                               torch.device("cpu"), progress=False)
+                               torch.device("cpu"), progress=False, identities=identities)
     plan = WindowPlan(lengths, window * downsample, 4, seed=3, shuffle_group=2, augment=augment is not None)
     batches, masked = 0, 0
     for epoch in range(2):
         plan.set_epoch(epoch)
         for windows in plan:
             items = [stream[w] for w in windows]
-            expected = {k: torch.stack([item[k] for item in items]) for k in ("feats", "labels", "mask", "weight")}
+            expected = {k: torch.stack([item[k] for item in items])
+                        for k in ("feats", "labels", "mask", "weight", "speakers")}
             got = resident.batch(windows)
             torch.testing.assert_close(got["feats"], expected["feats"], rtol=1e-5, atol=1e-5)
-            for key in ("labels", "mask", "weight"):
+            for key in ("labels", "mask", "weight", "speakers"):
                 assert torch.equal(got[key], expected[key]), key
             batches += 1
             masked += int((~expected["mask"]).sum())

@@ -35,7 +35,7 @@ def entry(tmp_path_factory):
 def read(reader: EntryReader, start: int, frames: int, downsample: int = 1, pooling: str = "stack"):
     """``(features, labels, mask)`` of base frames [start, start + frames) through :func:`cut_window`."""
     fmt = WindowFormat(Normalizer.identity(reader.features.shape[1]), downsample, pooling)
-    return cut_window(fmt, reader.features, reader.labels, start, frames, reader.frames)
+    return cut_window(fmt, reader.features, reader.labels, start, frames, reader.frames)[:3]
 
 
 def direct(store: Store, fkey: str, lkey: str) -> tuple[np.ndarray, np.ndarray]:
