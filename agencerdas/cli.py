@@ -90,7 +90,6 @@ FEATURES: list[Arg] = [
     _a("--split-seed", type=SEED, default=0),
     _a("--n-mels", type=COUNT, default=80, help="mel bands (the FFT size bounds it: no band may be empty)"),
     _a("--dtype", default="float16", choices=("float16", "float32")),
-    _a("--max-speakers", type=COUNT, default=4),
     *STORAGE,
     _a("--quiet", action="store_true", help="no progress bar"),
     _a("--pseudo-labels", action="store_true",
@@ -131,6 +130,21 @@ TRAIN: list[Arg] = [
     _a("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. EPOCHS=3 lr=5e-4"),
 ]
 
+#: How a recording's speakers are found: the options of evaluate and diarize (pyannote's pipeline takes the same).
+SPEAKERS: list[Arg] = [
+    _a("--clustering", default="auto", choices=("auto", "on", "off"),
+       help="on: cluster the speakers of every chunk across the recording by their embeddings (any number of "
+            "speakers; a model trained with the embedding head); off: stitch chunks (at most the model's slots); "
+            "auto (default): on when the model has the head"),
+    _a("--num-speakers", type=COUNT, help="the number of speakers, when known (clustering)"),
+    _a("--min-speakers", type=COUNT, help="at least this many speakers (clustering)"),
+    _a("--max-speakers", type=COUNT, help="at most this many speakers (clustering)"),
+    _a("--chunk-s", type=_number(float, 0.0, above=True), metavar="SECONDS",
+       help="clustering: chunk length (default: the run's CHUNK_S)"),
+    _a("--chunk-hop-s", type=_number(float, 0.0, above=True), metavar="SECONDS",
+       help="clustering: hop between chunk starts (default: the run's CHUNK_HOP_S)"),
+]
+
 EVALUATE: list[Arg] = [
     _a("--model", required=True, help="runs/NAME/best.pt or last.pt"),
     _a("--store", default="store"),
@@ -143,11 +157,12 @@ EVALUATE: list[Arg] = [
     _a("--collar", type=_number(float, 0.0), default=0.25, help="seconds on EACH side of a boundary (default 0.25)"),
     _a("--skip-overlap", action="store_true", help="do not score overlapped speech"),
     _a("--tune", action="store_true",
-       help="search threshold and median width on the validation split of the model's training view, then score; "
-            "saved in tuned.json for this checkpoint (diarize, later evaluate runs)"),
+       help="search threshold and median width (and the clustering threshold) on the validation split of the "
+            "model's training view, then score; saved in tuned.json for this checkpoint (diarize, later evaluate runs)"),
     _a("--tune-on-scored", action="store_true",
        help="with --tune: tune on the scored recordings themselves (the report flags the DER as optimistic)"),
     _a("--attention", action="store_true", help="save an attention map of one window"),
+    *SPEAKERS,
     _a("--device", default="auto"),
     _a("--jobs", type=COUNT, default=1),
 ]
@@ -157,6 +172,7 @@ DIARIZE: list[Arg] = [
     _a("--model", required=True),
     _a("--out", required=True),
     _a("--store", help="feature store to reuse (default: a temporary one)"),
+    *SPEAKERS,
     _a("--device", default="auto"),
 ]
 

@@ -46,7 +46,7 @@ def features_command(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction,
         split_seed=args.split_seed,
         feature_config=feature_config,
-        label_config=LabelConfig(max_speakers=args.max_speakers),
+        label_config=LabelConfig(),
         storage_options=_storage_options(args),
         progress=not args.quiet,
         scheduler=args.scheduler,
@@ -155,24 +155,32 @@ def evaluate_command(args: argparse.Namespace) -> int:
         rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
         out=Path(args.out) if args.out else None, collar_s=args.collar, skip_overlap=args.skip_overlap,
         tune=args.tune, tune_on_scored=args.tune_on_scored, attention=args.attention, device=args.device,
-        jobs=args.jobs))
+        jobs=args.jobs, **speakers(args)))
     print(report["table"])
     for source, recordings in report["reference"].items():
         print(f"reference: {source} ({len(recordings)} recording(s))")
     t = report["timing"]
     print(f"inference: {t['audio_s'] / 60:.1f} min of audio, {t['x_real_time']:.0f}x real time "
-          f"(model {t['model_s']:.1f} s, read+stitch {t['read_and_stitch_s']:.1f} s, post {t['postprocess_s']:.1f} s)")
+          f"(model {t['model_s']:.1f} s, read+stitch/cluster {t['read_and_stitch_s']:.1f} s, "
+          f"post {t['postprocess_s']:.1f} s)")
     if report["tuned"]:  # the table above says the values and what they were tuned on
         print(f"tuned: saved in {Path(args.model).parent / 'tuned.json'} for this checkpoint ({Path(args.model).name})")
     print(f"report, RTTMs and plots in {Path(report['checkpoint']).parent / 'eval' if not args.out else args.out}")
     return 0
 
 
+def speakers(args: argparse.Namespace) -> dict:
+    """How evaluate and diarize find speakers: ``--clustering``, the numbers of speakers given, the chunks."""
+    return {"clustering": args.clustering, "num_speakers": args.num_speakers, "min_speakers": args.min_speakers,
+            "max_speakers": args.max_speakers, "chunk_s": args.chunk_s, "chunk_hop_s": args.chunk_hop_s}
+
+
 def diarize_command(args: argparse.Namespace) -> int:
     from inference.diarize import diarize
 
     output_dir(Path(args.out), "--out")
-    summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device)
+    summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device,
+                      **speakers(args))
     print(summary.format())
     return 0 if not summary.failures else 1
 

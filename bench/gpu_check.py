@@ -40,7 +40,7 @@ from training.loop import Trainer, train
 from training.runtime import native_bf16, setup
 
 from .measure import epochs
-from .steps import real_batches, round_trips, synthetic_batches, time_steps
+from .steps import real_batches, round_trips, trainer_batches, time_steps
 
 PRESETS = ("ultra-fast", "optimized", "original", "throughput")
 N_MELS, SHIFT_S, CHUNK = 80, 0.01, 8000
@@ -102,7 +102,7 @@ def _steps(preset: str, precision: str, url: str, out: Path, overrides: list[str
     cuda = rt.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(rt.device)
-    fake = synthetic_batches(cfg, N_MELS, cfg.batch, rt.device)
+    fake = trainer_batches(trainer)
     synthetic = time_steps(trainer, itertools.cycle(fake), 0.0, steps, steps)
     model_peak = torch.cuda.max_memory_allocated(rt.device) / 2**20 if cuda else None
     real = time_steps(trainer, real_batches(trainer), 0.0, steps, steps)

@@ -113,6 +113,9 @@ def targets(result: dict[str, Any]) -> list[Target]:
     if cost:
         found.append(Target("powerset step / PIT step (optimized, synthetic batches)", cost["powerset_vs_pit"], 1.05,
                             False))
+        if "embedding_vs_plain" in cost:
+            found.append(Target("step with the embedding head / without (optimized, PIT, synthetic batches)",
+                                cost["embedding_vs_plain"], 1.10, False))
     memory = result.get("memory", {}).get("feature_stage")
     if memory:
         found.append(Target(f"feature-stage peak RSS, {memory['long']['minutes']:g}-min file (MB); limit 1.2 x "

@@ -41,9 +41,10 @@ GPU_BATCHES = (32, 64)
 Batch = dict[str, torch.Tensor]
 
 
-def synthetic_batches(cfg: TrainConfig, n_mels: int, batch: int, device: torch.device, count: int = 4) -> list[Batch]:
+def synthetic_batches(cfg: TrainConfig, n_mels: int, batch: int, device: torch.device, count: int = 4,
+                      identities: int = 1) -> list[Batch]:
     """``count`` random batches shaped like the loader's: feats (B, window, D), labels (B, window, S), mask and
-    valid (B, window), weight (B,), nothing padded."""
+    valid (B, window), weight (B,), speakers (B, S) (of ``identities``), nothing padded."""
     width = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
     generator = torch.Generator().manual_seed(cfg.seed)
     every = torch.ones(batch, cfg.window, dtype=torch.bool, device=device)
@@ -51,7 +52,15 @@ def synthetic_batches(cfg: TrainConfig, n_mels: int, batch: int, device: torch.d
         "feats": torch.randn(batch, cfg.window, width, generator=generator).to(device),
         "labels": (torch.rand(batch, cfg.window, cfg.max_speakers, generator=generator) < 0.3).float().to(device),
         "mask": every, "valid": every, "weight": torch.ones(batch, device=device), "padded": False,
+        "speakers": torch.randint(0, identities, (batch, cfg.max_speakers), generator=generator).to(device),
     } for _ in range(count)]
+
+
+def trainer_batches(trainer: Trainer, count: int = 4) -> list[Batch]:
+    """:func:`synthetic_batches` for ``trainer``'s model, data and device, at its own batch size."""
+    table = trainer.model.speaker_table
+    return synthetic_batches(trainer.cfg, trainer.data.feature_config["n_mels"], trainer.cfg.batch, trainer.rt.device,
+                             count, 1 if table is None else len(table))
 
 
 def real_batches(trainer: Trainer) -> Iterator[Batch]:
@@ -105,19 +114,26 @@ def _trainer(preset: str, overrides: list[str], store_url: str, view: str, out_d
     return Trainer(cfg, load_data(cfg, store_url, view, {}), Path(out_dir) / preset, rt, resume=False, progress=False)
 
 
+#: The optimized step's variants whose cost :func:`loss_cost` compares: the default (PIT with the embedding
+#: head), powerset, and PIT without the head.
+LOSS_VARIANTS = {"pit": ["LOSS=pit"], "powerset": ["LOSS=powerset"], "pit_plain": ["LOSS=pit", "EMBED_LOSS_WEIGHT=0"]}
+
+
 def loss_cost(store_url: str, view: str, overrides: list[str], budget_s: float, out_dir: str,
               rt: Runtime) -> dict[str, Any]:
-    """The optimized step (synthetic batches, median compute time) with LOSS=powerset against LOSS=pit,
-    alternating twice so load on the machine hits both alike."""
-    trainers = {loss: _trainer("optimized", [*overrides, f"LOSS={loss}"], store_url, view, f"{out_dir}/{loss}", rt)
-                for loss in ("pit", "powerset")}
-    times: dict[str, list[float]] = {loss: [] for loss in trainers}
+    """The optimized step (synthetic batches, median compute time) of each of :data:`LOSS_VARIANTS`,
+    alternating twice so load on the machine hits all alike: powerset against PIT, and the embedding head
+    against none."""
+    trainers = {name: _trainer("optimized", [*overrides, *delta], store_url, view, f"{out_dir}/{name}", rt)
+                for name, delta in LOSS_VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(2):
-        for loss, trainer in trainers.items():
-            fake = synthetic_batches(trainer.cfg, trainer.data.feature_config["n_mels"], trainer.cfg.batch, rt.device)
-            times[loss].append(time_steps(trainer, itertools.cycle(fake), budget_s / 2)["median_compute_s"])
-    pit, powerset = statistics.median(times["pit"]), statistics.median(times["powerset"])
-    return {"pit_step_s": pit, "powerset_step_s": powerset, "powerset_vs_pit": ratio(powerset, pit)}
+        for name, trainer in trainers.items():
+            fake = trainer_batches(trainer)
+            times[name].append(time_steps(trainer, itertools.cycle(fake), budget_s / 3)["median_compute_s"])
+    step = {name: statistics.median(values) for name, values in times.items()}
+    return {"pit_step_s": step["pit"], "powerset_step_s": step["powerset"], "plain_step_s": step["pit_plain"],
+            "powerset_vs_pit": ratio(step["powerset"], step["pit"]), "embedding_vs_plain": ratio(step["pit"], step["pit_plain"])}
 
 
 def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float, out_dir: str) -> dict[str, Any]:
@@ -135,7 +151,7 @@ def stall_child(store_url: str, view: str, overrides: list[str], budget_s: float
             if rt.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(rt.device)
             # Synthetic first: once started, loader workers would compete with it for the CPU.
-            fake = synthetic_batches(cfg, trainer.data.feature_config["n_mels"], cfg.batch, rt.device)
+            fake = trainer_batches(trainer)
             synthetic = time_steps(trainer, itertools.cycle(fake), budget_s)
             real = time_steps(trainer, real_batches(trainer), budget_s)
             # Counted on the device-resident path, where the batch is built in this process; a streaming

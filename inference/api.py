@@ -41,11 +41,23 @@ class Diarizer:
         self._predict = predictor(loaded.model, device, autocast)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Diarizer":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", clustering: str = "auto",
+                        num_speakers: int | None = None, min_speakers: int | None = None,
+                        max_speakers: int | None = None, chunk_s: float | None = None,
+                        chunk_hop_s: float | None = None) -> "Diarizer":
         """The model of checkpoint ``path`` (loaded without running code from it) on ``device``
-        (auto: the first GPU if there is one, else the CPU; or cpu, cuda, cuda:N)."""
+        (auto: the first GPU if there is one, else the CPU; or cpu, cuda, cuda:N).
+
+        ``clustering``: ``on`` clusters every chunk's speakers across the recording by their embeddings
+        (any number of speakers; needs a model trained with the embedding head), ``off`` stitches chunks
+        (at most the model's slots), ``auto`` clusters when the model can. With clustering, the number
+        of speakers is ``num_speakers`` when given, else found, within ``min_speakers``/``max_speakers``, in
+        chunks of ``chunk_s`` seconds every ``chunk_hop_s`` (default: the run's)."""
         runtime = inference_runtime(device)
-        return cls(load_model(Path(path), runtime.device), runtime.device, runtime.autocast())
+        loaded = load_model(Path(path), runtime.device, clustering=clustering, num_speakers=num_speakers,
+                            min_speakers=min_speakers, max_speakers=max_speakers, chunk_s=chunk_s,
+                            chunk_hop_s=chunk_hop_s)
+        return cls(loaded, runtime.device, runtime.autocast())
 
     @property
     def frame_shift_s(self) -> float:

@@ -43,10 +43,12 @@ class DiarizeSummary:
         return "\n".join(lines)
 
 
-def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = None, device: str = "auto") -> DiarizeSummary:
-    """Write ``out/<id>.rttm`` for each audio file; a bad file is reported, the others still run."""
+def diarize(audio: list[Path], model: Path, out: Path, store_url: str | None = None, device: str = "auto",
+            **speakers) -> DiarizeSummary:
+    """Write ``out/<id>.rttm`` for each audio file; a bad file is reported, the others still run. ``speakers``:
+    ``clustering`` and the numbers of speakers, as :meth:`Diarizer.from_checkpoint` takes them."""
     start = time.perf_counter()
-    diarizer = Diarizer.from_checkpoint(model, device)
+    diarizer = Diarizer.from_checkpoint(model, device, **speakers)
     scratch = None if store_url else tempfile.mkdtemp(prefix="agencerdas-diarize-")
     store = Store(store_url or scratch, create=True)
     cache = StatCache() if store_url else None  # a scratch store is gone after this run: nothing to find again

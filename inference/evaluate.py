@@ -4,7 +4,10 @@ Whole recordings are run through stitched sliding-window inference, turned into
 segments, written as RTTM and scored with pyannote.metrics. Recordings whose
 labels are pseudo-labels are never scored.
 
-``--tune`` tunes the threshold and median width on the validation split of the view the
+With clustering (a model with the speaker-embedding head, ``--clustering``), each recording's
+chunks are run once and kept, so ``--tune`` can re-cluster them for every candidate threshold.
+
+``--tune`` tunes the threshold and median width (and the clustering threshold) on the validation split of the view the
 model was trained on, never on the recordings it scores (that DER would be optimistic) unless
 ``--tune-on-scored`` asks for it; the report says which data the thresholds were tuned on.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,8 @@ from .plots import plot_attention, plot_timeline
 
 TUNE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TUNE_MEDIANS = (1, 5, 11, 21)
+#: Cosine-distance thresholds tried for clustering (unit embeddings: 0 identical, 1 orthogonal).
+TUNE_CLUSTER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass
@@ -60,6 +65,12 @@ class EvalRequest:
     timelines: int = 3
     device: str = "auto"
     jobs: int = 1
+    clustering: str = "auto"  # auto | on | off (see inference.model)
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    chunk_s: float | None = None  # clustering chunks (None: the run's)
+    chunk_hop_s: float | None = None
 
 
 class _Timer:
@@ -68,10 +79,10 @@ class _Timer:
     def __init__(self, fn):
         self.fn, self.seconds = fn, 0.0
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return self.fn(*args)
+            return self.fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -85,7 +96,7 @@ def _targets(req: EvalRequest, lm: LoadedModel, store: Store):
     summary = build_features(FeaturesRequest(
         audio_dir=Path(req.audio_dir), store=store.url, rttm_dir=req.rttm_dir, uem_dir=req.uem_dir, jobs=req.jobs,
         view=name, validation_fraction=0.0, feature_config=FeatureConfig(**lm.feature_config), purpose="evaluate",
-        label_config=LabelConfig(max_speakers=lm.config.max_speakers), storage_options=store.storage_options))
+        label_config=LabelConfig(), storage_options=store.storage_options))
     if not summary.ok:
         print(summary.format())
     found = discover(Path(req.audio_dir), req.rttm_dir, req.uem_dir)
@@ -110,23 +121,30 @@ def _has_reference(rec_id: str, rec: ViewRecording, given_refs: dict | None) -> 
 
 
 def _infer(predict, lm: LoadedModel, store: Store, view: DatasetView, ids: list[str], given_refs: dict | None):
-    """(posteriors, references, UEMs, reference sources) by recording id for ``ids`` of ``view``.
+    """(model outputs, references, UEMs, reference sources) by recording id for ``ids`` of ``view``.
 
-    Posteriors are (n_frames, S) model-rate probabilities; references and UEMs are in seconds,
-    from ``given_refs`` (RTTM and UEM files) when given, else from the stored labels entries.
+    Outputs are (n_frames, S) stitched model-rate probabilities, or with clustering each recording's
+    :class:`~training.posteriors.Chunks` (clustered by :func:`_posteriors`); references and UEMs are in
+    seconds, from ``given_refs`` (RTTM and UEM files) when given, else from the stored labels entries.
     """
-    posteriors, refs, uems, sources = {}, {}, {}, {}
+    outputs, refs, uems, sources = {}, {}, {}, {}
     for rec_id in ids:
         rec = view.recordings[rec_id]
         feats = store.open("features", rec.features)["feats"]
-        posteriors[rec_id] = lm.posteriors(predict, feats, rec.frames)
+        outputs[rec_id] = (lm.chunks if lm.inference.clustering else lm.posteriors)(predict, feats, rec.frames)
         if given_refs:
             (refs[rec_id], uem), sources[rec_id] = given_refs[rec_id], FROM_TURNS
         else:
             reference = load_reference(store, rec, rec.frames)
             refs[rec_id], uem, sources[rec_id] = reference.segments, reference.uem, reference.source
         uems[rec_id] = uem or [(0.0, rec.duration_s)]
-    return posteriors, refs, uems, sources
+    return outputs, refs, uems, sources
+
+
+def _posteriors(lm: LoadedModel, outputs: dict, inf: InferenceConfig | None = None) -> dict:
+    """Posteriors by recording id from :func:`_infer`'s outputs: clustered by ``inf`` (default: the model's
+    inference settings) when they are chunks, else as they are."""
+    return {r: lm.clustered(o, inf) if lm.inference.clustering else o for r, o in outputs.items()}
 
 
 def _data(view: DatasetView, split: str, ids: list[str], audio_dir: Path | None) -> dict:
@@ -167,16 +185,27 @@ def _tuning_set(req: EvalRequest, lm: LoadedModel, store: Store, scored: dict) -
     return view, ids, data
 
 
-def _tune(model: Path, lm: LoadedModel, data: dict, posteriors: dict, refs: dict, uems: dict,
+def _tune(model: Path, lm: LoadedModel, data: dict, outputs: dict, refs: dict, uems: dict,
           settings: DERSettings, on_scored: bool) -> dict:
-    """Grid-search threshold and median width on one set (inputs as :func:`_infer` returns them) and
-    save them as tuned.json beside ``model``, bound to its xxh3 (see :mod:`inference.model`)."""
+    """Grid-search threshold and median width (first the clustering threshold, at the configured ones) on
+    one set (inputs as :func:`_infer` returns them) and save them as tuned.json beside ``model``, bound to
+    its xxh3 (see :mod:`inference.model`)."""
     inf = lm.inference  # a powerset model has no threshold: only the median width is tuned
+    der_of = lambda r, h, u: score(r, h, u, settings).overall["der"]  # noqa: E731 - the scorer tune() takes
+    clustering = {}
+    if inf.clustering:
+        def der_at(threshold: float) -> float:
+            posteriors = _posteriors(lm, outputs, replace(inf, cluster_threshold=threshold))
+            return tune(posteriors, refs, uems, lm.frame_shift_s, (inf.threshold,), (inf.median_frames,), der_of,
+                        inf.fill_speech, inf.max_overlap)[2]
+
+        clustering = {"cluster_threshold": min(TUNE_CLUSTER_THRESHOLDS, key=der_at)}
+    posteriors = _posteriors(lm, outputs, replace(inf, **clustering))
     thresholds = TUNE_THRESHOLDS if inf.max_overlap is None else (inf.threshold,)
-    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, thresholds, TUNE_MEDIANS,
-                                  lambda r, h, u: score(r, h, u, settings).overall["der"], inf.fill_speech,
-                                  inf.max_overlap)
+    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, thresholds, TUNE_MEDIANS, der_of,
+                                  inf.fill_speech, inf.max_overlap)
     tuned = {"threshold": threshold, "median_frames": median, "fill_speech": lm.inference.fill_speech, "der": der,
+             "clustering": inf.clustering, **clustering,
              "checkpoint": Path(model).name, "checkpoint_xxh3": lm.checkpoint_xxh3, "tuned_on_scored": on_scored,
              "data": data}
     (Path(model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
@@ -214,7 +243,9 @@ def evaluate(req: EvalRequest) -> dict:
     if req.tune_on_scored and not req.tune:
         raise AgencerdasError("--tune-on-scored says what --tune tunes on; add --tune, or leave --tune-on-scored out")
     rt = setup(req.device, "auto")
-    lm = load_model(req.model, rt.device)
+    lm = load_model(req.model, rt.device, clustering=req.clustering, num_speakers=req.num_speakers,
+                    min_speakers=req.min_speakers, max_speakers=req.max_speakers, chunk_s=req.chunk_s,
+                    chunk_hop_s=req.chunk_hop_s)
     store = Store(req.store, create=req.audio_dir is not None)
     view, ids, given_refs = _targets(req, lm, store)
     _check_features(view, lm, req.model)
@@ -230,20 +261,24 @@ def evaluate(req: EvalRequest) -> dict:
     cfg, inf = lm.config, lm.inference
     predict = _Timer(predictor(lm.model, rt.device, rt.autocast()))
     start = time.perf_counter()
-    posteriors, refs, uems, sources = _infer(predict, lm, store, view, ids, given_refs)
+    outputs, refs, uems, sources = _infer(predict, lm, store, view, ids, given_refs)
     audio_s = sum(view.recordings[r].duration_s for r in ids)
     inference_s = time.perf_counter() - start
     settings = DERSettings(collar_s=req.collar_s, skip_overlap=req.skip_overlap)
     tuned, tune_start = None, time.perf_counter()
     if req.tune:
         if tuning is None:  # --tune-on-scored
-            data, inputs = scored, (posteriors, refs, uems)
+            data, inputs = scored, (outputs, refs, uems)
         else:  # its own predictor: the timing reported is that of the scored recordings
             tune_view, tune_ids, data = tuning
             inputs = _infer(predictor(lm.model, rt.device, rt.autocast()), lm, store, tune_view, tune_ids, None)[:3]
         tuned = _tune(req.model, lm, data, *inputs, settings, on_scored=tuning is None)
         inf.threshold, inf.median_frames = tuned["threshold"], tuned["median_frames"]
+        inf.cluster_threshold = tuned.get("cluster_threshold", inf.cluster_threshold)
     tune_s = time.perf_counter() - tune_start
+    cluster_start = time.perf_counter()
+    posteriors = _posteriors(lm, outputs)  # clustered with the settings in use (tuned just now or before)
+    inference_s += time.perf_counter() - cluster_start
     tuned_on = _tuned_on(tuned or lm.tuned, scored)
     hyps = {}
     post_start = time.perf_counter()
@@ -255,6 +290,7 @@ def evaluate(req: EvalRequest) -> dict:
     post_s = time.perf_counter() - post_start
     report = score(refs, hyps, uems, settings)
     overlap = _overlap_der(refs, hyps, uems)
+    counts = speaker_counts(refs, hyps)
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,
               "read_and_stitch_s": inference_s - predict.seconds, "postprocess_s": post_s,
               "x_real_time": audio_s / max(inference_s + post_s, 1e-9), "tune_s": tune_s}
@@ -264,7 +300,7 @@ def evaluate(req: EvalRequest) -> dict:
         "view_fingerprint": view.fingerprint(), "split": scored["split"],
         "inference": asdict(inf), "tuned": tuned, "tuned_on": tuned_on,
         "optimistic": bool(tuned_on and tuned_on["optimistic"]), "der": report.to_dict(),
-        "der_overlap": overlap, "skipped_unscored": skipped,
+        "der_overlap": overlap, "speaker_count": counts, "skipped_unscored": skipped,
         "reference": _reference_summary(sources),
         "pseudo_labels_scored": False,
         "pseudo_recordings_in_view": sorted(r for r, e in view.recordings.items() if e.pseudo),
@@ -277,13 +313,24 @@ def evaluate(req: EvalRequest) -> dict:
         plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s, out / png, rec_id)
     if req.attention:
         _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
-    payload["table"] = f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}"
+    payload["table"] = (f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}\nspeakers per recording: "
+                        f"{counts['exact']} of {len(ids)} right, mean absolute error {counts['mean_abs_error']:.2f} "
+                        f"(found minus true {counts['mean_error']:+.2f})")
     if overlap:
         payload["table"] += (f"\noverlapped speech alone ({overlap['recordings']} recordings, no collar): DER "
                              f"{100 * overlap['der']:.2f}% = {100 * overlap['missed_rate']:.2f} missed + "
                              f"{100 * overlap['false_alarm_rate']:.2f} false alarm + "
                              f"{100 * overlap['confusion_rate']:.2f} confusion")
     return payload
+
+
+def speaker_counts(refs: dict, hyps: dict) -> dict:
+    """How many speakers the hypothesis finds against the reference, per recording: ``per_recording``
+    {id: [true, found]}, ``exact`` (recordings right), ``mean_abs_error`` and ``mean_error`` (found - true)."""
+    per = {rec: [len({s.speaker for s in refs[rec]}), len({s.speaker for s in hyps[rec]})] for rec in refs}
+    errors = np.array([found - true for true, found in per.values()], dtype=float)
+    return {"per_recording": per, "exact": int((errors == 0).sum()), "mean_abs_error": float(np.abs(errors).mean()),
+            "mean_error": float(errors.mean())}
 
 
 def _overlap_der(refs: dict, hyps: dict, uems: dict) -> dict | None:
@@ -312,7 +359,7 @@ def _attention_plot(lm: LoadedModel, store: Store, rec, device: torch.device, pn
     """Attention maps of the last block for the first window of a recording."""
     read, n_model = model_rate_reader(store.open("features", rec.features)["feats"], lm.window_format, rec.frames)
     x = torch.from_numpy(read(0, min(lm.config.window, n_model))).to(device)[None]
-    _, attention = lm.model(x, return_attention=True)
+    attention = lm.model(x, return_attention=True).attention
     plot_attention(attention[-1][0].float().cpu().numpy(), png, f"{rec.source or rec.features}: last block")
 
 

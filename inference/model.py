@@ -4,19 +4,24 @@ inference settings).
 ``evaluate --tune`` writes ``tuned.json`` next to the checkpoint it tuned::
 
     {"threshold": float, "median_frames": int, "fill_speech": bool, "der": float,
+     "clustering": bool, "cluster_threshold": float (clustering only),
      "checkpoint": "best.pt", "checkpoint_xxh3": str, "tuned_on_scored": bool,
      "data": {"view": str, "split": str, "audio_dir": str | null, "recordings": int,
               "features": [features key, ...]}}
 
 Other checkpoints of the run share the directory (``last.pt``, a later ``best.pt``), so the
-settings apply only to the file whose xxh3 they name.
+settings apply only to the file whose xxh3 they name, and only to the inference they were tuned for
+(clustering or stitching).
+
+Clustering (``--clustering``): ``auto`` clusters with a model that has the speaker-embedding head
+and stitches with one that has not (checkpoints written before the head existed).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +34,8 @@ from stores.errors import AgencerdasError
 from scoring.stitch import InferenceConfig
 from training.checkpoint import load_checkpoint, load_weights
 from training.config import TrainConfig
-from training.model import build_model
-from training.posteriors import recording_posteriors
+from training.model import TRAINING_ONLY, build_model
+from training.posteriors import Chunks, clustered_posteriors, inference_settings, recording_chunks, recording_posteriors
 from training.windows import Normalizer, WindowFormat
 
 
@@ -60,26 +65,52 @@ class LoadedModel:
 
     def posteriors(self, predict, features, frames: int, window: int | None = None,
                    overlap: float | None = None) -> np.ndarray:
-        """Stitched speaker posteriors (model frames, S) of a whole recording of ``frames`` base frames,
-        in chunks of ``window`` model frames overlapping by ``overlap`` (default: the inference settings).
+        """Speaker posteriors of a whole recording of ``frames`` base frames: (model frames, S) stitched, or
+        (model frames, K) for the K speakers clustering finds; in chunks of ``window`` model frames
+        overlapping by ``overlap`` (default: the inference settings).
 
         ``predict`` is a :func:`training.posteriors.predictor` of this model. Raises AgencerdasError
-        naming the checkpoint when the posteriors are not finite: binarising or scoring NaN fails deep inside.
+        naming the checkpoint when the model's outputs are not finite: binarising or scoring NaN fails deep inside.
         """
-        post = recording_posteriors(predict, features, self.window_format, frames, window or self.inference.window,
-                                    self.inference.overlap if overlap is None else overlap)
-        if not np.isfinite(post).all():
+        inf = self.inference
+        if window or overlap is not None:
+            inf = replace(inf, window=window or inf.window, overlap=inf.overlap if overlap is None else overlap)
+        if inf.clustering:
+            return self.clustered(recording_chunks(predict, features, self.window_format, frames, inf.window,
+                                                   inf.overlap), inf)
+        return self._checked(recording_posteriors(predict, features, self.window_format, frames, inf.window,
+                                                  inf.overlap))
+
+    def chunks(self, predict, features, frames: int) -> Chunks:
+        """The model's slots of each chunk of a whole recording of ``frames`` base frames, with their
+        embeddings, before clustering (the inference settings' chunks)."""
+        return recording_chunks(predict, features, self.window_format, frames, self.inference.window,
+                                self.inference.overlap)
+
+    def clustered(self, chunks: Chunks, inf: InferenceConfig | None = None) -> np.ndarray:
+        """Posteriors (model frames, K) of the speakers that clustering ``chunks`` by ``inf`` (default: the
+        inference settings) finds."""
+        self._checked(chunks.activity)
+        self._checked(chunks.embeddings)
+        return clustered_posteriors(chunks, inf or self.inference, self.frame_shift_s)
+
+    def _checked(self, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
             raise AgencerdasError(f"checkpoint {self.path} gives non-finite posteriors (NaN or inf) on this input; "
                                   "the model is broken (a diverged run?): use another checkpoint")
-        return post
+        return values
 
 
-def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = None) -> LoadedModel:
+def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = None, clustering: str = "auto",
+               num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None,
+               chunk_s: float | None = None, chunk_hop_s: float | None = None) -> LoadedModel:
     """Model, config and normaliser from a checkpoint; threshold and median width from the
     run's ``tuned.json`` (written by ``evaluate --tune``) when it names this checkpoint's xxh3,
     else the config's. A ``tuned.json`` of another checkpoint is ignored with a warning.
 
     ``checkpoint_xxh3`` is the file's hash when the caller has just computed it (not hashed again).
+    ``clustering`` is ``auto``, ``on`` or ``off`` (see the module's doc); the numbers of speakers, when
+    given, are obeyed by clustering, and ``chunk_s``/``chunk_hop_s`` replace the run's chunks.
     """
     ckpt = load_checkpoint(path)  # first: a missing or foreign file gets its clear error
     try:  # the pipeline must be able to compute these features for new audio
@@ -88,27 +119,46 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
         raise AgencerdasError(f"{path}: not a usable agencerdas checkpoint: its feature_config: {exc}") from None
     digest = checkpoint_xxh3 or hash_file(Path(path))
     config = TrainConfig.from_dict(ckpt["config"])  # checked by load_checkpoint
+    chunks = {k: v for k, v in (("chunk_s", chunk_s), ("chunk_hop_s", chunk_hop_s)) if v is not None}
+    if chunks:  # the run's own fields checked them; these get the same checks
+        config = TrainConfig.from_dict({**config.to_dict(), **chunks})
     model = build_model(config, ckpt["feature_config"]["n_mels"])
-    load_weights(model, ckpt["model"], path)
+    load_weights(model, {k: v for k, v in ckpt["model"].items() if not k.startswith(TRAINING_ONLY)}, path)
     model.to(device).eval()
-    tuned = _tuned_for(Path(path), digest)
-    settings = tuned or {}
-    inference = InferenceConfig(window=config.window, threshold=settings.get("threshold", config.threshold),
-                                fill_speech=settings.get("fill_speech", config.fill_speech),
-                                median_frames=settings.get("median_frames", config.median_frames),
-                                max_overlap=config.max_overlap if config.powerset else None)
+    clustered = _clustering(clustering, config, path)
+    tuned = _tuned_for(Path(path), digest, clustered)
+    shift = config.downsample * ckpt["feature_config"]["hop_length"] / ckpt["feature_config"]["sample_rate"]
+    inference = inference_settings(config, shift, clustered, tuned, num_speakers=num_speakers,
+                                   min_speakers=min_speakers, max_speakers=max_speakers)
     return LoadedModel(model, config, ckpt["feature_config"], Normalizer.from_dict(ckpt["normalizer"]), ckpt, inference,
                        digest, Path(path), tuned)
 
 
-def _tuned_for(path: Path, checkpoint_xxh3: str) -> dict | None:
-    """The run's ``tuned.json`` if it was tuned with this very checkpoint file, else None."""
+def _clustering(mode: str, config: TrainConfig, path: Path) -> bool:
+    """Whether inference clusters (``mode`` auto | on | off) with a model of ``config``."""
+    if mode not in ("auto", "on", "off"):
+        raise AgencerdasError(f"clustering must be auto, on or off, got {mode!r}")
+    if mode == "on" and not config.embeds:
+        raise AgencerdasError(f"{path} has no speaker-embedding head (trained with EMBED_LOSS_WEIGHT=0, or before "
+                              "the head existed), so its speakers cannot be clustered: use --clustering off (or auto)")
+    return config.embeds if mode == "auto" else mode == "on"
+
+
+def _tuned_for(path: Path, checkpoint_xxh3: str, clustering: bool) -> dict | None:
+    """The run's ``tuned.json`` if it was tuned with this very checkpoint file for this inference (clustering
+    or stitching), else None."""
     tuned_path = path.parent / "tuned.json"
     if not tuned_path.is_file():
         return None
     tuned = json.loads(tuned_path.read_text())
-    if tuned.get("checkpoint_xxh3") == checkpoint_xxh3:
+    if tuned.get("checkpoint_xxh3") == checkpoint_xxh3 and tuned.get("clustering", False) == clustering:
         return tuned
+    if tuned.get("checkpoint_xxh3") == checkpoint_xxh3:
+        warnings.warn(f"{tuned_path} was tuned for {'clustering' if tuned.get('clustering') else 'stitching'} "
+                      f"inference, and this one {'clusters' if clustering else 'stitches'}: using the run's configured "
+                      f"settings; rerun `agencerdas evaluate --model {path} --tune` with this --clustering",
+                      stacklevel=3)
+        return None
     # Written before tuned settings named their checkpoint, or tuned on another one (last.pt, an older best.pt).
     if tuned.get("checkpoint_xxh3"):
         reason = (f"was tuned with another checkpoint file ({tuned.get('checkpoint')}, xxh3 "

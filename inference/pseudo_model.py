@@ -71,13 +71,16 @@ class ModelLabeler:
                          "overlap": inference.overlap, "threshold": inference.threshold,
                          "median_frames": inference.median_frames, "fill_speech": inference.fill_speech,
                          # only for powerset models, so the labels keys of multilabel ones stay as they were
-                         **({"max_overlap": inference.max_overlap} if inference.max_overlap is not None else {})}
+                         **({"max_overlap": inference.max_overlap} if inference.max_overlap is not None else {}),
+                         **({"clustering": True, "cluster_threshold": inference.cluster_threshold}
+                            if inference.clustering else {})}
 
     def describe(self) -> dict:
         return dict(self.settings)
 
     def __call__(self, logmel: np.ndarray) -> np.ndarray:
-        """Speaker activity (frames, model's max_speakers) bool at base frames for logmel (frames, n_mels)."""
+        """Speaker activity (frames, speakers) bool at base frames for logmel (frames, n_mels): the model's slots
+        when it stitches, the speakers found when it clusters."""
         lm = _model(self.path, self.settings["checkpoint_xxh3"])
         cfg, s = lm.config, self.settings
         post = lm.posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel), s["window"],

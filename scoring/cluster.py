@@ -6,7 +6,8 @@ A recording is cut into C chunks of L model frames, chunk ``c`` covering frames
 arbitrarily per chunk, with activity posteriors (C, L, S) and one embedding per slot (C, S, E).
 :func:`active_slots` picks the slots that speak, :func:`cluster_slots` groups them into global
 speakers (agglomerative, cosine distance, average linkage, and never two slots of one chunk in
-one speaker), and :func:`overlap_add` rebuilds each speaker's (n_frames,) posteriors.
+one speaker), :func:`assign_slots` gives the slots left out (too briefly active to cluster on) to
+the nearest of those speakers, and :func:`overlap_add` rebuilds each speaker's (n_frames,) posteriors.
 
 Times: frame ``t`` covers ``[t * frame_shift_s, (t + 1) * frame_shift_s)`` seconds.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from stores.errors import AgencerdasError
 
@@ -42,8 +44,8 @@ def active_slots(activity: np.ndarray, threshold: float = 0.5, min_frames: int =
     return np.count_nonzero(activity > threshold, axis=1) >= min_frames
 
 
-def _speaker_bounds(num_speakers: int | None, min_speakers: int | None,
-                    max_speakers: int | None) -> tuple[int, float]:
+def speaker_bounds(num_speakers: int | None, min_speakers: int | None,
+                   max_speakers: int | None) -> tuple[int, float]:
     """The allowed cluster count as ``(fewest, most)``; checks the user's numbers."""
     for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
                         ("max_speakers", max_speakers)):
@@ -159,7 +161,7 @@ def cluster_slots(
                          "(chunks, slots, dim) and (chunks, slots)")
     if math.isnan(threshold):
         raise AgencerdasError("clustering threshold is NaN: give a cosine distance in [0, 2]")
-    fewest, most = _speaker_bounds(num_speakers, min_speakers, max_speakers)
+    fewest, most = speaker_bounds(num_speakers, min_speakers, max_speakers)
     labels = np.full(active.shape, -1, dtype=np.int64)
     chunk_of, slot_of = np.nonzero(active)  # row-major: the order of first appearance
     if len(chunk_of) == 0:
@@ -173,6 +175,41 @@ def cluster_slots(
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
     labels[chunk_of, slot_of] = rank[inverse.reshape(-1)]
+    return labels
+
+
+def assign_slots(embeddings: np.ndarray, labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``labels`` with each unlabelled candidate slot given to the nearest speaker's centroid.
+
+    A centroid is the normalised mean of a speaker's labelled slots. Within a chunk the candidates
+    take speakers none of the chunk's labelled slots holds, by an optimal one-to-one assignment on
+    cosine distance (scipy's Hungarian), so a speaker still has at most one slot per chunk; a
+    candidate left without a free speaker stays -1 (pyannote assigns its chunks' speakers the same way).
+
+    Args:
+        embeddings: (C, S, E) slot embeddings; only candidates' are read.
+        labels: (C, S) int64 from :func:`cluster_slots` (-1: unlabelled).
+        candidates: (C, S) bool, slots worth assigning (e.g. :func:`active_slots` with ``min_frames=1``).
+
+    Returns:
+        (C, S) int64: ``labels`` with candidates assigned; speakers keep their numbers.
+    """
+    labels = np.array(labels, dtype=np.int64)
+    speakers = int(labels.max(initial=-1)) + 1
+    todo = np.asarray(candidates, dtype=bool) & (labels < 0)
+    if not speakers or not todo.any():
+        return labels
+    sums = np.zeros((speakers, embeddings.shape[2]))
+    np.add.at(sums, labels[labels >= 0], _unit_rows(embeddings[labels >= 0]))
+    centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-12)
+    for chunk in np.flatnonzero(todo.any(axis=1)):
+        slots = np.flatnonzero(todo[chunk])
+        free = np.setdiff1d(np.arange(speakers), labels[chunk][labels[chunk] >= 0])
+        if not len(free):
+            continue
+        cost = 1.0 - _unit_rows(embeddings[chunk, slots]) @ centroids[free].T  # (slots, free speakers)
+        rows, cols = linear_sum_assignment(cost)
+        labels[chunk, slots[rows]] = free[cols]
     return labels
 
 

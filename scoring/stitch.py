@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from stores.errors import AgencerdasError
 
 from .binarize import binarize
+from .cluster import speaker_bounds
 
 ReadFn = Callable[[int, int], np.ndarray]
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -53,6 +54,12 @@ class InferenceConfig:
             passes the threshold to the most probable speaker (see :func:`binarize`).
         max_overlap: None for a multilabel model; K for a powerset model, whose decisions are
             the most probable set of at most K speakers (threshold and fill_speech unused).
+        clustering: chunks' speakers are clustered across the recording by their embeddings
+            (a model with an embedding head), instead of stitched by their overlaps; ``window``
+            and ``overlap`` are then the chunks'.
+        cluster_threshold: average cosine distance above which clusters stay apart.
+        num_speakers, min_speakers, max_speakers: the number of speakers when known, or bounds
+            on it (clustering only; None: from the threshold).
     """
 
     window: int = 500
@@ -61,6 +68,11 @@ class InferenceConfig:
     median_frames: int = 11
     fill_speech: bool = True
     max_overlap: int | None = None
+    clustering: bool = False
+    cluster_threshold: float = 0.6
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -71,6 +83,11 @@ class InferenceConfig:
             raise AgencerdasError(f"inference threshold={self.threshold} must be in [0, 1]")
         if self.median_frames < 1 or self.median_frames % 2 == 0:
             raise AgencerdasError(f"inference median_frames={self.median_frames} must be an odd number >= 1")
+        counts = (self.num_speakers, self.min_speakers, self.max_speakers)
+        if any(value is not None for value in counts) and not self.clustering:
+            raise AgencerdasError("a number of speakers needs clustering inference (--clustering on, and a model "
+                                  "trained with the embedding head); stitching finds at most the model's slots")
+        speaker_bounds(*counts)  # checked before any audio is read
 
     def decide(self, posteriors: np.ndarray) -> np.ndarray:
         """(n, S) bool speaker activity of stitched ``posteriors`` (n, S) by these settings (:func:`binarize`)."""
@@ -79,9 +96,16 @@ class InferenceConfig:
     def describe(self) -> str:
         """The post-processing in words, for reports."""
         if self.max_overlap is not None:
-            return (f"powerset decisions (the most probable set of at most {self.max_overlap} speakers, no threshold), "
-                    f"median {self.median_frames} frames")
-        return f"threshold {self.threshold}, median {self.median_frames} frames, fill_speech {self.fill_speech}"
+            decisions = (f"powerset decisions (the most probable set of at most {self.max_overlap} speakers, no "
+                         f"threshold), median {self.median_frames} frames")
+        else:
+            decisions = f"threshold {self.threshold}, median {self.median_frames} frames, fill_speech {self.fill_speech}"
+        if not self.clustering:
+            return f"stitched chunks of {self.window} frames; {decisions}"
+        given = ", ".join(f"{name} {value}" for name, value in (("speakers", self.num_speakers),
+                          ("at least", self.min_speakers), ("at most", self.max_speakers)) if value is not None)
+        return (f"clustered chunks of {self.window} frames (cosine threshold {self.cluster_threshold:g}"
+                f"{', ' + given if given else ''}); {decisions}")
 
     @property
     def step(self) -> int:
@@ -89,7 +113,7 @@ class InferenceConfig:
         return max(1, round(self.window * (1.0 - self.overlap)))
 
 
-def _chunk_starts(n_frames: int, window: int, step: int) -> Iterator[int]:
+def chunk_starts(n_frames: int, window: int, step: int) -> Iterator[int]:
     """Chunk start frames: every ``step`` frames, plus one chunk ending exactly at ``n_frames``."""
     last = max(0, n_frames - window)
     start = 0
@@ -179,7 +203,7 @@ def iter_stitched(
     base = 0
     if batch < 1:
         raise ValueError(f"batch={batch} must be at least 1")
-    starts = list(_chunk_starts(n_frames, window, step))
+    starts = list(chunk_starts(n_frames, window, step))
     for start, chunk in _predicted(predict, read, starts, length, batch):
         shift = start - base
         if sums is not None and shift > 0:
@@ -199,7 +223,7 @@ def iter_stitched(
         accumulated = sums[:seen] / counts[:seen, None]
         sums += chunk[:, _align(accumulated, chunk[:seen])]
         counts += 1
-    assert sums is not None  # _chunk_starts always yields at least one start
+    assert sums is not None  # chunk_starts always yields at least one start
     yield base, (sums / counts[:, None]).astype(np.float32)
 
 

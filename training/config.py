@@ -35,6 +35,12 @@ class TrainConfig:
     # set of at most max_overlap simultaneous speakers, permutation-invariant cross-entropy (pyannote 3).
     loss: str = "pit"
     max_overlap: int = 2
+    # speaker embeddings from the same model (EEND-VC, Kinoshita et al. 2021): one unit vector per output slot,
+    # trained with an additive-margin softmax over the train split's identities, weighted into the loss; 0 gives
+    # the model without the head. They let inference cluster chunks' speakers across a recording (any number).
+    embed_loss_weight: float = 0.1
+    embed_dim: int = 64
+    embed_margin: float = 0.2
     # data: windows of `window` model frames = window * downsample base (10 ms) frames
     downsample: int = 15
     pooling: str = "stack"  # stack: concatenate the `downsample` base frames; mean: average them
@@ -92,6 +98,11 @@ class TrainConfig:
     # recordings whose labels are pseudo labels: include | exclude | weight=W (loss weight W in [0, 1])
     pseudo: str = "include"
     median_frames: int = 11
+    # clustering inference (a model with the embedding head): chunks of chunk_s seconds every chunk_hop_s, slots
+    # clustered across the recording; a new cluster where the closest (average cosine) distance exceeds this
+    chunk_s: float = 30.0
+    chunk_hop_s: float = 15.0
+    cluster_threshold: float = 0.6
     max_steps: int = 0  # >0: stop after this many optimizer steps (smoke tests, benchmarks)
     # fine-tuning (training/init.py): a new run's weights from this checkpoint, with a fresh optimizer and
     # schedule; its normaliser kept (checkpoint) or fitted on this run's train split (refit)
@@ -117,6 +128,8 @@ class TrainConfig:
             problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
         if self.loss == "powerset" and self.max_overlap > self.max_speakers:
             problems.append(f"max_overlap={self.max_overlap} must be at most max_speakers={self.max_speakers}")
+        if self.chunk_hop_s > self.chunk_s:
+            problems.append(f"chunk_hop_s={self.chunk_hop_s} must be at most chunk_s={self.chunk_s} (chunks leave no gap)")
         if self.freeze_blocks > self.blocks:
             problems.append(f"freeze_blocks={self.freeze_blocks} must be at most blocks={self.blocks}")
         if self.heads >= 1 and self.dim % self.heads:
@@ -149,6 +162,11 @@ class TrainConfig:
         return self.loss == "powerset"
 
     @property
+    def embeds(self) -> bool:
+        """Whether the model has the speaker-embedding head."""
+        return self.embed_loss_weight > 0
+
+    @property
     def window_base_frames(self) -> int:
         """Window length in base (10 ms) frames as read from the store."""
         return self.window * self.downsample
@@ -167,10 +185,10 @@ MAX_DATA_BUDGET = 0.9
 #: Lower bounds of the numeric fields (a field with an upper bound too is in _BETWEEN instead).
 _AT_LEAST: dict[str, float] = {
     **dict.fromkeys(("dim", "blocks", "heads", "ff_mult", "max_speakers", "downsample", "window", "batch", "epochs",
-                     "accumulate", "shuffle_group", "median_frames", "log_every", "max_overlap"), 1),
+                     "accumulate", "shuffle_group", "median_frames", "log_every", "max_overlap", "embed_dim"), 1),
     **dict.fromkeys(("audio_cap_s", "threads", "cache_mb", "aug_gain_db", "aug_tilt_db", "aug_freq_masks",
                      "aug_mask_bins", "sim_gain_db", "warmup_steps", "weight_decay", "checkpoint_every", "der_every",
-                     "collar_s", "max_steps", "freeze_blocks"), 0),
+                     "collar_s", "max_steps", "freeze_blocks", "embed_loss_weight", "embed_margin"), 0),
     "num_workers": -1,
 }
 #: (low, high, low included, high included) of the bounded numeric fields.
@@ -178,7 +196,8 @@ _BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
     "dropout": (0.0, 1.0, True, False), "aug_warp": (0.0, 1.0, True, False), "sim_prob": (0.0, 1.0, True, False),
     "sim_warp": (0.0, 1.0, True, False), "data_budget": (0.0, MAX_DATA_BUDGET, False, True), "threshold": (0.0, 1.0, False, False),
     "min_lr_ratio": (0.0, 1.0, True, True), "lr": (0.0, 1.0, False, True), "grad_clip": (0.0, math.inf, False, False),
-    "sim_min_segment_s": (0.0, math.inf, False, False),
+    "sim_min_segment_s": (0.0, math.inf, False, False), "chunk_s": (0.0, math.inf, False, False),
+    "chunk_hop_s": (0.0, math.inf, False, False), "cluster_threshold": (0.0, 2.0, False, True),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pooling": ("stack", "mean"), "precision": ("auto", "fp32", "bf16", "fp16"),
@@ -208,14 +227,14 @@ def _inside(value: float, low: float, high: float, closed_low: bool, closed_high
 
 #: Fields that shape the model, with what a config saved before the field existed meant: such a
 #: checkpoint holds a model of that shape whatever today's default is.
-SAVED_BEFORE: dict[str, Any] = {"loss": "pit"}
+SAVED_BEFORE: dict[str, Any] = {"loss": "pit", "embed_loss_weight": 0.0}
 
 #: Fields added after checkpoints were first written, with the values that reproduce what runs saved
 #: before them did (no augmentation), so such a run resumes when given those values.
 ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
                 "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "sim_warp": 0.0,
                 "speaker_ids": "recording", "loss": "pit", "max_overlap": 2,
-                "init_from": "", "init_normalizer": "checkpoint", "freeze_blocks": 0}
+                "init_from": "", "init_normalizer": "checkpoint", "freeze_blocks": 0, "embed_loss_weight": 0.0}
 
 
 def _is_weight(text: str) -> bool:

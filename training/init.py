@@ -4,7 +4,9 @@ The EEND recipe (SA-EEND, EEND-EDA) trains on many simulated conversations and t
 small real corpus; pyannote users fine-tune a pretrained segmentation model on their own data.
 Here a run starts from a checkpoint's weights with a fresh optimizer and schedule, on any view
 with the same features. The encoder's shape must match; a different output layer (``MAX_SPEAKERS``,
-``LOSS``, ``MAX_OVERLAP``) is allowed and re-initialised, everything below it kept.
+``LOSS``, ``MAX_OVERLAP``) is allowed and re-initialised, everything below it kept. The embedding
+head is kept when both have it with the same size, and otherwise starts afresh; the speaker table
+never carries over (its rows are the source corpus's speakers).
 """
 
 from __future__ import annotations
@@ -62,18 +64,27 @@ def _head(cfg: TrainConfig) -> tuple:
 
 
 def initialise(model: torch.nn.Module, source: Source) -> None:
-    """``model``'s weights from ``source``; the output layer stays as initialised when it differs."""
-    weights = {k: v for k, v in source.weights.items() if not (source.new_head and k.startswith("head."))}
+    """``model``'s weights from ``source``; the output layer stays as initialised when it differs, and so do
+    the embedding head (unless both have it, of one size) and the speaker table."""
+    fresh = ("speaker_table", *(("head.",) if source.new_head else ()), *(("embed.",) if _new_embedding(model, source) else ()))
+    weights = {k: v for k, v in source.weights.items() if not k.startswith(fresh)}
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # a shape that differs from the one its own config describes
         raise AgencerdasError(f"INIT_FROM={source.path}: its weights do not fit the model its config describes "
                               f"({exc})") from None
-    if unexpected or [k for k in missing if not (source.new_head and k.startswith("head."))]:
+    if unexpected or [k for k in missing if not k.startswith(fresh)]:
         raise AgencerdasError(f"INIT_FROM={source.path}: its weights do not fit this model (missing {missing}, "
                               f"unexpected {unexpected})")
     if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
         raise AgencerdasError(f"INIT_FROM={source.path}: holds non-finite weights; use another checkpoint")
+
+
+def _new_embedding(model: torch.nn.Module, source: Source) -> bool:
+    """Whether ``model``'s embedding head cannot take the source's (one of them has none, or sizes differ)."""
+    mine = model.embed.weight.shape if model.embed is not None else None
+    theirs = source.weights.get("embed.weight")
+    return mine is None or theirs is None or tuple(theirs.shape) != tuple(mine)
 
 
 def freeze(model: torch.nn.Module, blocks: int) -> None:

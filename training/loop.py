@@ -1,4 +1,5 @@
-"""`agencerdas train`: read windows from the store, train SA-EEND with PIT loss, checkpoint, validate.
+"""`agencerdas train`: read windows from the store, train SA-EEND (PIT or powerset, with or without the
+speaker-embedding head), checkpoint, validate.
 
 One loop, top to bottom: build data, model, optimizer; for each epoch: train
 steps (autocast, GradScaler for fp16, accumulation, clipping, warmup + cosine
@@ -27,7 +28,7 @@ from .board import Board
 from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .init import freeze, initialise, load_source
-from .inputs import Data, batches, crowded_frames, load_data, segment_bank, validation_windows
+from .inputs import Data, batches, crowded_frames, load_data, segment_bank, speaker_stats, validation_windows
 from .resident import ResidentLoader
 from .objective import training_loss
 from .model import build_model
@@ -71,8 +72,11 @@ class Trainer:
             saved = source.normalizer if source and cfg.init_normalizer == "checkpoint" else None
         self.normalizer = (Normalizer.from_dict(saved) if saved
                            else Normalizer.fit(data.store, data.train, data.scored_of(data.train)))
+        if cfg.embeds and not data.identities:
+            raise AgencerdasError("the speaker-embedding loss needs labelled speakers, and this train split has none "
+                                  "(only pseudo labels?); set EMBED_LOSS_WEIGHT=0")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = build_model(cfg, data.feature_config["n_mels"])
+        self.model = build_model(cfg, data.feature_config["n_mels"], data.identities if cfg.embeds else 0)
         if source:
             initialise(self.model, source)
         freeze(self.model, cfg.freeze_blocks)
@@ -191,9 +195,9 @@ class Trainer:
         context = self.net.no_sync() if self.rt.world > 1 and not sync else torch.enable_grad()
         with context:
             with self.rt.autocast():  # attention sees the whole recording; the UEM only decides what is scored
-                logits, _ = self.net(batch["feats"], batch["valid"] if batch["padded"] else None)
-            result = training_loss(self.model, logits, batch["labels"], batch["mask"],
-                                   batch["weight"] if self.weighted else None)
+                output = self.net(batch["feats"], batch["valid"] if batch["padded"] else None)
+            result = training_loss(self.model, output, batch, self.weighted, self.cfg.embed_loss_weight,
+                                   self.cfg.embed_margin)
             loss = result.loss
             if result.dropped is not None:
                 self.dropped += result.dropped
@@ -297,7 +301,7 @@ class Trainer:
                 for stale in (*RUN_ARTIFACTS, *self.out.glob("events.out.tfevents.*")):
                     (self.out / stale).unlink(missing_ok=True)
                 shutil.rmtree(self.out / "eval", ignore_errors=True)
-            stats = []  # what the corpus is like, useful to the user on its own
+            stats = [speaker_stats(cfg, self.data)]  # what the corpus is like, useful to the user on its own
             if self.bank is not None:
                 stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
                              f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
@@ -307,10 +311,9 @@ class Trainer:
                 stats.append(f"powerset classes hold at most {cfg.max_overlap} speakers at once: {crowded} of {total} "
                              f"labelled frames of the train split ({100 * crowded / max(total, 1):.2f}%) have more, and "
                              "are left out of the loss")
-            if stats:
-                (self.out / "corpus-stats.txt").write_text("\n".join(stats) + "\n")
-                if self.progress:
-                    tqdm.write("\n".join(stats))
+            (self.out / "corpus-stats.txt").write_text("\n".join(stats) + "\n")
+            if self.progress:
+                tqdm.write("\n".join(stats))
         self.board = Board(self.out, self.rt.main, self.resumed_step)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             board_s = self.board.seconds

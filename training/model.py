@@ -7,12 +7,19 @@ identity: the permutation-invariant loss in :mod:`training.loss` decides which
 reference speaker each slot is scored against.
 
 Shapes use B = batch size, T = frames, F = input features per frame,
-S = ``max_speakers`` output slots, H = attention heads, D = model width.
+S = ``max_speakers`` output slots, H = attention heads, D = model width,
+E = speaker-embedding size, N = speaker identities of the train split.
+
+With an embedding head (EEND-VC, Kinoshita et al. 2021) the same network also gives one unit
+vector per output slot of a chunk, for the speaker that slot holds: the encoder's frames pooled
+with the slot's activity as weights, then a projection. Inference clusters these vectors across
+a recording's chunks, so a recording may have more speakers than the model has slots.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +29,20 @@ from torch import Tensor, nn
 from scoring.powerset import powerset_sets
 
 from .config import TrainConfig
+
+
+class EENDOutput(NamedTuple):
+    """What :meth:`EEND.forward` gives.
+
+    Attributes:
+        logits: (B, T, S) per-slot logits, or (B, T, P) class logits of a powerset model.
+        attention: one (B, H, T, T) float32 map per block when asked for, else None.
+        embeddings: (B, S, E) float32 unit vectors, one per slot, when the model has the head, else None.
+    """
+
+    logits: Tensor
+    attention: list[Tensor] | None
+    embeddings: Tensor | None
 
 
 class SelfAttention(nn.Module):
@@ -152,6 +173,10 @@ class EEND(nn.Module):
         max_speakers: S, output speaker slots.
         ff_mult: feed-forward hidden width as a multiple of D.
         dropout: dropout probability used throughout (training only).
+        powerset: (P, S) 0/1 class-to-speakers mapping of a powerset head, or None for one sigmoid per slot.
+        embed_dim: E, the speaker-embedding size; 0: no embedding head.
+        identities: N, rows of the training-only speaker table the embedding loss scores against
+            (:attr:`speaker_table`); 0: none (inference).
     """
 
     def __init__(
@@ -164,6 +189,8 @@ class EEND(nn.Module):
         ff_mult: int = 4,
         dropout: float = 0.1,
         powerset: np.ndarray | None = None,
+        embed_dim: int = 0,
+        identities: int = 0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -191,11 +218,13 @@ class EEND(nn.Module):
         self.register_buffer("mapping", None if powerset is None else torch.from_numpy(powerset).float(),
                              persistent=False)
         self.head = nn.Linear(dim, max_speakers if powerset is None else len(powerset))
+        # Made after the head: a model without them draws the same initial weights as one with them.
+        self.embed = nn.Linear(dim, embed_dim) if embed_dim else None
+        self.speaker_table = nn.Parameter(torch.randn(identities, embed_dim) / math.sqrt(embed_dim)) \
+            if embed_dim and identities else None
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
-    ) -> tuple[Tensor, list[Tensor] | None]:
-        """Compute speech-activity logits for every frame and speaker slot.
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False) -> EENDOutput:
+        """Compute speech-activity logits for every frame and speaker slot (and each slot's embedding).
 
         Args:
             x: (B, T, F) float input frames.
@@ -210,11 +239,11 @@ class EEND(nn.Module):
                 meant for inspection, not training.
 
         Returns:
-            (B, T, S) logits (sigmoid gives per-speaker activity probability), or (B, T, P) class
-            logits of a powerset model (:meth:`activity` gives per-speaker probabilities of either),
-            and, only when ``return_attention`` is set, a list with one
-            (B, H, T, T) float32 tensor per block whose rows (queries) sum to 1
-            over the keys (last dim); otherwise None.
+            :class:`EENDOutput`: (B, T, S) logits (sigmoid gives per-speaker activity probability), or
+            (B, T, P) class logits of a powerset model (:meth:`activity` gives per-speaker probabilities
+            of either); only when ``return_attention`` is set, a list with one (B, H, T, T) float32
+            tensor per block whose rows (queries) sum to 1 over the keys (last dim); with an embedding
+            head, (B, S, E) unit vectors (:meth:`slot_embeddings`).
         """
         if x.dim() != 3 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -239,8 +268,24 @@ class EEND(nn.Module):
             h, weights = block(h, key_mask, return_attention)
             if weights is not None:
                 maps.append(weights)
-        logits = self.head(self.out_norm(h))
-        return logits, (maps if return_attention else None)
+        h = self.out_norm(h)
+        logits = self.head(h)
+        embeddings = self.slot_embeddings(h, logits, mask) if self.embed is not None else None
+        return EENDOutput(logits, maps if return_attention else None, embeddings)
+
+    def slot_embeddings(self, h: Tensor, logits: Tensor, mask: Tensor | None) -> Tensor:
+        """(B, S, E) float32 unit vectors: each slot's activity-weighted mean of the encoder's frames
+        ``h`` (B, T, D) over the valid frames of ``mask`` (B, T) (None: all), projected to E.
+
+        The weights are the model's own activity, detached: inference has nothing else, and the
+        embedding loss should shape who a slot is, not when it speaks.
+        """
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            weights = self.activity(logits.detach())
+            if mask is not None:
+                weights = weights * mask[..., None]
+            pooled = weights.transpose(1, 2) @ h.float() / (weights.sum(dim=1)[..., None] + 1e-6)
+            return F.normalize(self.embed(pooled), dim=-1)
 
     def activity(self, logits: Tensor) -> Tensor:
         """Per-speaker activity probabilities (B, T, S) float32 from :meth:`forward`'s logits: sigmoids, or
@@ -257,9 +302,16 @@ class EEND(nn.Module):
         return self.mapping[logits.argmax(dim=-1)].bool()
 
 
-def build_model(cfg: TrainConfig, n_mels: int) -> EEND:
+def build_model(cfg: TrainConfig, n_mels: int, identities: int = 0) -> EEND:
     """The EEND of ``cfg`` for base-rate features of ``n_mels`` bins (input D = downsample x n_mels for
-    ``stack`` pooling, n_mels for ``mean``)."""
+    ``stack`` pooling, n_mels for ``mean``), with the embedding head when ``cfg`` trains one and, for
+    training, a speaker table of ``identities`` rows."""
     in_features = n_mels * cfg.downsample if cfg.pooling == "stack" else n_mels
     powerset = powerset_sets(cfg.max_speakers, cfg.max_overlap) if cfg.powerset else None
-    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout, powerset)
+    embed_dim = cfg.embed_dim if cfg.embeds else 0
+    return EEND(in_features, cfg.dim, cfg.blocks, cfg.heads, cfg.max_speakers, cfg.ff_mult, cfg.dropout, powerset,
+                embed_dim, identities)
+
+
+#: Weights only training uses: inference loads a checkpoint without them.
+TRAINING_ONLY = ("speaker_table",)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from scoring.binarize import activity_to_segments, binarize
+from scoring.binarize import activity_to_segments
 from scoring.der import DERSettings, score
 from scoring.reference import load_reference
 
 from .data import WindowPlan
 from .loss import frame_error_counts
-from .objective import training_loss
-from .posteriors import predictor, recording_posteriors
+from .objective import diarization_loss
+from .posteriors import inference_settings, predictor, whole_recording
 from .windows import WindowFormat
 
 
@@ -26,8 +26,8 @@ def window_metrics(trainer) -> dict:
     for windows in plan:
         batch = source.batch(windows)
         with rt.autocast():
-            logits, _ = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None)
-        result = training_loss(trainer.model, logits, batch["labels"], batch["mask"])
+            logits = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None).logits
+        result = diarization_loss(trainer.model, logits, batch["labels"], batch["mask"])
         sums[0] += result.loss
         sums[1:] += frame_error_counts(trainer.model.decisions(logits, cfg.threshold), result.permuted_labels,
                                        batch["mask"])
@@ -38,12 +38,13 @@ def window_metrics(trainer) -> dict:
 
 @torch.no_grad()
 def der_metrics(trainer) -> tuple[dict, dict | None]:
-    """DER of whole validation recordings (stitched inference), scored by pyannote.metrics, and the first
+    """DER of whole validation recordings (stitched, or clustered for a model with the embedding head), scored by pyannote.metrics, and the first
     scored recording as an example for a figure (reference, hypothesis, posteriors, frame shift, name)."""
     cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
     predict = predictor(trainer.model, rt.device, rt.autocast())
     shift = cfg.downsample * data.shift_s
     fmt = WindowFormat(trainer.normalizer, cfg.downsample, cfg.pooling)
+    inf = inference_settings(cfg, shift, clustering=cfg.embeds)  # as `evaluate` runs this model by default
     refs, hyps, uems, sources, example = {}, {}, {}, set(), None
     for rec in data.validation:
         frames = data.capped(rec)
@@ -51,9 +52,9 @@ def der_metrics(trainer) -> tuple[dict, dict | None]:
         if not reference.uem:  # nothing of its UEM lies within the audio cap: nothing to score
             continue
         feats = data.store.open("features", rec.features)["feats"]
-        post = recording_posteriors(predict, feats, fmt, frames, cfg.window)
+        post = whole_recording(predict, feats, fmt, frames, inf, shift)
         name = rec.source or rec.features
-        decided = binarize(post, cfg.threshold, cfg.median_frames, cfg.fill_speech, cfg.max_overlap if cfg.powerset else None)
+        decided = inf.decide(post)
         hyps[name] = activity_to_segments(decided, shift,
                                           max_end_s=frames * shift / cfg.downsample)
         refs[name], uems[name] = reference.segments, reference.uem

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from scoring.cluster import active_slots, cluster_slots, overlap_add
+from scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
+from scoring.stitch import chunk_starts
 from stores.errors import AgencerdasError
 
 
@@ -45,10 +46,8 @@ def _by_first_appearance(truth: np.ndarray) -> np.ndarray:
 
 
 def _starts(n_frames: int, window: int, step: int) -> np.ndarray:
-    """(C,) chunk starts as sliding-window inference makes them: every ``step`` frames, the last
-    chunk ending at ``n_frames``, one chunk at 0 when the recording is shorter than a window."""
-    last = max(0, n_frames - window)
-    return np.append(np.arange(0, last, step), last)
+    """(C,) chunk starts as sliding-window inference makes them."""
+    return np.asarray(list(chunk_starts(n_frames, window, step)))
 
 
 def _no_chunk_repeats_a_speaker(labels: np.ndarray) -> bool:
@@ -251,3 +250,16 @@ def test_clustered_slots_rebuild_each_speakers_activity():
     labels = cluster_slots(embeddings, active_slots(activity), threshold=0.5)
     # Each chunk brings at most one new speaker, in order of onset, so cluster k is speaker k.
     np.testing.assert_allclose(overlap_add(activity, labels, starts, n_frames), truth, atol=1e-6)
+
+
+def test_briefly_active_slots_join_the_nearest_speaker_never_one_their_chunk_holds():
+    directions = np.eye(3)  # three speakers
+    embeddings = np.stack([directions[[0, 1, 2]], directions[[1, 0, 2]], directions[[2, 1, 0]]]).astype(float)
+    embeddings[0, 2] = embeddings[0, 0] * 0.9 + directions[2] * 0.1  # nearest speaker 0, which its chunk holds
+    labels = np.array([[0, 1, -1], [1, -1, -1], [-1, -1, -1]])
+    candidates = np.array([[True, True, True], [True, True, False], [True, False, True]])
+    assigned = assign_slots(embeddings, labels, candidates)
+    assert assigned[0].tolist() == [0, 1, -1]  # nearest speaker 0 is its chunk's already; no speaker is free
+    assert assigned[1].tolist() == [1, 0, -1]  # its nearest, and free in its chunk
+    assert assigned[2].tolist() == [1, -1, 0]  # one to one: slot 2 takes its nearest, slot 0 the one left
+    assert _no_chunk_repeats_a_speaker(assigned)

@@ -26,11 +26,11 @@ def test_output_shapes() -> None:
     model = _model()
     x = torch.randn(2, 15, 10)
 
-    logits, maps = model(x)
+    logits, maps, _ = model(x)
     assert logits.shape == (2, 15, 3)
     assert maps is None
 
-    logits, maps = model(x, return_attention=True)
+    logits, maps, _ = model(x, return_attention=True)
     assert logits.shape == (2, 15, 3)
     assert maps is not None and len(maps) == 2
     assert all(m.shape == (2, 4, 15, 15) for m in maps)
@@ -41,10 +41,10 @@ def test_padded_frames_do_not_influence_valid_frames() -> None:
     x = torch.randn(2, 12, 10)
     mask = _padding_mask([12, 7], 12)
 
-    logits, _ = model(x, mask)
+    logits, _, _ = model(x, mask)
     altered = x.clone()
     altered[1, 7:] = 50.0 * torch.randn(5, 10)
-    altered_logits, maps = model(altered, mask, return_attention=True)
+    altered_logits, maps, _ = model(altered, mask, return_attention=True)
 
     torch.testing.assert_close(altered_logits[:, :7], logits[:, :7])
     torch.testing.assert_close(altered_logits[0], logits[0])
@@ -57,8 +57,8 @@ def test_explicit_attention_path_matches_fused_path() -> None:
     x = torch.randn(3, 20, 10)
     mask = _padding_mask([20, 13, 1], 20)
 
-    fused, _ = model(x, mask)
-    explicit, maps = model(x, mask, return_attention=True)
+    fused, _, _ = model(x, mask)
+    explicit, maps, _ = model(x, mask, return_attention=True)
 
     torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
     assert maps is not None
@@ -73,7 +73,7 @@ def test_fully_padded_sequence_gives_finite_outputs() -> None:
     mask = _padding_mask([8, 0], 8)
 
     for return_attention in (False, True):
-        logits, _ = model(x, mask, return_attention=return_attention)
+        logits, _, _ = model(x, mask, return_attention=return_attention)
         assert torch.isfinite(logits).all()
 
 
@@ -92,7 +92,7 @@ def test_runs_under_autocast_without_overflow(dtype: torch.dtype) -> None:
     for return_attention in (False, True):
         model.zero_grad()
         with torch.autocast("cpu", dtype=dtype):
-            logits, maps = model(x, mask, return_attention=return_attention)
+            logits, maps, _ = model(x, mask, return_attention=return_attention)
             loss = pit_bce(logits, labels, mask).loss
         loss.backward()
         assert torch.isfinite(logits).all()
@@ -124,7 +124,7 @@ def test_learns_toy_two_speaker_task() -> None:
     losses = []
     for _ in range(100):
         x, labels = batch()
-        logits, _ = model(x)
+        logits, _, _ = model(x)
         loss = pit_bce(logits, labels).loss
         optimizer.zero_grad()
         loss.backward()

@@ -99,12 +99,12 @@ def test_the_loss_reported_is_the_loss_optimized_with_pseudo_weights(mixed, tmp_
     from training.runtime import Runtime
 
     cfg = resolve("optimized", [*TINY, "PSEUDO=weight=0.25", "DROPOUT=0", "SIM_PROB=0", "AUG_WARP=0", "AUG_GAIN_DB=0",
-                                "AUG_TILT_DB=0", "AUG_FREQ_MASKS=0"])
+                                "AUG_TILT_DB=0", "AUG_FREQ_MASKS=0", "EMBED_LOSS_WEIGHT=0"])  # the diarization loss alone
     trainer = Trainer(cfg, load_data(cfg, str(mixed / "store"), "default", {}), tmp_path / "run",
                       Runtime(torch.device("cpu"), None), resume=False, progress=False)
     batch = next(b for b in trainer.loader if (b["weight"] < 1).any() and (b["weight"] == 1).any())
     with torch.no_grad():
-        logits, _ = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None)
+        logits = trainer.model(batch["feats"], batch["valid"] if batch["padded"] else None).logits
         pit = pit_bce(logits, batch["labels"], batch["mask"])
         weighted = weighted_bce(logits, pit.permuted_labels, batch["mask"], batch["weight"])
     reported = trainer._train_step(batch, 0, 1)
