@@ -11,15 +11,18 @@ def _json(path: Path) -> dict:
 
 
 def demo_summary(data: Path, store: Path, run: Path, stage_seconds: list[float] | None = None) -> str:
-    """Hours of audio, feature speed, training time, test DER with its parts, and where outputs are."""
+    """Hours of audio, feature speed, training time, test DER with its parts (and on the many-speaker test set), and
+    where outputs are."""
     train, test = _json(data / "train" / "corpus.json"), _json(data / "test" / "corpus.json")
+    many = _json(data / "test-many" / "corpus.json")
     feats = _json(store / "last-features-run.json")
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if '"kind": "epoch"' in line] if (run / "metrics.jsonl").is_file() else []
     report = _json(run / "eval" / "report.json")
     lines = ["", "=" * 72, "agencerdas demo summary", "=" * 72]
     lines.append(f"corpus    train {train.get('n_recordings', 0)} recordings / {train.get('duration_s', 0) / 3600:.2f} h, "
-                 f"test {test.get('n_recordings', 0)} / {test.get('duration_s', 0) / 3600:.2f} h (unseen speakers)")
+                 f"test {test.get('n_recordings', 0)} / {test.get('duration_s', 0) / 3600:.2f} h (unseen speakers)"
+                 + (f", 5-7-speaker test {many.get('n_recordings', 0)} / {many.get('duration_s', 0) / 3600:.2f} h" if many else ""))
     if feats:
         speed = feats["audio_s"] / max(feats["wall_s"], 1e-9)
         lines.append(f"features  computed {feats['computed']}, reused {feats['reused']}, failed {len(feats['failures'])}; "
@@ -28,15 +31,19 @@ def demo_summary(data: Path, store: Path, run: Path, stage_seconds: list[float] 
         seconds = sum(e["seconds"] for e in epochs)
         lines.append(f"training  {len(epochs)} epochs in {seconds:.0f} s of steps, final train loss {epochs[-1]['train_loss']:.3f}"
                      + (f", validation DER {100 * epochs[-1]['val_der']:.1f}%" if epochs[-1].get("val_der") is not None else ""))
-    if report:
-        overall, settings = report["der"]["overall"], report["der"]["settings"]
-        lines.append(f"test DER  {100 * overall['der']:.2f}%  (missed {100 * overall['missed_rate']:.2f}%, "
+    for label, report in (("test DER", report), ("5-7 spk", _json(run / "eval-many" / "report.json"))):
+        if not report:
+            continue
+        overall, settings, counts = report["der"]["overall"], report["der"]["settings"], report.get("speaker_count")
+        lines.append(f"{label:<9} {100 * overall['der']:.2f}%  (missed {100 * overall['missed_rate']:.2f}%, "
                      f"false alarm {100 * overall['false_alarm_rate']:.2f}%, confusion {100 * overall['confusion_rate']:.2f}%)")
         lines.append(f"          collar {settings['collar_s']} s each side, overlap "
                      f"{'skipped' if settings['skip_overlap'] else 'scored'}; {len(report['der']['per_recording'])} recordings; "
-                     f"inference {report['timing']['x_real_time']:.0f}x real time")
+                     f"inference {report['timing']['x_real_time']:.0f}x real time"
+                     + (f"; speaker count right in {counts['exact']}" if counts else ""))
     if stage_seconds:
         names = ("features", "train", "evaluate+plots")
         lines.append("stages    " + ", ".join(f"{n} {s:.0f} s" for n, s in zip(names, stage_seconds)))
-    lines.append(f"outputs   {run}/eval/report.json, {run}/eval/rttm/, {run}/eval/timeline_*.png, {run}/plots/loss.png")
+    lines.append(f"outputs   {run}/eval/report.json, {run}/eval/rttm/, {run}/eval/timeline_*.png, {run}/eval-many/, "
+                 f"{run}/plots/loss.png")
     return "\n".join(lines)

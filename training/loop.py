@@ -118,6 +118,11 @@ class Trainer:
     def _restore(self, ckpt: dict) -> None:
         """Model, optimizer, scheduler, scaler and position from a resume checkpoint."""
         path = self.out / "last.pt"
+        table = ckpt["model"].get("speaker_table")
+        if table is not None and self.model.speaker_table is not None and len(table) != len(self.model.speaker_table):
+            raise AgencerdasError(f"{path}: the view's speakers changed ({len(table)} identities then, "
+                                  f"{len(self.model.speaker_table)} now), and the embedding loss's speaker table cannot "
+                                  f"follow them; start a new run with INIT_FROM={path} (every weight but that table)")
         load_weights(self.model, ckpt["model"], path)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -79,11 +79,17 @@ def test_tuned_settings_of_another_checkpoint_are_ignored_with_a_warning(model):
             loaded = load_model(model, torch.device("cpu"))
         assert loaded.inference == configured and loaded.tuned is None
 
-    (model.parent / "tuned.json").write_text(json.dumps({**other, "checkpoint_xxh3": hash_file(model)}))
+    bound = {**other, "checkpoint_xxh3": hash_file(model), "clustering": True, "cluster_threshold": 0.45}
+    (model.parent / "tuned.json").write_text(json.dumps(bound))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded = load_model(model, torch.device("cpu"))
     assert (loaded.inference.threshold, loaded.inference.median_frames, loaded.inference.fill_speech) == (0.9, 21, True)
+    assert loaded.inference.clustering and loaded.inference.cluster_threshold == 0.45
+    # Tuned for the other inference (clustering here, stitching asked): its values would not fit.
+    with pytest.warns(UserWarning, match="tuned for clustering inference, and this one stitches"):
+        loaded = load_model(model, torch.device("cpu"), clustering="off")
+    assert loaded.tuned is None and loaded.inference.threshold == configured.threshold
 
 
 def test_tuning_on_the_scored_recordings_is_refused_unless_asked_and_then_flagged(toy, model):

@@ -144,7 +144,7 @@ def test_resume_is_exact_with_simulation_on(toy, tmp_path, path):
     stopped, _ = _resume_matches(toy, tmp_path, ["EPOCHS=2", "SIM_PROB=0.5", "SIM_MIN_SEGMENT_S=0.3",
                                                  f"DATA_ON_DEVICE={path}"], ["MAX_STEPS=4"])
     assert stopped["config"]["sim_prob"] == 0.5
-    assert (tmp_path / "a" / "corpus-stats.txt").read_text().startswith("simulated conversations")
+    assert "\nsimulated conversations (50% of training windows)" in (tmp_path / "a" / "corpus-stats.txt").read_text()
 
 
 def test_a_corpus_without_material_gives_a_clear_message():

@@ -52,7 +52,8 @@ def test_two_processes_train_identical_replicas_and_the_checkpoint_resumes_in_on
     for name, tensor in ranks[0]["model"].items():
         assert torch.equal(tensor, ranks[1]["model"][name]), name
     torch.manual_seed(0)
-    initial = build_model(toy.config(), toy.view.feature_config["n_mels"]).state_dict()
+    identities = len(ranks[0]["model"]["speaker_table"])  # the embedding loss's table, one row per train identity
+    initial = build_model(toy.config(), toy.view.feature_config["n_mels"], identities).state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in ranks[0]["model"].items()), "the model did not train"
 
     # 10 windows in 3 batches, padded to 4 and split 2 + 2: two optimizer steps on each rank.
@@ -67,7 +68,7 @@ def test_two_processes_train_identical_replicas_and_the_checkpoint_resumes_in_on
     assert ckpt["config"] == toy.config("EPOCHS=1").to_dict()
     for name, tensor in ckpt["model"].items():
         assert torch.equal(tensor, ranks[0]["model"][name]), name
-    model = build_model(toy.config(), toy.view.feature_config["n_mels"])
+    model = build_model(toy.config(), toy.view.feature_config["n_mels"], identities)
     model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
 
     # One process carries on from the two-process checkpoint: 3 more steps for its 3 batches.

@@ -36,7 +36,9 @@ def _trainer(toy, out: Path, *overrides: str) -> Trainer:
 def test_a_fine_tuned_run_starts_from_the_source_weights_with_a_fresh_optimizer(toy, source, tmp_path):
     trainer = _trainer(toy, tmp_path / "ft", f"INIT_FROM={source}")
     weights = load_checkpoint(source)["model"]
-    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in weights.items())
+    # every weight but the speaker table, whose rows are the source corpus's speakers: this run has its own
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in weights.items() if k != "speaker_table")
+    assert not torch.equal(trainer.model.speaker_table.detach(), weights["speaker_table"])
     assert trainer.step == 0 and not trainer.optimizer.state  # a fresh optimizer and schedule
     assert trainer.normalizer.to_dict() == load_checkpoint(source)["normalizer"]  # INIT_NORMALIZER=checkpoint
     # A source whose normaliser is not this split's: "checkpoint" keeps it, "refit" fits this run's train split.
@@ -56,7 +58,7 @@ def test_a_different_encoder_is_refused_naming_the_fields_and_a_new_head_is_init
         _trainer(toy, tmp_path / "bad", f"INIT_FROM={source}", "DIM=32", "BLOCKS=2")
     trainer = _trainer(toy, tmp_path / "powerset", f"INIT_FROM={source}", "LOSS=powerset")
     weights = load_checkpoint(source)["model"]
-    kept = [k for k in weights if not k.startswith("head.")]
+    kept = [k for k in weights if not k.startswith(("head.", "speaker_table"))]
     assert all(torch.equal(trainer.model.state_dict()[k], weights[k]) for k in kept)
     assert trainer.model.head.out_features == 11 and trainer.provenance["head_reinitialised"]
 

@@ -49,17 +49,23 @@ def test_with_der_every_second_epoch_best_is_chosen_by_der_alone(toy, tmp_path):
 
 
 def test_resume_on_a_changed_view_is_refused_unless_asked(toy, own_store, tmp_path):
-    cfg = toy.config("EPOCHS=2", "MAX_STEPS=2")
+    cfg = toy.config("EPOCHS=2", "MAX_STEPS=2", "EMBED_LOSS_WEIGHT=0")
     train(cfg, own_store, "default", tmp_path / "run", progress=False)
+    with_head = toy.config("EPOCHS=2", "MAX_STEPS=2")
+    train(with_head, own_store, "default", tmp_path / "head", progress=False)
     store = Store(own_store, create=False)
     view = load_view(store, "default")
     dropped = sorted(view.recordings)[0]
     save_view(store, dataclasses.replace(view, recordings={k: v for k, v in view.recordings.items() if k != dropped}))
-    resumed = toy.config("EPOCHS=2")
+    resumed = toy.config("EPOCHS=2", "EMBED_LOSS_WEIGHT=0")
     with pytest.raises(AgencerdasError, match=f"1 recording\\(s\\) removed: {dropped}.*--resume-on-changed-view"):
         train(resumed, own_store, "default", tmp_path / "run", resume=True, progress=False)
     history = train(resumed, own_store, "default", tmp_path / "run", resume=True, progress=False, allow_view_change=True)
     assert history[-1]["epoch"] == 2
+    # The speaker table has one row per identity of the old train split: it cannot follow, and says what can.
+    with pytest.raises(AgencerdasError, match="speakers changed .* identities then.*INIT_FROM="):
+        train(toy.config("EPOCHS=2"), own_store, "default", tmp_path / "head", resume=True, progress=False,
+              allow_view_change=True)
 
 
 def test_other_ranks_draw_their_own_dropout_masks_from_the_same_initial_weights(toy, tmp_path):

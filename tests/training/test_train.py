@@ -47,8 +47,9 @@ def test_each_preset_learns_and_writes_its_run(toy, tmp_path, preset):
     assert (last["epoch"], last["batch_in_epoch"], last["step"]) == (2, 0, second["step"])
     assert last["feature_config"] == toy.view.feature_config and last["view"] == "default"
     assert last["best"] == min(r["val_loss"] for r in history)
-    model = build_model(cfg, toy.view.feature_config["n_mels"])
-    model.load_state_dict(best["model"])  # strict: the checkpoint is the model of this config
+    # strict: the checkpoint is the model of this config, with a speaker table of the train split's identities
+    model = build_model(cfg, toy.view.feature_config["n_mels"], identities=len(best["model"]["speaker_table"]))
+    model.load_state_dict(best["model"])
 
 
 def test_the_loss_falls_clearly_on_the_learnable_corpus(toy, tmp_path):
@@ -195,8 +196,8 @@ def test_a_run_saved_before_augmentation_existed_resumes_without_it(toy, tmp_pat
         save_checkpoint(tmp_path / "run" / name, ckpt)
     with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db.*resume it with AUG_FREQ"):
         toy.train(tmp_path / "run", "EPOCHS=2", resume=True)  # today's default augments: not the same run
-    # the values those runs had: no augmentation and (since simulated conversations) SIM_PROB=0
-    as_before = [f"{k}={v}" for k, v in ADDED_FIELDS.items() if k.startswith(("aug_", "sim_"))]
+    # the values those runs had: no augmentation, (since simulated conversations) SIM_PROB=0, no embedding head
+    as_before = [f"{k}={v}" for k, v in ADDED_FIELDS.items() if k.startswith(("aug_", "sim_", "embed_"))]
     assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *as_before, resume=True)] == [2]
 
 
