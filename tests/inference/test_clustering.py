@@ -43,7 +43,7 @@ def _write(root: Path, rec: str, turns: list[Segment], seconds: float, seed: int
 
 @pytest.fixture(scope="module")
 def six(tmp_path_factory) -> tuple[Path, Path]:
-    """(a trained run's best.pt, a 24-s recording of all six speakers) on recordings of three of six."""
+    """(a trained run's best.pt, a 36-s recording of all six speakers) on recordings of three of six."""
     root = tmp_path_factory.mktemp("six")
     for i in range(24):
         names = [SPEAKERS[(i + k) % 6] for k in (0, 2, 3)] if i % 2 else [SPEAKERS[(i + k) % 6] for k in (0, 1, 4)]
@@ -54,7 +54,7 @@ def six(tmp_path_factory) -> tuple[Path, Path]:
     cfg = resolve("optimized", [*TINY, "DIM=32", "BLOCKS=2", "EPOCHS=30", "SPEAKER_IDS=global", "CHUNK_S=6", "CHUNK_HOP_S=3",
                                 "EMBED_DIM=16", "LR=3e-3", "WARMUP_STEPS=20"])
     train(cfg, str(root / "store"), "default", root / "run", progress=False)
-    test = _write(root / "test", "six", _turns(SPEAKERS, 24.0, 2.0, 99), 24.0, 99)
+    test = _write(root / "test", "six", _turns(SPEAKERS, 36.0, 2.5, 99), 36.0, 99)
     return root / "run" / "best.pt", test
 
 
