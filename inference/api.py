@@ -92,7 +92,7 @@ class Diarizer:
         return (annotation, posteriors) if return_posteriors else annotation
 
     def diarize_features(self, feats, frames: int, duration_s: float) -> tuple[list[Segment], np.ndarray]:
-        """Speaker turns (seconds, clipped to ``duration_s``) and posteriors (model frames, S) of ``frames``
+        """Speaker turns (seconds, clipped to ``duration_s``) and posteriors (model frames, speakers) of ``frames``
         base frames of log-mel ``feats`` (an array or a store's Zarr array, (frames, n_mels))."""
         posteriors = self.loaded.posteriors(self._predict, feats, frames)
         active = self.loaded.inference.decide(posteriors)

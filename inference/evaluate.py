@@ -1,7 +1,7 @@
 """`agencerdas evaluate`: DER of a checkpoint on a view split or an audio directory with RTTMs.
 
-Whole recordings are run through stitched sliding-window inference, turned into
-segments, written as RTTM and scored with pyannote.metrics. Recordings whose
+Whole recordings are run through sliding-window inference (stitched, or clustered for a model with the
+speaker-embedding head), turned into segments, written as RTTM and scored with pyannote.metrics. Recordings whose
 labels are pseudo-labels are never scored.
 
 With clustering (a model with the speaker-embedding head, ``--clustering``), each recording's
@@ -42,7 +42,7 @@ from .plots import plot_attention, plot_timeline
 TUNE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TUNE_MEDIANS = (1, 5, 11, 21)
 #: Cosine-distance thresholds tried for clustering (unit embeddings: 0 identical, 1 orthogonal).
-TUNE_CLUSTER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+TUNE_CLUSTER_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass
@@ -193,14 +193,19 @@ def _tune(model: Path, lm: LoadedModel, data: dict, outputs: dict, refs: dict, u
     inf = lm.inference  # a powerset model has no threshold: only the median width is tuned
     der_of = lambda r, h, u: score(r, h, u, settings).overall["der"]  # noqa: E731 - the scorer tune() takes
     clustering = {}
-    if inf.clustering:
-        def der_at(threshold: float) -> float:
-            posteriors = _posteriors(lm, outputs, replace(inf, cluster_threshold=threshold))
-            return tune(posteriors, refs, uems, lm.frame_shift_s, (inf.threshold,), (inf.median_frames,), der_of,
-                        inf.fill_speech, inf.max_overlap)[2]
+    if inf.clustering:  # the threshold decides the number of speakers: tuned without any number given
+        free = replace(inf, num_speakers=None, min_speakers=None, max_speakers=None)
 
-        clustering = {"cluster_threshold": min(TUNE_CLUSTER_THRESHOLDS, key=der_at)}
-    posteriors = _posteriors(lm, outputs, replace(inf, **clustering))
+        def der_at(threshold: float) -> tuple[float, float]:
+            posteriors = _posteriors(lm, outputs, replace(free, cluster_threshold=threshold))
+            der = tune(posteriors, refs, uems, lm.frame_shift_s, (inf.threshold,), (inf.median_frames,), der_of,
+                       inf.fill_speech, inf.max_overlap)[2]
+            return der, abs(threshold - inf.cluster_threshold)  # a tie keeps the value nearest the configured one
+
+        clustering = {"cluster_threshold": min(TUNE_CLUSTER_THRESHOLDS, key=der_at),
+                      "chunk_frames": inf.window, "chunk_overlap": inf.overlap}
+        inf = replace(free, cluster_threshold=clustering["cluster_threshold"])
+    posteriors = _posteriors(lm, outputs, inf)
     thresholds = TUNE_THRESHOLDS if inf.max_overlap is None else (inf.threshold,)
     threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, thresholds, TUNE_MEDIANS, der_of,
                                   inf.fill_speech, inf.max_overlap)

@@ -4,7 +4,8 @@ inference settings).
 ``evaluate --tune`` writes ``tuned.json`` next to the checkpoint it tuned::
 
     {"threshold": float, "median_frames": int, "fill_speech": bool, "der": float,
-     "clustering": bool, "cluster_threshold": float (clustering only),
+     "clustering": bool, "cluster_threshold": float, "chunk_frames": int, "chunk_overlap": float
+     (the last three with clustering: tuned without a number of speakers, on chunks of that length),
      "checkpoint": "best.pt", "checkpoint_xxh3": str, "tuned_on_scored": bool,
      "data": {"view": str, "split": str, "audio_dir": str | null, "recordings": int,
               "features": [features key, ...]}}
@@ -119,6 +120,8 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
         raise AgencerdasError(f"{path}: not a usable agencerdas checkpoint: its feature_config: {exc}") from None
     digest = checkpoint_xxh3 or hash_file(Path(path))
     config = TrainConfig.from_dict(ckpt["config"])  # checked by load_checkpoint
+    if chunk_s is not None and chunk_hop_s is None:  # a chunk length alone: half-overlapping chunks
+        chunk_hop_s = chunk_s / 2
     chunks = {k: v for k, v in (("chunk_s", chunk_s), ("chunk_hop_s", chunk_hop_s)) if v is not None}
     if chunks:  # the run's own fields checked them; these get the same checks
         config = TrainConfig.from_dict({**config.to_dict(), **chunks})

@@ -109,7 +109,7 @@ def _agglomerate(distance: np.ndarray, threshold: float, fewest: int, most: floa
         # Rows whose minimum was at i or j (now moved or gone) are searched again; every other
         # row only compares its minimum with its new distance to i.
         stale = (nearest == i) | (nearest == j)
-        stale[i] = True
+        stale[[i, j]] = True  # j's own row is all +inf now: it must never be picked again
         closer = ~stale & (merged < nearest_distance)
         nearest[closer] = i
         nearest_distance[closer] = merged[closer]

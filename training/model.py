@@ -287,8 +287,13 @@ class EEND(nn.Module):
         with torch.autocast(device_type=h.device.type, enabled=False):
             activity = self.activity(logits.detach())
             silent = 1.0 - activity
-            # prod over the other slots of (1 - p_k): the product over all slots, divided by this slot's term
-            weights = activity * silent.prod(dim=-1, keepdim=True) / silent.clamp_min(1e-6)
+            # prod over the other slots of (1 - p_k), slot by slot (S is small): dividing the product over all
+            # slots by the slot's own term would lose exactly the confident frames, where 1 - p_s rounds to 0
+            others = torch.stack([torch.cat((silent[..., :s], silent[..., s + 1 :]), dim=-1).prod(dim=-1)
+                                  for s in range(silent.shape[-1])], dim=-1)
+            alone = activity * others
+            # a slot never alone in the window (always overlapped) falls back to its plain activity
+            weights = torch.where(alone.sum(dim=1, keepdim=True) > 1e-3, alone, activity)
             if mask is not None:
                 weights = weights * mask[..., None]
             pooled = weights.transpose(1, 2) @ h.float() / (weights.sum(dim=1)[..., None] + 1e-6)

@@ -111,10 +111,12 @@ def clustered_posteriors(chunks: Chunks, inf: InferenceConfig, frame_shift_s: fl
     overlap-added.
     """
     threshold = 0.5 if inf.max_overlap is not None else inf.threshold
+    active = active_slots(chunks.activity, threshold, 1)
     confident = active_slots(chunks.activity, threshold, max(1, round(CLUSTER_MIN_ACTIVE_S / frame_shift_s)))
-    labels = cluster_slots(chunks.embeddings, confident, inf.cluster_threshold, inf.num_speakers,
-                           inf.min_speakers, inf.max_speakers)
-    labels = assign_slots(chunks.embeddings, labels, active_slots(chunks.activity, threshold, 1))
+    # A short clip may have no slot active that long: its speech is still clustered, on what there is.
+    labels = cluster_slots(chunks.embeddings, confident if confident.any() else active, inf.cluster_threshold,
+                           inf.num_speakers, inf.min_speakers, inf.max_speakers)
+    labels = assign_slots(chunks.embeddings, labels, active)
     post = overlap_add(chunks.activity, labels, chunks.starts, chunks.frames)
     # Nobody speaks: one silent speaker keeps the shape every consumer of posteriors expects.
     return post if post.shape[1] else np.zeros((chunks.frames, 1), dtype=np.float32)

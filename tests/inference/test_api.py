@@ -16,6 +16,7 @@ from agencerdas import Diarizer, train
 from inference.diarize import diarize
 from pipeline.rttm import parse_rttm
 from stores.errors import AgencerdasError
+from tests.builders import PITCHES, voiced
 from tests.fresh import loaded_by
 
 
@@ -28,11 +29,10 @@ def model(toy, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> tuple[Path, np.ndarray]:
-    """30 s of two alternating voiced tones over noise at 16 kHz, and its samples."""
+    """30 s of two of the toy corpus's voices taking 3-s turns over noise at 16 kHz, and its samples."""
     rng = np.random.default_rng(0)
-    t = np.arange(30 * 16000) / 16000
-    pitch = np.where((t // 3) % 2 == 0, 140.0, 260.0)
-    audio = (0.2 * np.sin(2 * np.pi * np.cumsum(pitch) / 16000) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    turns = [voiced(PITCHES["alice" if i % 2 else "bob"], 3.0, 16000, rng) for i in range(10)]
+    audio = (np.concatenate(turns) + 0.003 * rng.standard_normal(30 * 16000)).astype(np.float32)
     path = tmp_path_factory.mktemp("api-audio") / "call.wav"
     sf.write(path, audio, 16000, subtype="FLOAT")
     return path, audio
