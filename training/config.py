@@ -38,7 +38,9 @@ class TrainConfig:
     # speaker embeddings from the same model (EEND-VC, Kinoshita et al. 2021): one unit vector per output slot,
     # trained with an additive-margin softmax over the train split's identities, weighted into the loss; 0 gives
     # the model without the head. They let inference cluster chunks' speakers across a recording (any number).
-    embed_loss_weight: float = 0.1
+    # 0.02 on the demo corpus (optimized, seed 0): validation loss 0.241 and DER 17.3%, against 0.277 / 24.0% at
+    # 0.1 (whose margin loss, ~10x the diarization loss, pulled the encoder away from diarizing)
+    embed_loss_weight: float = 0.02
     embed_dim: int = 64
     embed_margin: float = 0.2
     # data: windows of `window` model frames = window * downsample base (10 ms) frames
