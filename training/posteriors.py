@@ -106,9 +106,8 @@ def clustered_posteriors(chunks: Chunks, inf: InferenceConfig, frame_shift_s: fl
 
     Slots active at least :data:`CLUSTER_MIN_ACTIVE_S` are clustered (average linkage on cosine
     distances, two slots of one chunk never joined; ``inf``'s threshold or number of speakers);
-    then every slot active at all is assigned to the nearest cluster centroid, one chunk at a time
-    and never two slots of a chunk to one speaker; each speaker's posteriors are its slots'
-    overlap-added.
+    then every other slot is assigned to the nearest cluster centroid, one chunk at a time and never
+    two slots of a chunk to one speaker; each speaker's posteriors are its slots' overlap-added.
     """
     threshold = 0.5 if inf.max_overlap is not None else inf.threshold
     active = active_slots(chunks.activity, threshold, 1)
@@ -116,7 +115,9 @@ def clustered_posteriors(chunks: Chunks, inf: InferenceConfig, frame_shift_s: fl
     # A short clip may have no slot active that long: its speech is still clustered, on what there is.
     labels = cluster_slots(chunks.embeddings, confident if confident.any() else active, inf.cluster_threshold,
                            inf.num_speakers, inf.min_speakers, inf.max_speakers)
-    labels = assign_slots(chunks.embeddings, labels, active)
+    # Every other slot goes to a speaker its chunk lacks, as pyannote assigns them: one left out would leave
+    # its speaker's frames averaged down by the other chunks covering them.
+    labels = assign_slots(chunks.embeddings, labels, np.ones_like(active))
     post = overlap_add(chunks.activity, labels, chunks.starts, chunks.frames)
     # Nobody speaks: one silent speaker keeps the shape every consumer of posteriors expects.
     return post if post.shape[1] else np.zeros((chunks.frames, 1), dtype=np.float32)
