@@ -139,4 +139,4 @@ bench-gpu: install $(VENV)/.bench-extra ## The bench plus fp32/bf16/fp16 step th
 	$(BIN)/agencerdas bench --size $(BENCH_SIZE) --jobs $(JOBS) --gpu
 
 gpu-check: install ## The trainer's GPU figures in minutes on a synthetic store (needs CUDA; bench/gpu_check.sh without a registry)
-	$(BIN)/python -m bench.gpu_check --out bench/results/gpu-check.json
+	$(BIN)/python -m agencerdas.bench.gpu_check --out bench/results/gpu-check.json

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from inference.api import Diarizer
+    from agencerdas.inference.api import Diarizer
     from .api import train
 
 __all__ = ["Diarizer", "train"]
@@ -24,7 +24,7 @@ __all__ = ["Diarizer", "train"]
 
 def __getattr__(name: str) -> Any:
     if name == "Diarizer":
-        from inference.api import Diarizer
+        from agencerdas.inference.api import Diarizer
 
         return Diarizer
     if name == "train":

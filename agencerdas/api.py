@@ -19,8 +19,8 @@ def train(store: str, view: str = "default", out: str | Path = "runs/optimized",
     continued only with ``resume`` and replaced only with ``overwrite``. Returns the per-epoch
     records written to ``out/metrics.jsonl``.
     """
-    from training.config import resolve
-    from training.loop import train as fit
+    from agencerdas.training.config import resolve
+    from agencerdas.training.loop import train as fit
 
     cfg = resolve(preset, list(overrides or []))
     if int(os.environ.get("RANK", 0)) == 0:  # the writer; under torchrun a failed rank 0 stops every rank

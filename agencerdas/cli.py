@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from . import commands
 
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         for names, kwargs in arguments:
             command.add_argument(*names, **kwargs)
         command.set_defaults(func=handler)
-    from bench.command import add_arguments, run_command  # the bench declares its own flags
+    from agencerdas.bench.command import add_arguments, run_command  # the bench declares its own flags
 
     bench = sub.add_parser("bench", help="speed and memory ratios against baselines run in the same invocation")
     add_arguments(bench)

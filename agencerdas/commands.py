@@ -10,19 +10,19 @@ import json
 import os
 from pathlib import Path
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .outputs import output_dir, output_file, run_dir
 
 
 def _storage_options(args: argparse.Namespace) -> dict:
-    from stores import parse_storage_options
+    from agencerdas.stores import parse_storage_options
 
     return parse_storage_options(args.storage_option, args.storage_options_file)
 
 
 def features_command(args: argparse.Namespace) -> int:
-    from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
+    from agencerdas.pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 
     if args.summary_json:
         output_file(Path(args.summary_json), "--summary-json")
@@ -31,7 +31,7 @@ def features_command(args: argparse.Namespace) -> int:
     if args.pseudo_model and args.pseudo_labels:
         raise AgencerdasError("give --pseudo-labels (energy VAD + clustering) or --pseudo-model CHECKPOINT, not both")
     if args.pseudo_model:
-        from inference.pseudo_model import ModelLabeler
+        from agencerdas.inference.pseudo_model import ModelLabeler
 
         labeler = ModelLabeler(Path(args.pseudo_model), feature_config.to_dict())
     request = FeaturesRequest(
@@ -60,7 +60,7 @@ def features_command(args: argparse.Namespace) -> int:
 
 
 def store_command(args: argparse.Namespace) -> int:
-    from stores import Store, referenced_keys
+    from agencerdas.stores import Store, referenced_keys
 
     store = Store(args.store, _storage_options(args), create=False)
     if args.action == "ls":
@@ -130,8 +130,8 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from training.config import resolve
-    from training.loop import train
+    from agencerdas.training.config import resolve
+    from agencerdas.training.loop import train
 
     cfg = resolve(args.preset, [*args.overrides, *([f"INIT_FROM={args.init_from}"] if args.init_from else [])])
     out = Path(args.out or f"runs/{args.preset}")
@@ -145,7 +145,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from inference.evaluate import EvalRequest, evaluate
+    from agencerdas.inference.evaluate import EvalRequest, evaluate
 
     if args.out:
         output_dir(Path(args.out), "--out")
@@ -176,7 +176,7 @@ def speakers(args: argparse.Namespace) -> dict:
 
 
 def diarize_command(args: argparse.Namespace) -> int:
-    from inference.diarize import diarize
+    from agencerdas.inference.diarize import diarize
 
     output_dir(Path(args.out), "--out")
     summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device,
@@ -186,7 +186,7 @@ def diarize_command(args: argparse.Namespace) -> int:
 
 
 def plot_command(args: argparse.Namespace) -> int:
-    from inference.plots import plot_losses
+    from agencerdas.inference.plots import plot_losses
 
     out = output_file(Path(args.out or Path(args.runs[0]) / "plots" / "loss.png"), "--out")
     print(f"wrote {plot_losses([Path(r) for r in args.runs], out)}")
@@ -194,7 +194,7 @@ def plot_command(args: argparse.Namespace) -> int:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from pipeline.simulate import SimulationConfig, simulate_corpus
+    from agencerdas.pipeline.simulate import SimulationConfig, simulate_corpus
 
     output_dir(Path(args.out), "OUT")
     config = SimulationConfig(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stores import find_store_root
-from stores.errors import AgencerdasError
+from agencerdas.stores import find_store_root
+from agencerdas.stores.errors import AgencerdasError
 
 #: Files whose presence says a directory holds a training run.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")

@@ -1,4 +1,4 @@
-"""``python -m bench``: see :mod:`bench.command`."""
+"""``python -m agencerdas.bench``: see :mod:`agencerdas.bench.command`."""
 
 import sys
 

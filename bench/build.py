@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.features import FeatureConfig
+from agencerdas.pipeline.features import FeatureConfig
 
 from .corpus import Corpus, edit_one_rttm, noise_and_tones, rename_all
 from .isolated import run_isolated
@@ -53,7 +53,7 @@ def naive_child(paths: list[str], feature_config: dict) -> dict[str, Any]:
 
 def build_child(audio_dir: str, rttm_dir: str | None, store: str, jobs: int) -> dict[str, Any]:
     """``build_features`` as ``agencerdas features`` runs it; the summary plus its wall seconds."""
-    from pipeline import FeaturesRequest, build_features
+    from agencerdas.pipeline import FeaturesRequest, build_features
 
     cpu, start = cpu_seconds(), time.perf_counter()
     summary = build_features(FeaturesRequest(audio_dir=Path(audio_dir), rttm_dir=Path(rttm_dir) if rttm_dir else None,
@@ -83,8 +83,8 @@ def lhotse_child(audio_dir: str, out_dir: str, jobs: int, sample_rate: int, n_me
 
 def feature_stage_child(path: str, store: str) -> dict[str, Any]:
     """Features of one recording through the worker's own task; RSS before and at the peak (MiB)."""
-    from pipeline.tasks import Task, run_task
-    from stores import Store, feature_key, hash_file
+    from agencerdas.pipeline.tasks import Task, run_task
+    from agencerdas.stores import Store, feature_key, hash_file
 
     from .measure import peak_rss_mb, rss_mb
 

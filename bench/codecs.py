@@ -34,11 +34,11 @@ from typing import Any, Callable
 import numpy as np
 import zarr
 
-from pipeline.audio import stream_mono
-from pipeline.features import FeatureConfig, LogMel
-from pipeline.tasks import CHUNK_FRAMES
-from stores import ArraySpec, Store, read_rows
-from stores import default_codec
+from agencerdas.pipeline.audio import stream_mono
+from agencerdas.pipeline.features import FeatureConfig, LogMel
+from agencerdas.pipeline.tasks import CHUNK_FRAMES
+from agencerdas.stores import ArraySpec, Store, read_rows
+from agencerdas.stores import default_codec
 
 from .measure import repeat_for
 

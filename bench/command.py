@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``python -m bench --size small --jobs 2``.
+"""The ``bench`` command line: ``python -m agencerdas.bench --size small --jobs 2``.
 
 :func:`add_arguments` and :func:`run_command` let ``agencerdas bench`` reuse it;
 nothing heavy is imported until the command runs.
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m bench", description=__doc__))
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m agencerdas.bench", description=__doc__))
     args = parser.parse_args(argv)
     try:
         return run_command(args)

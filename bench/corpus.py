@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline.audio import AUDIO_EXTENSIONS, probe
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.audio import AUDIO_EXTENSIONS, probe
+from agencerdas.stores.errors import AgencerdasError
 
 ANNOTATION_SUFFIXES = (".rttm", ".uem")
 #: Appended to every audio file's name (and recording id) by :func:`rename_all`.
@@ -124,7 +124,7 @@ def generated_corpus(spec: SizeSpec, corpora_dir: Path, jobs: int, progress: boo
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         if spec.generator == "simulate":
-            from pipeline.simulate import SimulationConfig, simulate_corpus
+            from agencerdas.pipeline.simulate import SimulationConfig, simulate_corpus
 
             config = SimulationConfig(n_recordings=spec.recordings, pool="train", seed=1, formats=spec.formats,
                                       rates=spec.rates, min_duration_s=spec.min_duration_s,
@@ -138,7 +138,7 @@ def generated_corpus(spec: SizeSpec, corpora_dir: Path, jobs: int, progress: boo
 
 
 def _tone_corpus(root: Path, spec: SizeSpec) -> None:
-    from pipeline.simulate.tones import make_corpus
+    from agencerdas.pipeline.simulate.tones import make_corpus
 
     make_corpus(root, n=spec.recordings, seconds=spec.max_duration_s, formats=spec.formats, rates=spec.rates)
 

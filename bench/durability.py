@@ -22,8 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import psutil
 
-from pipeline.tasks import CHUNK_FRAMES
-from stores import ArraySpec, Store, content_key, default_codec
+from agencerdas.pipeline.tasks import CHUNK_FRAMES
+from agencerdas.stores import ArraySpec, Store, content_key, default_codec
 
 from .measure import ratio
 

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stores import ArraySpec, DatasetView, Segment, Store, ViewRecording, content_key, default_codec, save_view
-from training.config import resolve
-from training.inputs import load_data
-from training.loop import Trainer, train
-from training.runtime import native_bf16, setup
+from agencerdas.stores import ArraySpec, DatasetView, Segment, Store, ViewRecording, content_key, default_codec, save_view
+from agencerdas.training.config import resolve
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer, train
+from agencerdas.training.runtime import native_bf16, setup
 
 from .measure import epochs
 from .steps import real_batches, round_trips, trainer_batches, time_steps
@@ -254,7 +254,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m agencerdas.bench.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/agencerdas-gpu-check", help="scratch directory (store, runs)")
     parser.add_argument("--out", help="also write the result as JSON here")
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="CPU-sized: a few seconds, for tests")
     args = parser.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
-        print("bench.gpu_check: no CUDA device here; use --tiny to run the check's code on the CPU", file=sys.stderr)
+        print("agencerdas.bench.gpu_check: no CUDA device here; use --tiny to run the check's code on the CPU", file=sys.stderr)
         return 2
     result = run_check(Path(args.work), args.recordings, args.steps, args.tiny)
     print(table(result))

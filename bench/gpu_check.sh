@@ -36,6 +36,9 @@ case "${1:-}" in
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
         --platform manylinux_2_5_x86_64 -d .whl "$name==$version"
     done
+    # The project itself, as installed (agencerdas.bench, agencerdas.training, ...): the checkout's folders
+    # are not importable under that namespace without installing.
+    .venv/bin/python -m pip wheel --quiet --no-deps -w .whl .
     du -sh .whl
     # The proof, before any device time is spent: a fresh venv of the GPU machine's Python with the image's
     # packages (from the registry) and the carried wheels (--no-index, as there) imports what the check imports.
@@ -51,16 +54,18 @@ case "${1:-}" in
     "$py" -m venv "$check/venv"
     "$check/venv/bin/pip" install --quiet $IMAGE
     "$check/venv/bin/pip" install --quiet --no-index --no-deps .whl/*.whl
-    "$check/venv/bin/python" -c "$IMPORTS; print('carried wheels import in a fresh Python', __import__('sys').version.split()[0])"
+    (cd "$check" && "$check/venv/bin/python" -c "$IMPORTS; import agencerdas.stores; print('carried wheels import in a fresh Python', __import__('sys').version.split()[0])")
     rm -rf "$check"
     ;;
   run)
     out=${2:-${OUT:-.}}
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 "$PY" -m bench.gpu_check --out "$out/gpu-check.json"
+    out=$(cd "$out" && pwd)
+    # From outside the checkout: its agencerdas/ folder would shadow the installed namespace.
+    (cd /tmp && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 "$PY" -m agencerdas.bench.gpu_check --out "$out/gpu-check.json")
     ;;
   tiny)
-    PYTHONPATH=$PWD "${PYTHON:-.venv/bin/python}" -m bench.gpu_check --tiny --recordings 6 --steps 3 \
+    "${PYTHON:-.venv/bin/python}" -m agencerdas.bench.gpu_check --tiny --recordings 6 --steps 3 \
       --work "$(mktemp -d)"
     ;;
   *)

@@ -5,7 +5,7 @@ reused worker pool, no inherited caches, and a peak RSS of its own. The step is
 named ``module:function``; its keyword arguments and its (dict) result travel
 as JSON files, so only plain values cross the boundary.
 
-Run as ``python -m bench.isolated MODULE:FUNCTION ARGS.json RESULT.json``.
+Run as ``python -m agencerdas.bench.isolated MODULE:FUNCTION ARGS.json RESULT.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .measure import peak_rss_mb
 

@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stores import EntryReader, Store, ViewRecording
+from agencerdas.stores import EntryReader, Store, ViewRecording
 
-from training.config import TrainConfig
-from training.conversations import SegmentBank
-from training.inputs import Data, load_data, segment_bank, streaming_loader, window_dataset
-from training.runtime import setup
-from training.data import SIMULATED, WindowPlan
-from training.resident import ResidentWindows
-from training.windows import Normalizer, WindowFormat, cut_window
+from agencerdas.training.config import TrainConfig
+from agencerdas.training.conversations import SegmentBank
+from agencerdas.training.inputs import Data, load_data, segment_bank, streaming_loader, window_dataset
+from agencerdas.training.runtime import setup
+from agencerdas.training.data import SIMULATED, WindowPlan
+from agencerdas.training.resident import ResidentWindows
+from agencerdas.training.windows import Normalizer, WindowFormat, cut_window
 
 from .measure import Throughput, epochs, iterate_for, ratio
 

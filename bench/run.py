@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
-from training.config import PRESETS, resolve
+from agencerdas.training.config import PRESETS, resolve
 
 from .build import feature_section, memory_section, rerun_section
 from .codecs import codec_section, current_setting, store_usage

@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from training.config import TrainConfig, resolve
-from training.inputs import load_data
-from training.loop import Trainer
-from training.resident import ResidentLoader
-from training.runtime import Runtime, native_bf16, setup
+from agencerdas.training.config import TrainConfig, resolve
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer
+from agencerdas.training.resident import ResidentLoader
+from agencerdas.training.runtime import Runtime, native_bf16, setup
 
 from .isolated import run_isolated
 from .measure import RssSampler, epochs, iterate_for, ratio

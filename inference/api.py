@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from pyannote.core import Annotation
 
-from pipeline import FeatureConfig
-from pipeline.audio import probe, stream_mono, waveform_mono
-from pipeline.features import log_mel
-from scoring.binarize import activity_to_segments
-from scoring.der import to_annotation
-from stores.segments import Segment
-from training.posteriors import predictor
-from training.runtime import inference_runtime
+from agencerdas.pipeline import FeatureConfig
+from agencerdas.pipeline.audio import probe, stream_mono, waveform_mono
+from agencerdas.pipeline.features import log_mel
+from agencerdas.scoring.binarize import activity_to_segments
+from agencerdas.scoring.der import to_annotation
+from agencerdas.stores.segments import Segment
+from agencerdas.training.posteriors import predictor
+from agencerdas.training.runtime import inference_runtime
 
 from .model import LoadedModel, load_model
 

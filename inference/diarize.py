@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.discover import printable
-from pipeline.rttm import unique_file_names, write_rttm
-from pipeline.statcache import StatCache
-from pipeline.tasks import ensure_features
-from stores import Store
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.discover import printable
+from agencerdas.pipeline.rttm import unique_file_names, write_rttm
+from agencerdas.pipeline.statcache import StatCache
+from agencerdas.pipeline.tasks import ensure_features
+from agencerdas.stores import Store
+from agencerdas.stores.errors import AgencerdasError
 
 
 from .api import Diarizer

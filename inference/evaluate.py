@@ -23,18 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
-from pipeline.discover import discover
-from pipeline.rttm import unique_file_names, write_rttm
-from stores import DatasetView, Store, ViewRecording, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
+from agencerdas.pipeline.discover import discover
+from agencerdas.pipeline.rttm import unique_file_names, write_rttm
+from agencerdas.stores import DatasetView, Store, ViewRecording, load_view
+from agencerdas.stores.errors import AgencerdasError
 
-from scoring.binarize import activity_to_segments, tune
-from scoring.der import DERSettings, overlap_regions, score
-from scoring.reference import FROM_TURNS, load_reference
-from scoring.stitch import InferenceConfig
-from training.posteriors import model_rate_reader, predictor
-from training.runtime import setup
+from agencerdas.scoring.binarize import activity_to_segments, tune
+from agencerdas.scoring.der import DERSettings, overlap_regions, score
+from agencerdas.scoring.reference import FROM_TURNS, load_reference
+from agencerdas.scoring.stitch import InferenceConfig
+from agencerdas.training.posteriors import model_rate_reader, predictor
+from agencerdas.training.runtime import setup
 
 from .model import LoadedModel, load_model
 from .plots import plot_attention, plot_timeline

@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import FeatureConfig
-from stores import hash_file
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeatureConfig
+from agencerdas.stores import hash_file
+from agencerdas.stores.errors import AgencerdasError
 
-from scoring.stitch import InferenceConfig
-from training.checkpoint import load_checkpoint, load_weights
-from training.config import TrainConfig
-from training.model import TRAINING_ONLY, build_model
-from training.posteriors import Chunks, clustered_posteriors, inference_settings, recording_chunks, recording_posteriors
-from training.windows import Normalizer, WindowFormat
+from agencerdas.scoring.stitch import InferenceConfig
+from agencerdas.training.checkpoint import load_checkpoint, load_weights
+from agencerdas.training.config import TrainConfig
+from agencerdas.training.model import TRAINING_ONLY, build_model
+from agencerdas.training.posteriors import Chunks, clustered_posteriors, inference_settings, recording_chunks, recording_posteriors
+from agencerdas.training.windows import Normalizer, WindowFormat
 
 
 @dataclass

@@ -22,9 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from scoring.timeline import timeline_figure
-from stores.segments import Segment
-from stores.errors import AgencerdasError
+from agencerdas.scoring.timeline import timeline_figure
+from agencerdas.stores.segments import Segment
+from agencerdas.stores.errors import AgencerdasError
 
 METRICS_FILE = "metrics.jsonl"
 _DPI = 100

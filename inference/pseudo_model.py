@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stores import hash_file
-from stores.errors import AgencerdasError
+from agencerdas.stores import hash_file
+from agencerdas.stores.errors import AgencerdasError
 
-from scoring.binarize import binarize
-from training.posteriors import predictor
+from agencerdas.scoring.binarize import binarize
+from agencerdas.training.posteriors import predictor
 
 from .model import LoadedModel, load_model
 

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import joblib
 from fsspec.implementations.memory import MemoryFileSystem
 
-from stores import Store
-from stores.errors import AgencerdasError
+from agencerdas.stores import Store
+from agencerdas.stores.errors import AgencerdasError
 
 #: ``--scheduler local`` starts a LocalCluster on this machine instead of connecting to one.
 LOCAL = "local"

@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .audio import AUDIO_EXTENSIONS
 from .rttm import Segment, parse_uem, read_rttm, rttm_safe

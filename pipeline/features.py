@@ -15,7 +15,7 @@ import librosa
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 # Frames per FFT batch: the float64 scratch (0.8 MB at 400 samples) and its spectrum stay in
 # L2 cache; one FFT over a whole 80 s block ran 5x slower (issue 17).

@@ -32,7 +32,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.fft import dct
 from scipy.ndimage import median_filter
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 METHOD = "energy-vad+stats-ahc"
 #: Frames per block of the per-frame work (80 s at 10 ms): its float64 / float32 temporaries

@@ -21,8 +21,8 @@ from typing import Iterable, Iterator
 
 import xxhash
 
-from stores.errors import AgencerdasError
-from stores.segments import Segment
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.segments import Segment
 
 _WHITESPACE = re.compile(r"\s+")
 

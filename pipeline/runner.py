@@ -29,9 +29,9 @@ from typing import Iterator
 import joblib
 from tqdm.auto import tqdm
 
-from stores import (DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view,
+from agencerdas.stores import (DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view,
                     speakers_per_recording)
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .cluster import check_shared_store, task_backend
 from .discover import Recording, discover, printable

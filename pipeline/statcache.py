@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from stores import hash_file
+from agencerdas.stores import hash_file
 
 
 def default_cache_path() -> Path:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from stores import ArraySpec, Store, default_codec, feature_key, hash_file
-from stores.errors import AgencerdasError
+from agencerdas.stores import ArraySpec, Store, default_codec, feature_key, hash_file
+from agencerdas.stores.errors import AgencerdasError
 
 from .audio import probe, stream_mono
 from .discover import NOT_UTF8, is_utf8, printable

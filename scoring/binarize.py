@@ -11,8 +11,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy.ndimage import median_filter
 
-from stores.errors import AgencerdasError
-from stores.segments import Segment
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.segments import Segment
 
 from .der import DERSettings, score
 from .powerset import powerset_decisions

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 
 def active_slots(activity: np.ndarray, threshold: float = 0.5, min_frames: int = 1) -> np.ndarray:

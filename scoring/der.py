@@ -25,8 +25,8 @@ from pyannote.core import Annotation, Timeline
 from pyannote.core import Segment as CoreSegment
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from stores.segments import Segment
-from stores.errors import AgencerdasError
+from agencerdas.stores.segments import Segment
+from agencerdas.stores.errors import AgencerdasError
 
 # pyannote.metrics component names, mapped to the report's keys.
 _COMPONENTS = {

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stores import Store, ViewRecording
-from stores.segments import Segment
+from agencerdas.stores import Store, ViewRecording
+from agencerdas.stores.segments import Segment
 
 from .binarize import activity_to_segments
 

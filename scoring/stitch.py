@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .binarize import binarize
 from .cluster import speaker_bounds

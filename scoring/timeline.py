@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from stores.segments import Segment
+from agencerdas.stores.segments import Segment
 
 #: Model output k is drawn in ``_OUTPUT_COLOURS[k % 9]`` in every panel of a timeline: matplotlib's
 #: tab10 cycle without its grey (C7), which would read as a reference speaker.

@@ -2,6 +2,6 @@
 
 The tone corpus itself is production code (``bench --size tiny`` uses it too)."""
 
-from pipeline.simulate.tones import PITCHES, conversation, make_corpus, render, voiced
+from agencerdas.pipeline.simulate.tones import PITCHES, conversation, make_corpus, render, voiced
 
 __all__ = ["PITCHES", "conversation", "make_corpus", "render", "voiced"]

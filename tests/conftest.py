@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import FeaturesRequest, build_features
-from stores import DatasetView, Store, load_view
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.stores import DatasetView, Store, load_view
 from tests.builders import make_corpus
 
 #: Overrides that shrink any preset to a model and data plan that trains in well under a second per epoch.
@@ -37,13 +37,13 @@ class ToyStore:
     @staticmethod
     def config(*overrides: str, preset: str = "optimized"):
         """``preset`` shrunk by TINY, then ``overrides`` (a ``TrainConfig``; torch is imported only here)."""
-        from training.config import resolve
+        from agencerdas.training.config import resolve
 
         return resolve(preset, [*TINY, *overrides])
 
     def train(self, out: Path, *overrides: str, preset: str = "optimized", resume: bool = False) -> list[dict]:
         """Train ``config(*overrides, preset=preset)`` into ``out``; the per-epoch records."""
-        from training.loop import train
+        from agencerdas.training.loop import train
 
         return train(self.config(*overrides, preset=preset), self.url, "default", out, resume=resume, progress=False)
 

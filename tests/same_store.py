@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stores import Store, load_view
+from agencerdas.stores import Store, load_view
 
 #: Attributes that differ between two writes of the same content.
 VOLATILE_ATTRS = {"created_at"}

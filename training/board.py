@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from scoring.timeline import timeline_figure
+from agencerdas.scoring.timeline import timeline_figure
 
 #: Epochs between timeline figures (rendering one costs about a second).
 FIGURE_EVERY = 5

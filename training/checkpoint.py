@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .config import MAX_DATA_BUDGET, TrainConfig
 

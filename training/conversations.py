@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .augment import stretch_rows
 

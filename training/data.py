@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stores import EntryReader, Store, ViewRecording
+from agencerdas.stores import EntryReader, Store, ViewRecording
 
 from .augment import Augment
 from .conversations import SegmentBank, render

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stores import ViewRecording
+from agencerdas.stores import ViewRecording
 
 #: The identity of a column that holds nobody: silent in its window, pseudo-labelled, or unknown.
 NO_IDENTITY = -1

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from stores import hash_file
-from stores.errors import AgencerdasError
+from agencerdas.stores import hash_file
+from agencerdas.stores.errors import AgencerdasError
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stores import Store, load_view, speakers_per_recording
-from stores.errors import AgencerdasError
+from agencerdas.stores import Store, load_view, speakers_per_recording
+from agencerdas.stores.errors import AgencerdasError
 
 from .config import TrainConfig
 from .data import WindowDataset, WindowPlan, plan_windows

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scoring.powerset import powerset_sets
+from agencerdas.scoring.powerset import powerset_sets
 
 from .config import TrainConfig
 

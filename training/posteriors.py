@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
-from scoring.stitch import InferenceConfig, chunk_starts, stitched_posteriors
+from agencerdas.scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
+from agencerdas.scoring.stitch import InferenceConfig, chunk_starts, stitched_posteriors
 
 from .config import TrainConfig
 from .windows import WindowFormat, cut_window

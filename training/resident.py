@@ -20,8 +20,8 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from stores import Store, ViewRecording
-from stores.errors import AgencerdasError
+from agencerdas.stores import Store, ViewRecording
+from agencerdas.stores.errors import AgencerdasError
 
 from .augment import draw_arrays, stretch_rows, warp_matrix
 from .data import SIMULATED, Window

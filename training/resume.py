@@ -7,7 +7,7 @@ view's entries, every field outside :data:`RESUMABLE_CHANGES`, the criterion tha
 
 from __future__ import annotations
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 from .config import ADDED_FIELDS, TrainConfig
 

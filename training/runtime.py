@@ -12,7 +12,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 #: Collective timeout of a DDP run (see setup).
 DDP_TIMEOUT = timedelta(hours=2)

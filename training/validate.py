@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from scoring.binarize import activity_to_segments
-from scoring.der import DERSettings, score
-from scoring.reference import load_reference
+from agencerdas.scoring.binarize import activity_to_segments
+from agencerdas.scoring.der import DERSettings, score
+from agencerdas.scoring.reference import load_reference
 
 from .data import WindowPlan
 from .loss import frame_error_counts

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from stores import Store, ViewRecording, downsample_features, downsample_labels, downsample_mask
-from stores.errors import AgencerdasError
+from agencerdas.stores import Store, ViewRecording, downsample_features, downsample_labels, downsample_mask
+from agencerdas.stores.errors import AgencerdasError
 
 from .augment import Augment
 

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-from pipeline.simulate.speakers import POOLS
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.simulate.speakers import POOLS
+from agencerdas.stores.errors import AgencerdasError
 
 #: Output format name -> (libsndfile container, subtype).
 FORMATS: dict[str, tuple[str, str]] = {

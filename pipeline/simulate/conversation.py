@@ -16,13 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from stores.segments import Segment
-from pipeline.simulate.acoustics import add_noise, reverberate, room_impulse_response
-from pipeline.simulate.config import SimulationConfig
-from pipeline.simulate.espeak import SAMPLE_RATE_HZ, Espeak
-from pipeline.simulate.speakers import POOLS, Speaker
-from pipeline.simulate.words import WORDS
-from stores.errors import AgencerdasError
+from agencerdas.stores.segments import Segment
+from agencerdas.pipeline.simulate.acoustics import add_noise, reverberate, room_impulse_response
+from agencerdas.pipeline.simulate.config import SimulationConfig
+from agencerdas.pipeline.simulate.espeak import SAMPLE_RATE_HZ, Espeak
+from agencerdas.pipeline.simulate.speakers import POOLS, Speaker
+from agencerdas.pipeline.simulate.words import WORDS
+from agencerdas.stores.errors import AgencerdasError
 
 # Silence before the first and after the last utterance, in seconds.
 _EDGE_SILENCE_S = (0.25, 1.0)

@@ -22,12 +22,12 @@ import soxr
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from pipeline.rttm import rttm_safe, write_rttm
-from pipeline.simulate.config import FORMATS, SimulationConfig
-from pipeline.simulate.conversation import overlap_stats, simulate_conversation
-from pipeline.simulate.espeak import SAMPLE_RATE_HZ, Espeak, espeak_version
-from pipeline.simulate.speakers import Speaker, speaker_pool
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.rttm import rttm_safe, write_rttm
+from agencerdas.pipeline.simulate.config import FORMATS, SimulationConfig
+from agencerdas.pipeline.simulate.conversation import overlap_stats, simulate_conversation
+from agencerdas.pipeline.simulate.espeak import SAMPLE_RATE_HZ, Espeak, espeak_version
+from agencerdas.pipeline.simulate.speakers import Speaker, speaker_pool
+from agencerdas.stores.errors import AgencerdasError
 
 CORPUS_FILE = "corpus.json"
 _OUTPUTS = ("audio", "rttm", "uem")

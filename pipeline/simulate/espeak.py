@@ -24,7 +24,7 @@ import espeakng_loader
 import numpy as np
 from _ctypes import dlclose
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 #: Sample rate of eSpeak NG's output, in Hz (fixed by the library).
 SAMPLE_RATE_HZ = 22050

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from stores.errors import AgencerdasError
+from agencerdas.stores.errors import AgencerdasError
 
 #: eSpeak NG language -> key of :data:`pipeline.simulate.words.WORDS`.
 LANGUAGES: dict[str, str] = {"id": "id", "ms": "ms", "en-us": "en", "en": "en"}

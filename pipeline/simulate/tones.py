@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline.rttm import write_rttm
-from stores.segments import Segment
+from agencerdas.pipeline.rttm import write_rttm
+from agencerdas.stores.segments import Segment
 
 #: Fundamental frequency (Hz) per speaker: distinct pitches make identity audible. `conversation` uses
 #: the first two or three; tests of recordings with more speakers than a model has slots use all.

@@ -19,10 +19,10 @@ def test_simulate_takes_the_makefile_s_formats_and_rates(tmp_path):
 
 
 def test_simulate_passes_every_option_to_its_config(tmp_path, monkeypatch):
-    import pipeline.simulate
+    from agencerdas.pipeline import simulate
 
     seen = []
-    monkeypatch.setattr(pipeline.simulate, "simulate_corpus",
+    monkeypatch.setattr(simulate, "simulate_corpus",
                         lambda out, config, progress: seen.append(config) or {"n_recordings": 0, "duration_s": 0,
                                                                               "overlap_s": 0, "speech_s": 1})
     assert main(["simulate", str(tmp_path / "c"), "--n", "3", "--pool", "test", "--seed", "4", "--min-duration", "7",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stores.errors import AgencerdasError
-from bench import run_bench
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.bench import run_bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("machine", "versions", "config", "corpus", "features", "rerun", "reads", "loader", "memory", "store", "gpu",

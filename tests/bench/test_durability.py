@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.durability import RUNS, durability_section
-from bench.report import _durability
+from agencerdas.bench.durability import RUNS, durability_section
+from agencerdas.bench.report import _durability
 
 
 def test_durability_section_writes_both_ways_and_reports_the_ratio(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.gpu_check import PRESETS, run_check, synthetic_store, table
-from stores import Store, load_view
+from agencerdas.bench.gpu_check import PRESETS, run_check, synthetic_store, table
+from agencerdas.stores import Store, load_view
 
 
 def test_the_synthetic_store_is_a_trainable_view(tmp_path):

@@ -13,9 +13,9 @@ import soxr
 from pyannote.core import Annotation
 
 from agencerdas import Diarizer, train
-from inference.diarize import diarize
-from pipeline.rttm import parse_rttm
-from stores.errors import AgencerdasError
+from agencerdas.inference.diarize import diarize
+from agencerdas.pipeline.rttm import parse_rttm
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import PITCHES, voiced
 from tests.fresh import loaded_by
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from inference.api import Diarizer
-from inference.evaluate import EvalRequest, evaluate
-from pipeline.rttm import write_rttm
-from pipeline.runner import FeaturesRequest, build_features
-from stores.segments import Segment
+from agencerdas.inference.api import Diarizer
+from agencerdas.inference.evaluate import EvalRequest, evaluate
+from agencerdas.pipeline.rttm import write_rttm
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.stores.segments import Segment
 from tests.builders import PITCHES, render
 from tests.conftest import TINY
-from training.config import resolve
-from training.loop import train
+from agencerdas.training.config import resolve
+from agencerdas.training.loop import train
 
 SPEAKERS = list(PITCHES)
 RATE = 16000

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.rttm import parse_rttm
-from inference.diarize import diarize
+from agencerdas.pipeline.rttm import parse_rttm
+from agencerdas.inference.diarize import diarize
 
 # Runs diarize in a fresh interpreter and prints the process's peak RSS (kB) from /proc.
 _PEAK_RSS = """
 import sys
 from pathlib import Path
-from inference.diarize import diarize
+from agencerdas.inference.diarize import diarize
 summary = diarize([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), device="cpu")
 assert not summary.failures, summary.failures
 print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
@@ -66,14 +66,14 @@ def test_memory_does_not_grow_with_the_recording_length(model, tmp_path):
 
 
 def test_a_second_diarize_into_a_store_finds_the_features_without_reading_the_audio(model, tmp_path, monkeypatch):
-    import pipeline.statcache
+    from agencerdas.pipeline import statcache
 
     monkeypatch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path / "cache"))
     audio, store = _recording(tmp_path / "call.wav", 20.0), str(tmp_path / "store")
     assert not diarize([audio], model, tmp_path / "first", store_url=store, device="cpu").failures
     hashed = []
-    hash_file = pipeline.statcache.hash_file
-    monkeypatch.setattr(pipeline.statcache, "hash_file", lambda path: hashed.append(path) or hash_file(path))
+    hash_file = statcache.hash_file
+    monkeypatch.setattr(statcache, "hash_file", lambda path: hashed.append(path) or hash_file(path))
     assert not diarize([audio], model, tmp_path / "second", store_url=store, device="cpu").failures
     assert hashed == []  # the stat cache knew the file; the store had its features
     assert (tmp_path / "second" / "call.rttm").read_text() == (tmp_path / "first" / "call.rttm").read_text()

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from agencerdas.cli import main
-from inference.evaluate import TUNE_MEDIANS, TUNE_THRESHOLDS, EvalRequest, evaluate
-from inference.model import load_model
-from stores import hash_file
-from stores.errors import AgencerdasError
-from pipeline.runner import FeaturesRequest, build_features
+from agencerdas.inference.evaluate import TUNE_MEDIANS, TUNE_THRESHOLDS, EvalRequest, evaluate
+from agencerdas.inference.model import load_model
+from agencerdas.stores import hash_file
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
 from tests.builders import make_corpus
 
 
@@ -177,7 +177,7 @@ def test_outputs_named_after_a_long_recording_id_fit_the_file_system_and_the_rep
 
 
 def test_every_file_name_derived_from_an_id_fits_255_bytes_and_stays_distinct():
-    from pipeline.rttm import unique_file_names
+    from agencerdas.pipeline.rttm import unique_file_names
 
     ids = ["x" * 300, "x" * 300 + "y", "a b", "a_b", "é" * 200]
     for prefix, suffix in (("", ".rttm"), ("timeline_", ".png")):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stores.segments import Segment
-from stores.errors import AgencerdasError
-from inference.plots import plot_attention, plot_losses, plot_timeline
+from agencerdas.stores.segments import Segment
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.inference.plots import plot_attention, plot_losses, plot_timeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_plot_attention_single_map_and_heads(tmp_path):
 def test_timeline_draws_each_model_output_in_one_colour_in_every_panel(tmp_path):
     from matplotlib.colors import to_rgba
 
-    from scoring.timeline import timeline_figure
+    from agencerdas.scoring.timeline import timeline_figure
 
     reference = [Segment(0.0, 4.0, "alice"), Segment(3.0, 2.5, "bob"), Segment(6.0, 3.0, "carol")]
     # Output 0 never speaks: output 1's turns must still be drawn in output 1's colour, not the first one.

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import FeatureConfig
-from pipeline.rttm import parse_rttm
-from stores import Store, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeatureConfig
+from agencerdas.pipeline.rttm import parse_rttm
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus
 from agencerdas.cli import main
-from inference.diarize import diarize
-from inference.pseudo_model import METHOD, ModelLabeler
+from agencerdas.inference.diarize import diarize
+from agencerdas.inference.pseudo_model import METHOD, ModelLabeler
 
 
 @pytest.fixture(scope="module")

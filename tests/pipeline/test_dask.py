@@ -5,11 +5,11 @@ from __future__ import annotations
 import joblib
 import pytest
 
-from pipeline import FeaturesRequest, build_features
-from pipeline import cluster as cluster_module
-from pipeline.cluster import check_shared_store, filesystem_type, is_remote, task_backend
-from stores import Store
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.pipeline import cluster as cluster_module
+from agencerdas.pipeline.cluster import check_shared_store, filesystem_type, is_remote, task_backend
+from agencerdas.stores import Store
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus
 from tests.fresh import loaded_by
 from tests.same_store import assert_same_entries

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.discover import discover
-from pipeline.rttm import Segment, format_rttm, write_rttm
+from agencerdas.pipeline.discover import discover
+from agencerdas.pipeline.rttm import Segment, format_rttm, write_rttm
 
 TURNS = [Segment(0.0, 1.0, "alice"), Segment(1.5, 1.0, "bob")]
 

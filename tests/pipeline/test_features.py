@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import probe, stream_mono
-from pipeline.features import FeatureConfig, LogMel
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.audio import probe, stream_mono
+from agencerdas.pipeline.features import FeatureConfig, LogMel
+from agencerdas.stores.errors import AgencerdasError
 
 CONFIG = FeatureConfig(n_mels=40)
 

@@ -14,8 +14,8 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from pipeline.audio import mix_to_mono, stream_mono
-from pipeline.features import FeatureConfig, LogMel
+from agencerdas.pipeline.audio import mix_to_mono, stream_mono
+from agencerdas.pipeline.features import FeatureConfig, LogMel
 from tests.fresh import loaded_by
 
 FLOAT16_RTOL = 2.0**-11

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.labels import canonical_annotation, frame_labels
-from stores.segments import Segment
+from agencerdas.pipeline.labels import canonical_annotation, frame_labels
+from agencerdas.stores.segments import Segment
 
 SHIFT = 0.01
 

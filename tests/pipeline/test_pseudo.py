@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import FeaturesRequest, build_features
-from pipeline import pseudo
-from pipeline.pseudo import PseudoConfig, nearest_centre, pseudo_labels, speech_activity
-from pipeline.rttm import parse_rttm
-from stores import Store, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.pipeline import pseudo
+from agencerdas.pipeline.pseudo import PseudoConfig, nearest_centre, pseudo_labels, speech_activity
+from agencerdas.pipeline.rttm import parse_rttm
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus
-from scoring.der import DERSettings, score
-from scoring.binarize import activity_to_segments
+from agencerdas.scoring.der import DERSettings, score
+from agencerdas.scoring.binarize import activity_to_segments
 
 #: Stated quality of the method on the tone corpus (pyannote.metrics DER, 0.25 s collar, overlap scored).
 MAX_PSEUDO_DER = 0.25
@@ -134,7 +134,7 @@ def test_pseudo_labels_equal_those_of_the_distance_matrix_and_whole_array_arithm
 #: VmHWM is this process's own high-water mark; ru_maxrss would also count pytest's RSS at the fork.
 _CHILD = """
 import json, sys
-from pipeline import pseudo
+from agencerdas.pipeline import pseudo
 from tests.pipeline.test_pseudo import speech_like
 
 def status(field):

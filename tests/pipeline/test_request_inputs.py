@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import FeaturesRequest, build_features
-from pipeline.rttm import format_rttm
-from stores import Store, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.pipeline.rttm import format_rttm
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import conversation, make_corpus
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rttm import Segment, format_rttm, parse_rttm, parse_uem, read_rttm, rttm_safe, write_rttm
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.rttm import Segment, format_rttm, parse_rttm, parse_uem, read_rttm, rttm_safe, write_rttm
+from agencerdas.stores.errors import AgencerdasError
 
 TURNS = [Segment(0.25, 1.5, "alice"), Segment(1.5, 0.75, "bob"), Segment(3.125, 2.0, "alice")]
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import FeatureConfig, FeaturesRequest, LabelConfig, LogMel, build_features, frame_labels
-from pipeline import runner, statcache
-from pipeline.audio import stream_mono
-from pipeline.rttm import Segment, parse_rttm, write_rttm
-from stores import Store, load_view, referenced_keys
-from stores import keys as keys_module
+from agencerdas.pipeline import FeatureConfig, FeaturesRequest, LabelConfig, LogMel, build_features, frame_labels
+from agencerdas.pipeline import runner, statcache
+from agencerdas.pipeline.audio import stream_mono
+from agencerdas.pipeline.rttm import Segment, parse_rttm, write_rttm
+from agencerdas.stores import Store, load_view, referenced_keys
+from agencerdas.stores import keys as keys_module
 from tests.builders import conversation, make_corpus
 from agencerdas.cli import main
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.rttm import Segment, parse_rttm, parse_uem
-from pipeline.simulate import Espeak, SimulationConfig, simulate_corpus, speaker_pool, speaker_pools
-from pipeline.simulate.conversation import overlap_stats, plan_turns, simulate_conversation, trim_silence
-from pipeline.simulate.espeak import SAMPLE_RATE_HZ, available_variants
-from pipeline.simulate.speakers import FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.rttm import Segment, parse_rttm, parse_uem
+from agencerdas.pipeline.simulate import Espeak, SimulationConfig, simulate_corpus, speaker_pool, speaker_pools
+from agencerdas.pipeline.simulate.conversation import overlap_stats, plan_turns, simulate_conversation, trim_silence
+from agencerdas.pipeline.simulate.espeak import SAMPLE_RATE_HZ, available_variants
+from agencerdas.pipeline.simulate.speakers import FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS
+from agencerdas.stores.errors import AgencerdasError
 
 SHORT = dict(min_duration_s=8.0, max_duration_s=12.0)
 MIXED = SimulationConfig(

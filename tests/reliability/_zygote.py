@@ -108,17 +108,17 @@ def _child(command: dict) -> None:
 
 
 def serve() -> None:
-    import pipeline.runner  # noqa: F401
+    import agencerdas.pipeline.runner  # noqa: F401
     import agencerdas.cli  # noqa: F401
-    from pipeline.features import FeatureConfig
-    from pipeline.tasks import _warm_up
+    from agencerdas.pipeline.features import FeatureConfig
+    from agencerdas.pipeline.tasks import _warm_up
 
     if "--torch" in sys.argv:
         import torch  # noqa: F401
         import torch._dynamo  # noqa: F401 - what the first optimizer imports (seconds, once)
 
-        import inference.diarize  # noqa: F401
-        import training.loop  # noqa: F401
+        import agencerdas.inference.diarize  # noqa: F401
+        import agencerdas.training.loop  # noqa: F401
     _warm_up(FeatureConfig())
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

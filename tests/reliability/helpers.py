@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stores import Store, load_view
-from stores.store import COMMIT, KINDS
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.store import COMMIT, KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENCERDAS = [sys.executable, "-m", "agencerdas"]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.rttm import Segment, format_rttm, rttm_safe, write_rttm
-from stores import Store, load_view
-from stores.store import COMMIT
+from agencerdas.pipeline.rttm import Segment, format_rttm, rttm_safe, write_rttm
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.store import COMMIT
 from tests.builders import make_corpus, render, voiced
 from tests.reliability.helpers import assert_no_traceback, assert_valid_rttm, cli
 
@@ -202,7 +202,7 @@ def test_special_files_named_like_audio_never_block_or_crash(kind, tmp_path):
     """In-process too (no subprocess timeout to save us): the run must finish by itself."""
     import threading
 
-    from pipeline import FeaturesRequest, build_features
+    from agencerdas.pipeline import FeaturesRequest, build_features
 
     audio = tmp_path / "audio"
     audio.mkdir()

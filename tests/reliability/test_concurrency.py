@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import FeaturesRequest, build_features
-from stores import ArraySpec, EntryReader, Store, content_key, load_view
-from stores import default_codec
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.stores import ArraySpec, EntryReader, Store, content_key, load_view
+from agencerdas.stores import default_codec
 from tests.builders import make_corpus
 from tests.reliability.helpers import (assert_entries_match, assert_no_traceback, cli_popen, snapshot,
                                        view_entries)
@@ -71,8 +71,8 @@ def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):
 
 
 def test_trainer_keeps_reading_while_features_add_entries_and_rewrite_the_view(tmp_path):
-    from training.data import WindowDataset
-    from training.windows import Normalizer
+    from agencerdas.training.data import WindowDataset
+    from agencerdas.training.windows import Normalizer
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=12.0)
     path = tmp_path / "store"
@@ -185,8 +185,8 @@ def test_gc_removes_temporary_files_by_age(tmp_path, age_s, removed):
 
 
 def test_gc_while_features_run_keeps_the_entries_the_run_has_not_yet_named_in_a_view(tmp_path, monkeypatch):
-    import pipeline.runner as runner
-    from stores import referenced_keys
+    import agencerdas.pipeline.runner as runner
+    from agencerdas.stores import referenced_keys
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=4.0)
     path = tmp_path / "store"
@@ -212,8 +212,8 @@ def test_gc_while_features_run_keeps_the_entries_the_run_has_not_yet_named_in_a_
 
 
 def test_entries_a_forced_gc_removes_before_the_view_names_them_are_reported_and_rebuilt(tmp_path, monkeypatch):
-    import pipeline.runner as runner
-    from stores import referenced_keys
+    import agencerdas.pipeline.runner as runner
+    from agencerdas.stores import referenced_keys
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=3, seconds=4.0)
     path = tmp_path / "store"

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import FeaturesRequest, build_features
-from stores import Store, load_view
-from stores.store import COMMIT, KINDS
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.store import COMMIT, KINDS
 from tests.builders import make_corpus
 from tests.reliability.helpers import (Zygote, assert_entries_match, assert_no_traceback, leftover_only, snapshot,
                                        view_entries)
@@ -252,7 +252,7 @@ def _after_step(metrics: Path, step: int, delay: float):
 def test_sigkill_training_mid_epoch_and_mid_checkpoint_then_resume_finishes_identically(zygote, tmp_path):
     import torch
 
-    from training.checkpoint import load_checkpoint
+    from agencerdas.training.checkpoint import load_checkpoint
 
     audio, rttm = make_corpus(tmp_path / "corpus", n=6, seconds=12.0)
     store = tmp_path / "store"
@@ -316,7 +316,7 @@ def test_sigkill_training_mid_epoch_and_mid_checkpoint_then_resume_finishes_iden
 def test_checkpoint_temporaries_of_killed_writers_are_removed_once_stale(tmp_path):
     import torch
 
-    from training.checkpoint import STALE_TMP_S, save_checkpoint
+    from agencerdas.training.checkpoint import STALE_TMP_S, save_checkpoint
 
     stale, fresh = tmp_path / ".last.pt.dead0001.tmp", tmp_path / ".last.pt.live0002.tmp"
     for p in (stale, fresh):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.runner import FeaturesRequest, build_features
-from stores import Store
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.stores import Store
 from tests.builders import make_corpus
 from tests.conftest import TINY
 from tests.reliability.helpers import Zygote, assert_no_traceback
@@ -126,8 +126,8 @@ def world(tmp_path_factory, toy) -> Path:
         patch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path_factory.mktemp("hostile-cache")))
         assert build_features(FeaturesRequest(audio, str(root / "store"), rttm_dir=rttm, jobs=1, progress=False,
                                               validation_fraction=0.34)).ok
-    from training.config import resolve
-    from training.loop import train
+    from agencerdas.training.config import resolve
+    from agencerdas.training.loop import train
 
     train(resolve("optimized", [*TINY, "EPOCHS=1"]), str(root / "store"), "default", root / "run", progress=False)
     _write_checkpoints(root)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from pipeline import FeaturesRequest, build_features
-from pipeline.rttm import Segment, file_safe, format_rttm, rttm_safe, write_rttm
-from stores import Store, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.pipeline.rttm import Segment, file_safe, format_rttm, rttm_safe, write_rttm
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus, render
 from tests.reliability.helpers import AGENCERDAS, ROOT, assert_no_traceback, assert_valid_rttm, cli_env
 from agencerdas.cli import main
@@ -110,8 +110,8 @@ def test_a_file_name_that_is_not_utf8_is_a_named_user_error_and_the_others_are_b
     assert list(view.recordings) == ["good"] and view.recordings["good"].speakers == ["alice"]
     assert Store(store, create=False).verify().ok
 
-    from pipeline.features import FeatureConfig
-    from pipeline.tasks import ensure_features
+    from agencerdas.pipeline.features import FeatureConfig
+    from agencerdas.pipeline.tasks import ensure_features
 
     with pytest.raises(AgencerdasError, match=r"rec\\xff\.wav: the file name is not valid UTF-8"):
         ensure_features(Store(tmp_path / "diarize-store"), Path(os.fsdecode(bad)), FeatureConfig())
@@ -120,8 +120,8 @@ def test_a_file_name_that_is_not_utf8_is_a_named_user_error_and_the_others_are_b
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A one-step model: enough to run diarize end to end (quality is not the point)."""
-    from training.config import resolve
-    from training.loop import train
+    from agencerdas.training.config import resolve
+    from agencerdas.training.loop import train
 
     root = tmp_path_factory.mktemp("model")
     with pytest.MonkeyPatch.context() as patch:
@@ -181,7 +181,7 @@ def test_store_view_and_checkpoint_of_a_newer_version_are_refused_with_a_clear_m
 
     import torch
 
-    from training.checkpoint import load_checkpoint
+    from agencerdas.training.checkpoint import load_checkpoint
 
     store = tmp_path / "store"
     shutil.copytree(tiny_model / "store", store)
@@ -212,7 +212,7 @@ def test_store_view_and_checkpoint_of_a_newer_version_are_refused_with_a_clear_m
     assert "damaged" in err and "Traceback" not in err
 
     # a store from the future: every command that opens it refuses
-    from stores.store import STORE_VERSION
+    from agencerdas.stores.store import STORE_VERSION
 
     marker = json.loads((store / "store.json").read_text())
     (store / "store.json").write_text(json.dumps({**marker, "version": STORE_VERSION + 1}))

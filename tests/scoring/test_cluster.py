@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
-from scoring.stitch import chunk_starts
-from stores.errors import AgencerdasError
+from agencerdas.scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
+from agencerdas.scoring.stitch import chunk_starts
+from agencerdas.stores.errors import AgencerdasError
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

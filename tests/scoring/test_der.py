@@ -10,9 +10,9 @@ from pyannote.core import Annotation, Timeline
 from pyannote.core import Segment as CoreSegment
 from pyannote.metrics.diarization import DiarizationErrorRate
 
-from pipeline.rttm import Segment, parse_rttm, write_rttm
-from stores.errors import AgencerdasError
-from scoring.der import DERSettings, score, to_annotation, to_timeline
+from agencerdas.pipeline.rttm import Segment, parse_rttm, write_rttm
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.scoring.der import DERSettings, score, to_annotation, to_timeline
 
 REFERENCE = [
     Segment(0.0, 4.5, "alice"),

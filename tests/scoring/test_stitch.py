@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.rttm import Segment, format_rttm, parse_rttm
-from stores.errors import AgencerdasError
-from scoring.binarize import activity_to_segments, binarize, tune
-from scoring.stitch import InferenceConfig, iter_stitched, stitched_posteriors
+from agencerdas.pipeline.rttm import Segment, format_rttm, parse_rttm
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.scoring.binarize import activity_to_segments, binarize, tune
+from agencerdas.scoring.stitch import InferenceConfig, iter_stitched, stitched_posteriors
 
 
 def _truth(n_frames: int, n_speakers: int, seed: int) -> np.ndarray:

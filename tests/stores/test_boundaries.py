@@ -13,8 +13,8 @@ import pytest
 import xxhash
 import zarr
 
-from stores import ArraySpec, Store, content_key, default_codec, find_store_root
-from stores.errors import AgencerdasError
+from agencerdas.stores import ArraySpec, Store, content_key, default_codec, find_store_root
+from agencerdas.stores.errors import AgencerdasError
 
 SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
 

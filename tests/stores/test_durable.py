@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, default_codec, save_view
+from agencerdas.stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, default_codec, save_view
 
 SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import stores.keys as keys_module
-from pipeline.features import FeatureConfig
-from pipeline.labels import LabelConfig, canonical_annotation
-from stores.segments import Segment
-from stores import content_key, feature_key, hash_file, label_key
-from stores.errors import AgencerdasError
-from stores.keys import canonical_bytes
+import agencerdas.stores.keys as keys_module
+from agencerdas.pipeline.features import FeatureConfig
+from agencerdas.pipeline.labels import LabelConfig, canonical_annotation
+from agencerdas.stores.segments import Segment
+from agencerdas.stores import content_key, feature_key, hash_file, label_key
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.keys import canonical_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"sample_rate": 16000, "n_mels": 80, "fmin": 20.0, "fmax": 7600.0, "dtype": "float16"}

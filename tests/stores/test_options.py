@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stores.errors import AgencerdasError
-from stores.options import parse_storage_options
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.options import parse_storage_options
 
 
 def test_pairs_are_typed_as_json_when_they_parse_and_override_the_file(tmp_path):

@@ -17,13 +17,13 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from pipeline import FeaturesRequest, build_features
-from pipeline.discover import Recording
-from pipeline.runner import RunSummary, _plan
-from stores import ArraySpec, EntryReader, Segment, Store, content_key, load_view
-from training.windows import Normalizer, WindowFormat, cut_window
-from stores.errors import AgencerdasError
-from stores import default_codec
+from agencerdas.pipeline import FeaturesRequest, build_features
+from agencerdas.pipeline.discover import Recording
+from agencerdas.pipeline.runner import RunSummary, _plan
+from agencerdas.stores import ArraySpec, EntryReader, Segment, Store, content_key, load_view
+from agencerdas.training.windows import Normalizer, WindowFormat, cut_window
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores import default_codec
 from tests.builders import make_corpus
 from tests.same_store import assert_same_entries
 from agencerdas.cli import main

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, referenced_keys, save_view
-from stores.errors import AgencerdasError
-from stores.store import STORE_VERSION
-from stores import default_codec
+from agencerdas.stores import ArraySpec, DatasetView, Store, ViewRecording, content_key, referenced_keys, save_view
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.store import STORE_VERSION
+from agencerdas.stores import default_codec
 
 SPEC = ArraySpec(columns=4, dtype="float32", chunk_frames=16, codec=default_codec())
 

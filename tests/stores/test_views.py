@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import xxhash
 
-from stores import DatasetView, Store, ViewRecording, content_key, load_view, save_view
-from stores.errors import AgencerdasError
+from agencerdas.stores import DatasetView, Store, ViewRecording, content_key, load_view, save_view
+from agencerdas.stores.errors import AgencerdasError
 
 
 def recording(i: int, labelled: bool = True) -> ViewRecording:

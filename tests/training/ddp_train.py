@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from training.config import resolve
-from training.inputs import load_data
-from training.loop import Trainer
-from training.runtime import setup, teardown
+from agencerdas.training.config import resolve
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer
+from agencerdas.training.runtime import setup, teardown
 
 
 def main(store: str, out: str, *arguments: str) -> None:

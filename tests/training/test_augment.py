@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.augment import Augment
+from agencerdas.training.augment import Augment
 
 N_MELS = 80
 
@@ -85,7 +85,7 @@ def test_the_same_seed_gives_the_same_perturbation():
 def test_a_stretch_per_row_is_the_window_warp_of_each_row_s_factor():
     import torch
 
-    from training.augment import Draw, spectral_batch, stretch_rows
+    from agencerdas.training.augment import Draw, spectral_batch, stretch_rows
 
     rows = torch.from_numpy(np.stack([_envelope(peak, 1)[0] for peak in (20, 40, 60)]).astype(np.float32))
     alphas = torch.tensor([0.8, 1.0, 1.15])

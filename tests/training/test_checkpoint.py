@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from inference.model import load_model
-from stores.errors import AgencerdasError
-from training import loop, objective
-from training.checkpoint import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from agencerdas.inference.model import load_model
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training import loop, objective
+from agencerdas.training.checkpoint import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 #: A best.pt written by the version-1 writer (commit 759880a: NumPy RNG arrays, every GPU's CUDA state).
 V1 = Path(__file__).parent / "fixtures" / "checkpoint-v1.pt"
@@ -109,7 +109,7 @@ def test_checkpoints_of_version_1_still_load_for_inference_and_resume():
     assert ckpt["version"] == 1
     lm = load_model(V1, torch.device("cpu"))
     feats = np.random.default_rng(0).standard_normal((900, lm.feature_config["n_mels"])).astype(np.float32)
-    from training.posteriors import predictor
+    from agencerdas.training.posteriors import predictor
 
     post = lm.posteriors(predictor(lm.model, torch.device("cpu"), torch.autocast("cpu", enabled=False)), feats, 900)
     assert post.shape[1] == lm.config.max_speakers and np.isfinite(post).all()
@@ -177,7 +177,7 @@ def test_inference_names_a_checkpoint_with_non_finite_weights_or_posteriors(good
     huge = _rewrite(good, tmp_path / "huge.pt", model={k: v * 3e38 if v.is_floating_point() else v
                                                       for k, v in weights.items()})
     lm = load_model(huge, torch.device("cpu"))  # finite weights, but their products overflow
-    from training.posteriors import predictor
+    from agencerdas.training.posteriors import predictor
 
     feats = np.ones((400, lm.feature_config["n_mels"]), np.float32)
     with pytest.raises(AgencerdasError, match=f"checkpoint {huge} gives non-finite posteriors"):
@@ -185,7 +185,7 @@ def test_inference_names_a_checkpoint_with_non_finite_weights_or_posteriors(good
 
 
 def test_a_config_with_every_numeric_field_checked():
-    from training.config import TrainConfig, resolve
+    from agencerdas.training.config import TrainConfig, resolve
 
     for override in ("LR=nan", "LR=inf", "SEED=-1", "GRAD_CLIP=0", "DROPOUT=1", "SIM_PROB=-0.1", "WARMUP_STEPS=-1",
                      "AUG_GAIN_DB=inf", "DATA_BUDGET=0", "LOG_EVERY=0", "COLLAR_S=-1", "MIN_LR_RATIO=2"):

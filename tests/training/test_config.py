@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from stores.errors import AgencerdasError
-from training.config import PRESETS, TrainConfig, resolve
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training.config import PRESETS, TrainConfig, resolve
 
 NOTEBOOK = {
     # preset: (dim, blocks, downsample, window, batch, epochs)
@@ -112,7 +112,7 @@ def test_invalid_values_are_agencerdas_errors(overrides, words):
 def test_auto_loader_workers_leave_a_small_cpu_machine_to_the_model(monkeypatch):
     import torch
 
-    from training import runtime
+    from agencerdas.training import runtime
 
     monkeypatch.setattr(runtime, "cores", lambda: 2)
     assert runtime.loader_workers(-1, torch.device("cpu")) == 0

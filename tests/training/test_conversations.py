@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stores.errors import AgencerdasError
-from training.data import SIMULATED, WindowDataset, WindowPlan
-from training.inputs import load_data, segment_bank
-from training.resident import ResidentWindows
-from training.augment import stretch_rows
-from training.conversations import FLOOR, SegmentBank, render
-from training.windows import Normalizer, WindowFormat
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training.data import SIMULATED, WindowDataset, WindowPlan
+from agencerdas.training.inputs import load_data, segment_bank
+from agencerdas.training.resident import ResidentWindows
+from agencerdas.training.augment import stretch_rows
+from agencerdas.training.conversations import FLOOR, SegmentBank, render
+from agencerdas.training.windows import Normalizer, WindowFormat
 
 FRAMES = 600  # base frames per window: 6 s
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from stores import downsample_features, downsample_labels
-from training.augment import Augment
-from training.data import WindowDataset, WindowPlan, plan_windows
-from training.windows import Normalizer
+from agencerdas.stores import downsample_features, downsample_labels
+from agencerdas.training.augment import Augment
+from agencerdas.training.data import WindowDataset, WindowPlan, plan_windows
+from agencerdas.training.windows import Normalizer
 
 LENGTHS = [1000, 599, 600, 1, 1234, 2500, 50, 1801]
 WINDOW = 600

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
-from training.model import build_model
+from agencerdas.training.checkpoint import load_checkpoint
+from agencerdas.training.model import build_model
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 

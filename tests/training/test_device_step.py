@@ -11,15 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from bench.roundtrips import RoundTrips
-from pipeline.runner import FeaturesRequest, build_features
-from stores.errors import AgencerdasError
+from agencerdas.bench.roundtrips import RoundTrips
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus
-from training import checkpoint, resident, runtime
-from training.config import resolve
-from training.inputs import load_data
-from training.loop import Trainer
-from training.runtime import Runtime
+from agencerdas.training import checkpoint, resident, runtime
+from agencerdas.training.config import resolve
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer
+from agencerdas.training.runtime import Runtime
 
 #: Windows of 600 base frames over 8 s recordings (one cut at 4 s: a padded window) with a UEM over [2 s, 6 s).
 TINY = ["DIM=16", "BLOCKS=1", "HEADS=2", "WINDOW=40", "BATCH=4", "NUM_WORKERS=0", "DER_EVERY=0", "DEVICE=cpu"]

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.model import load_model
-from stores.errors import AgencerdasError
-from training.checkpoint import load_checkpoint
-from training.config import resolve
-from training.embedding import speaker_loss
-from training.loss import pit_bce
-from training.model import build_model
+from agencerdas.inference.model import load_model
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training.checkpoint import load_checkpoint
+from agencerdas.training.config import resolve
+from agencerdas.training.embedding import speaker_loss
+from agencerdas.training.loss import pit_bce
+from agencerdas.training.model import build_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

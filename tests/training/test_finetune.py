@@ -11,13 +11,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stores import hash_file
-from stores.errors import AgencerdasError
-from training.checkpoint import load_checkpoint
-from training.inputs import load_data
-from training.loop import Trainer
-from training.runtime import Runtime
-from training.windows import Normalizer
+from agencerdas.stores import hash_file
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training.checkpoint import load_checkpoint
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer
+from agencerdas.training.runtime import Runtime
+from agencerdas.training.windows import Normalizer
 
 
 @pytest.fixture(scope="module")

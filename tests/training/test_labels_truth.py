@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.rttm import write_rttm
-from pipeline.runner import FeaturesRequest, build_features
-from scoring.reference import FROM_FRAMES, FROM_TURNS, load_reference
-from stores import Segment, Store, load_view
+from agencerdas.pipeline.rttm import write_rttm
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.scoring.reference import FROM_FRAMES, FROM_TURNS, load_reference
+from agencerdas.stores import Segment, Store, load_view
 from tests.builders import make_corpus, render
-from training.data import WindowDataset
-from training.windows import Normalizer, scored_frames
+from agencerdas.training.data import WindowDataset
+from agencerdas.training.windows import Normalizer, scored_frames
 
 SECONDS = 8.0
 UEM = (2.0, 6.0)  # seconds: only the middle of every recording was annotated
@@ -75,7 +75,7 @@ def test_normaliser_statistics_come_from_inside_the_uem(uem_store):
 def test_a_capped_run_trains_on_recordings_with_a_uem(toy, uem_store, tmp_path):
     """An audio cap shorter than the entries (ultra-fast's 60 s, here 3 s) with UEMs: the normaliser
     reads past the cap, so the UEM frames must cover the whole entry, not only the capped part."""
-    from training.loop import train
+    from agencerdas.training.loop import train
 
     store, _ = uem_store
     history = train(toy.config("EPOCHS=1", "WINDOW=20", "AUDIO_CAP_S=3"), store.url, "default", tmp_path / "run",

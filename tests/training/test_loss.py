@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from training.loss import frame_error, pit_bce
+from agencerdas.training.loss import frame_error, pit_bce
 
 
 def _random_batch(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.loss import pit_bce
-from training.model import EEND
+from agencerdas.training.loss import pit_bce
+from agencerdas.training.model import EEND
 
 
 def _model(**overrides: int | float) -> EEND:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.model import EEND
-from training.posteriors import predictor, recording_posteriors
-from training.windows import Normalizer, WindowFormat
+from agencerdas.training.model import EEND
+from agencerdas.training.posteriors import predictor, recording_posteriors
+from agencerdas.training.windows import Normalizer, WindowFormat
 
 
 @pytest.mark.parametrize("frames", [95, 1200, 4321])  # shorter than a window, a few windows, many

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from inference.diarize import diarize
-from inference.evaluate import EvalRequest, evaluate
-from inference.model import load_model
-from scoring.powerset import powerset_decisions, powerset_sets
-from training.checkpoint import load_checkpoint
-from training.config import resolve
-from training.model import build_model
-from training.posteriors import predictor
-from training.powerset import powerset_ce, speaker_set_classes
+from agencerdas.inference.diarize import diarize
+from agencerdas.inference.evaluate import EvalRequest, evaluate
+from agencerdas.inference.model import load_model
+from agencerdas.scoring.powerset import powerset_decisions, powerset_sets
+from agencerdas.training.checkpoint import load_checkpoint
+from agencerdas.training.config import resolve
+from agencerdas.training.model import build_model
+from agencerdas.training.posteriors import predictor
+from agencerdas.training.powerset import powerset_ce, speaker_set_classes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

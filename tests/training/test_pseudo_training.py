@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.runner import FeaturesRequest, build_features
-from stores import Store, load_view
-from stores.errors import AgencerdasError
+from agencerdas.pipeline.runner import FeaturesRequest, build_features
+from agencerdas.stores import Store, load_view
+from agencerdas.stores.errors import AgencerdasError
 from tests.builders import make_corpus
-from training.config import resolve
-from inference.evaluate import EvalRequest, evaluate
-from training.loop import train
-from training.loss import pit_bce, weighted_bce
+from agencerdas.training.config import resolve
+from agencerdas.inference.evaluate import EvalRequest, evaluate
+from agencerdas.training.loop import train
+from agencerdas.training.loss import pit_bce, weighted_bce
 
 TINY = ["DIM=16", "BLOCKS=1", "HEADS=2", "WINDOW=40", "BATCH=4", "NUM_WORKERS=0", "DER_EVERY=0", "DEVICE=cpu", "EPOCHS=1"]
 
@@ -76,7 +76,7 @@ def test_bad_pseudo_mode_is_rejected():
 
 def test_pseudo_labelled_recordings_give_simulation_neither_voices_nor_background(mixed):
     """Their all-silent label columns would lay a whole recording of speech under simulated windows as nobody."""
-    from training.inputs import load_data, segment_bank
+    from agencerdas.training.inputs import load_data, segment_bank
 
     cfg = resolve("optimized", [*TINY, "SIM_PROB=0.5"])
     data = load_data(cfg, str(mixed / "store"), "default", {})
@@ -94,9 +94,9 @@ def test_pseudo_labelled_recordings_give_simulation_neither_voices_nor_backgroun
 def test_the_loss_reported_is_the_loss_optimized_with_pseudo_weights(mixed, tmp_path):
     import torch
 
-    from training.inputs import load_data
-    from training.loop import Trainer
-    from training.runtime import Runtime
+    from agencerdas.training.inputs import load_data
+    from agencerdas.training.loop import Trainer
+    from agencerdas.training.runtime import Runtime
 
     cfg = resolve("optimized", [*TINY, "PSEUDO=weight=0.25", "DROPOUT=0", "SIM_PROB=0", "AUG_WARP=0", "AUG_GAIN_DB=0",
                                 "AUG_TILT_DB=0", "AUG_FREQ_MASKS=0", "EMBED_LOSS_WEIGHT=0"])  # the diarization loss alone

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from stores.errors import AgencerdasError
-from training.augment import Augment
-from training.data import WindowDataset, WindowPlan
-from training.identities import number_speakers
-from training.inputs import load_data
-from training.loop import Trainer
-from training.resident import ResidentWindows, choose_resident, split_bytes
-from training.runtime import Runtime
-from training.windows import Normalizer, WindowFormat
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training.augment import Augment
+from agencerdas.training.data import WindowDataset, WindowPlan
+from agencerdas.training.identities import number_speakers
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer
+from agencerdas.training.resident import ResidentWindows, choose_resident, split_bytes
+from agencerdas.training.runtime import Runtime
+from agencerdas.training.windows import Normalizer, WindowFormat
 
 AUGMENT = Augment(warp=0.1, gain_db=6.0, tilt_db=6.0, freq_masks=2, mask_bins=8)
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from agencerdas.commands import train_summary
-from stores import Store, load_view, save_view
-from stores.errors import AgencerdasError
-from training import runtime
-from training.checkpoint import load_checkpoint
-from training.inputs import load_data
-from training.loop import Trainer, rank_seed, train
-from training.runtime import Runtime
+from agencerdas.stores import Store, load_view, save_view
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training import runtime
+from agencerdas.training.checkpoint import load_checkpoint
+from agencerdas.training.inputs import load_data
+from agencerdas.training.loop import Trainer, rank_seed, train
+from agencerdas.training.runtime import Runtime
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from stores import ArraySpec, Store, ViewRecording, content_key, downsample_labels
-from training.data import SIMULATED, WindowDataset, WindowPlan
-from training.identities import number_speakers
-from training.inputs import load_data, segment_bank, speaker_stats
-from training.resident import ResidentWindows
-from training.windows import Normalizer, WindowFormat
+from agencerdas.stores import ArraySpec, Store, ViewRecording, content_key, downsample_labels
+from agencerdas.training.data import SIMULATED, WindowDataset, WindowPlan
+from agencerdas.training.identities import number_speakers
+from agencerdas.training.inputs import load_data, segment_bank, speaker_stats
+from agencerdas.training.resident import ResidentWindows
+from agencerdas.training.windows import Normalizer, WindowFormat
 
 FRAMES, MELS, DOWNSAMPLE, WINDOW = 1800, 8, 10, 60  # WINDOW model frames = 600 base frames
 #: Active base frames of each of six speakers in window [600, 1200): 0, 4, 2, 3 are the most active.

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from stores.errors import AgencerdasError
-from training import loop
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ADDED_FIELDS, PRESETS
-from training.model import build_model
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.training import loop
+from agencerdas.training.checkpoint import load_checkpoint, save_checkpoint
+from agencerdas.training.config import ADDED_FIELDS, PRESETS
+from agencerdas.training.model import build_model
 
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stores import ArraySpec, EntryReader, Store, content_key, downsample_labels, read_rows
-from stores.errors import AgencerdasError
-from stores import default_codec
-from training.windows import Normalizer, WindowFormat, cut_window
+from agencerdas.stores import ArraySpec, EntryReader, Store, content_key, downsample_labels, read_rows
+from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores import default_codec
+from agencerdas.training.windows import Normalizer, WindowFormat, cut_window
 
 FRAMES, MELS, SPEAKERS = 317, 6, 3
 
