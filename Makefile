@@ -12,6 +12,9 @@ DATA        ?= data/demo-$(DEMO_SIZE)
 ifeq ($(origin AUDIO_DIR),undefined)
   AUDIO_DIR := $(DATA)/train/audio
   RTTM_DIR  ?= $(DATA)/train/rttm
+  # The demo names its voices across recordings and holds some out of training (--heldout-voices):
+  # validation gets those, voices the train split never has.
+  SPLIT_BY  ?= voices
 else
   RTTM_DIR  ?= $(AUDIO_DIR)
 endif
@@ -30,21 +33,22 @@ AUDIO       ?= $(TEST_DIR)/audio/*
 OUT         ?= $(RUN)/diarized
 BENCH_SIZE  ?= small
 TB_DIR      ?= runs
+SPLIT_BY    ?= recordings
 
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
 MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
-             BENCH_SIZE RESUME OVERWRITE SCHEDULER PSEUDO_LABELS TB_DIR
+             BENCH_SIZE RESUME OVERWRITE SCHEDULER PSEUDO_LABELS TB_DIR SPLIT_BY
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
 # small: recordings longer than the optimized window (75 s), so every preset finds whole windows
 ifeq ($(DEMO_SIZE),small)
-  SIM_TRAIN := --n 24 --min-duration 80 --max-duration 120
+  SIM_TRAIN := --n 24 --min-duration 80 --max-duration 120 --heldout-voices 6
   SIM_TEST  := --n 6 --min-duration 80 --max-duration 120
   SIM_MANY  := --n 4 --min-duration 80 --max-duration 120
 else
-  SIM_TRAIN := --n 135 --min-duration 60 --max-duration 240
+  SIM_TRAIN := --n 135 --min-duration 60 --max-duration 240 --heldout-voices 6
   SIM_TEST  := --n 20 --min-duration 60 --max-duration 240
   SIM_MANY  := --n 20 --min-duration 60 --max-duration 240
 endif
@@ -63,6 +67,7 @@ help: ## Show this help and the variables you can set
 	@echo "  DEMO_SIZE=$(DEMO_SIZE) (default | small) TEST_DIR=$(TEST_DIR) AUDIO=$(AUDIO) OUT=$(OUT) BENCH_SIZE=$(BENCH_SIZE)"
 	@echo "  PSEUDO_LABELS=energy | CHECKPOINT labels recordings without RTTM in make features (flagged pseudo)"
 	@echo "  SCHEDULER=local | tcp://HOST:PORT runs make features on a Dask cluster"
+	@echo "  SPLIT_BY=$(SPLIT_BY) (recordings | voices: validation holds voices train never has; the demo's default)"
 	@echo "  RESUME=1 continues RUN, OVERWRITE=1 replaces it (make demo does); any other NAME=VALUE is a training"
 	@echo "  override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 	@echo "  INIT_FROM=RUN/best.pt fine-tunes from another run's weights; TB_DIR=$(TB_DIR) for make tensorboard"
@@ -90,6 +95,7 @@ corpus: $(DATA)/train/corpus.json $(DATA)/test/corpus.json $(DATA)/test-many/cor
 
 features: install ## Build or update the feature store STORE from AUDIO_DIR (+ RTTM_DIR), JOBS processes or SCHEDULER
 	$(BIN)/agencerdas features $(AUDIO_DIR) --rttm-dir $(RTTM_DIR) --store $(STORE) --view $(VIEW) --jobs $(JOBS) \
+		--split-by $(SPLIT_BY) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 		$(if $(PSEUDO_LABELS),$(if $(filter energy,$(PSEUDO_LABELS)),--pseudo-labels,--pseudo-model $(PSEUDO_LABELS))) \
 		$(if $(findstring ://,$(STORE)),,--summary-json $(STORE)/last-features-run.json)

@@ -88,6 +88,10 @@ FEATURES: list[Arg] = [
     _a("--validation-fraction", type=_number(float, 0.0, 1.0, below=True), default=0.1,
        help="share of the labelled recordings held out for validation, in [0, 1) (default 0.1)"),
     _a("--split-seed", type=SEED, default=0),
+    _a("--split-by", default="recordings", choices=("recordings", "voices"),
+       help="voices: validation gets whole groups of recordings whose speakers the train split never has (speaker "
+            "names global across recordings; falls back to recordings, and says so, when no group fits); "
+            "default recordings"),
     _a("--n-mels", type=COUNT, default=80, help="mel bands (the FFT size bounds it: no band may be empty)"),
     _a("--dtype", default="float16", choices=("float16", "float32")),
     *STORAGE,
@@ -183,6 +187,9 @@ SIMULATE: list[Arg] = [
     _a("--speakers", type=_speaker_mix, metavar="N:W,...",
        help="speakers per recording and their weights (default 2:0.5,3:0.3,4:0.2; the test pool has 12 voices)"),
     _a("--seed", type=SEED, default=0),
+    _a("--heldout-voices", type=_number(int, 0), default=0, metavar="K",
+       help="the pool's last K voices speak only in their own recordings (a share K / pool size of them), so a "
+            "validation split can hold voices training never hears (features --split-by voices); default 0"),
     _a("--min-duration", type=_number(float, 0.0, above=True), default=60.0, help="seconds"),
     _a("--max-duration", type=_number(float, 0.0, above=True), default=240.0, help="seconds"),
     _a("--formats", default="wav", help="comma-separated: wav,flac,ogg,mp3"),

@@ -45,6 +45,7 @@ def features_command(args: argparse.Namespace) -> int:
         view=args.view,
         validation_fraction=args.validation_fraction,
         split_seed=args.split_seed,
+        split_by=args.split_by,
         feature_config=feature_config,
         label_config=LabelConfig(),
         storage_options=_storage_options(args),
@@ -203,7 +204,7 @@ def simulate_command(args: argparse.Namespace) -> int:
         # digits become rates; anything else stays text for the config to name in its error
         rates=tuple(int(r) if r.strip().isdigit() else r for r in args.rates.split(",")),
         stereo=args.stereo, noise_snr_db=args.noise_snr, reverb=args.reverb, jobs=args.jobs,
-        **({"speakers_per_rec": args.speakers} if args.speakers else {}))
+        heldout_voices=args.heldout_voices, **({"speakers_per_rec": args.speakers} if args.speakers else {}))
     corpus = simulate_corpus(Path(args.out), config, progress=not args.quiet)
     print(f"agencerdas simulate: {corpus['n_recordings']} recordings, {corpus['duration_s'] / 3600:.2f} h, "
           f"overlap {100 * corpus['overlap_s'] / max(corpus['speech_s'], 1e-9):.1f}% of speech, in {args.out}")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from agencerdas.stores import (DatasetView, Store, ViewRecording, feature_key, label_key, load_view, save_view,
                     speakers_per_recording)
 from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.views import SPLIT_BY
 
 from .cluster import check_shared_store, task_backend
 from .discover import Recording, discover, printable
@@ -58,6 +59,7 @@ class RunSummary:
     startup_s: float = 0.0
     view: str = ""
     view_counts: dict[str, int] = field(default_factory=dict)
+    split: str = ""  # which rule made the view's train/validation split (DatasetView.describe_split)
     #: Speakers in a recording -> annotated recordings of the view.
     speakers: dict[int, int] = field(default_factory=dict)
 
@@ -83,6 +85,7 @@ class RunSummary:
                 f"({counts.get('train', 0)} train / {counts.get('validation', 0)} validation, "
                 f"{counts.get('unlabelled', 0)} without labels)"
             )
+            lines.append(f"  split {self.split}")
         if self.speakers:
             lines.append("  speakers per annotated recording: "
                          + ", ".join(f"{k}: {n}" for k, n in self.speakers.items()))
@@ -107,6 +110,9 @@ class FeaturesRequest:
     view: str = "default"
     validation_fraction: float = 0.1
     split_seed: int = 0
+    #: What the seeded split draws (:attr:`stores.DatasetView.split_by`): ``recordings``, or ``voices`` (validation
+    #: holds only speakers the train split never has, for corpora that name speakers across recordings).
+    split_by: str = "recordings"
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     label_config: LabelConfig = field(default_factory=LabelConfig)
     storage_options: dict = field(default_factory=dict)
@@ -135,6 +141,8 @@ class FeaturesRequest:
             problems.append(f"validation_fraction (--validation-fraction) must be in [0, 1), got {fraction!r}")
         if not (_is_whole(self.split_seed) and self.split_seed >= 0):
             problems.append(f"split_seed (--split-seed) must be a whole number >= 0, got {self.split_seed!r}")
+        if self.split_by not in SPLIT_BY:
+            problems.append(f"split_by (--split-by) must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
         if not (_is_whole(self.jobs) and self.jobs >= 1):
             problems.append(f"--jobs must be at least 1, got {self.jobs!r}")
         for what, flag, directory in (("audio", "AUDIO_DIR", self.audio_dir), ("RTTM", "--rttm-dir", self.rttm_dir),
@@ -269,6 +277,7 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.view_counts = {part: len(view.split(part)) for part in ("all", "train", "validation")}
             summary.view_counts["unlabelled"] = sum(r.labels is None for r in view.recordings.values())
             summary.speakers = speakers_per_recording(view.recordings.values())
+            summary.split = view.describe_split()
     summary.wall_s = time.perf_counter() - start
     return summary
 
@@ -347,5 +356,6 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
         label_config=request.label_config.to_dict(),
         validation_fraction=request.validation_fraction,
         split_seed=request.split_seed,
+        split_by=request.split_by,
         purpose=request.purpose,
     )

@@ -17,8 +17,11 @@ import xxhash
 from .errors import AgencerdasError
 from .keys import content_key
 from .store import Store
+from .voice_split import voice_validation
 
 VIEW_VERSION = 1
+#: What a seeded split may draw (:attr:`DatasetView.split_by`).
+SPLIT_BY = ("recordings", "voices")
 
 
 @dataclass
@@ -70,6 +73,16 @@ class DatasetView:
     #: labels; 1 (views written before) ranked every recording that is not pseudo-labelled. A view keeps
     #: the rule it was written with, so reading it never moves a recording between train and validation.
     split_rule: int = 2
+    #: What the seeded split draws: ``recordings`` (each labelled recording on its own) or ``voices`` (whole
+    #: groups of recordings that share no speaker name with the rest, :mod:`stores.voice_split`, so validation
+    #: holds only voices train never has; the recording split when no group fits). Views written before
+    #: the field split by recordings and keep doing so.
+    split_by: str = "recordings"
+
+    def __post_init__(self) -> None:
+        if self.split_by not in SPLIT_BY:
+            raise AgencerdasError(f"view {self.name!r}: split_by (--split-by) must be one of {', '.join(SPLIT_BY)}, "
+                                  f"got {self.split_by!r}; a view written by a newer agencerdas needs an upgrade")
 
     def split(self, part: str) -> list[str]:
         """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
@@ -78,35 +91,72 @@ class DatasetView:
         only on the ids and the seed, never on directory order or machine. Only recordings
         with reference labels are ranked, and ``validation_fraction`` is a share of them: with
         two or more, validation gets at least one. Pseudo-labelled and unlabelled recordings
-        are always in train (whose readers skip those without labels).
+        are always in train (whose readers skip those without labels). With :attr:`split_by`
+        ``voices``, whole groups of recordings that share no speaker with the others are ranked
+        instead (:func:`stores.voice_split.voice_validation`), when one fits.
         """
         ids = sorted(self.recordings)
         if part == "all":
             return ids
         if part not in ("train", "validation"):
             raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
+        validation = self._drawn()[0]
+        return [rec for rec in ids if (rec in validation) == (part == "validation")]
+
+    def _drawn(self) -> tuple[set[str], str, str | None]:
+        """The seeded validation set, the rule that drew it (``recordings`` or ``voices``) and, when voices were
+        asked, what the voices rule held out or why it fell back to the recording split."""
         # Validation is scored against references: a recording without labels (no RTTM, or its labels
         # failed) or with pseudo labels could only take a validation place from one that has them.
-        candidates = [rec for rec in ids if not self.recordings[rec].pseudo
+        candidates = [rec for rec in sorted(self.recordings) if not self.recordings[rec].pseudo
                       and (self.recordings[rec].labels or self.split_rule < 2)]
-        ranked = sorted(candidates, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
         n_val = round(self.validation_fraction * len(candidates))
         if self.validation_fraction > 0 and len(candidates) >= 2:
             n_val = min(max(n_val, 1), len(candidates) - 1)
-        validation = set(ranked[:n_val])
-        return [rec for rec in ids if (rec in validation) == (part == "validation")]
+        note = None
+        if self.split_by == "voices":
+            chosen, note = voice_validation({rec: self.recordings[rec].speakers for rec in candidates}, n_val,
+                                            self.split_seed)
+            if chosen is not None:
+                return chosen, "voices", note
+        ranked = sorted(candidates, key=lambda rec: xxhash.xxh3_64_intdigest(f"{self.split_seed}:{rec}".encode()))
+        return set(ranked[:n_val]), "recordings", note
+
+    def split_voices(self, part: str) -> set[str]:
+        """Speaker names of the recordings of ``part`` with reference labels (pseudo speakers are clusters of
+        one recording, not voices)."""
+        return {name for rec in self.split(part) if self.recordings[rec].labels and not self.recordings[rec].pseudo
+                for name in self.recordings[rec].speakers}
+
+    def describe_split(self) -> str:
+        """Which rule made the train/validation split, in words (run summary, corpus-stats.txt)."""
+        _, rule, note = self._drawn()
+        share = f"{100 * self.validation_fraction:g}% of the labelled recordings (--validation-fraction)"
+        if rule == "voices":
+            how = f"by voices: {note}, drawn by a seeded hash until about {share} validate"
+        else:
+            how = (f"by recordings{f' (--split-by voices fell back: {note})' if note else ''}: drawn by a seeded "
+                   f"hash of the recording ids, {share} validate")
+        counts = "; ".join(f"{part} {len(self.split(part))} recordings, {len(self.split_voices(part))} voices"
+                           for part in ("train", "validation"))
+        return f"{how} (--split-seed {self.split_seed}); {counts}"
 
     def fingerprint(self) -> str:
         """Content key of the entries this view names and, from split rule 2 on, of that rule (for reports
         and resume checks: a view rewritten under the new rule may split otherwise, and says so)."""
         entries = {rec: [r.features, r.labels or ""] for rec, r in sorted(self.recordings.items())}
-        return content_key("view", entries) if self.split_rule < 2 else content_key("view", entries, self.split_rule)
+        if self.split_rule < 2:
+            return content_key("view", entries)
+        if self.split_by == "recordings":
+            return content_key("view", entries, self.split_rule)
+        return content_key("view", entries, self.split_rule, self.split_by)
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["version"] = VIEW_VERSION
         payload["splits"] = {part: self.split(part) for part in ("train", "validation")}
         payload["fingerprint"] = self.fingerprint()
+        payload["split_description"] = self.describe_split()  # which rule made the split, and why
         return payload
 
     @classmethod
@@ -130,6 +180,7 @@ class DatasetView:
                 # Views written before purposes were recorded: evaluate's had no validation split.
                 purpose=payload.get("purpose", "evaluate" if payload["validation_fraction"] == 0 else "train"),
                 split_rule=payload.get("split_rule", 1),
+                split_by=payload.get("split_by", "recordings"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise AgencerdasError(

@@ -42,6 +42,7 @@ class Data:
     #: :mod:`training.identities`. Batches' ``speakers`` hold these numbers.
     speaker_table: list[np.ndarray] = field(default_factory=list)
     identities: int = 0  # speaker identities of the train split: ``speakers`` lie in [0, identities)
+    split: str = ""  # which rule made the view's train/validation split (DatasetView.describe_split)
 
     @property
     def shift_s(self) -> float:
@@ -66,7 +67,7 @@ def load_data(cfg: TrainConfig, store_url: str, view_name: str, storage_options:
     validation = [r for r in pick("validation") if not r.pseudo]  # never scored against pseudo labels
     entries = {rec_id: [r.features, r.labels or ""] for rec_id, r in sorted(view.recordings.items())}
     data = Data(store, view_name, view.feature_config, train, validation, fingerprint=view.fingerprint(),
-                entries=entries)
+                entries=entries, split=view.describe_split())
     data.pseudo = sum(r.pseudo for r in train)
     data.speaker_table, data.identities = number_speakers(train, cfg.speaker_ids)
     if not data.train:

@@ -306,7 +306,8 @@ class Trainer:
                 for stale in (*RUN_ARTIFACTS, *self.out.glob("events.out.tfevents.*")):
                     (self.out / stale).unlink(missing_ok=True)
                 shutil.rmtree(self.out / "eval", ignore_errors=True)
-            stats = [speaker_stats(cfg, self.data)]  # what the corpus is like, useful to the user on its own
+            # what the corpus is like, useful to the user on its own
+            stats = [f"view '{self.data.view_name}' split {self.data.split}", speaker_stats(cfg, self.data)]
             if self.bank is not None:
                 stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
                              f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "

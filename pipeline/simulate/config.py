@@ -8,7 +8,9 @@ import math
 import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence, TypeVar
+
+import numpy as np
 
 from agencerdas.pipeline.simulate.speakers import POOLS
 from agencerdas.stores.errors import AgencerdasError
@@ -22,6 +24,9 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 # MPEG audio defines only these sample rates (Hz).
 _MP3_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+# Mixed into the seed of the held-out draw, so it is a stream of its own (conversations use [seed, pool, index]).
+_HELDOUT_STREAM = 0x68656C64
+Voice = TypeVar("Voice")
 
 
 @functools.lru_cache(maxsize=16)
@@ -46,6 +51,17 @@ def _balanced_cycle(dimensions: tuple[tuple, ...]) -> tuple[tuple, ...]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=16)
+def _heldout_recordings(seed: int, pool: int, n_recordings: int, held: int, pool_size: int) -> frozenset[int]:
+    """``round(n_recordings * held / pool_size)`` recording indices (at least 1, at most all but one), drawn
+    from their own random stream of ``seed``; none when ``held`` is 0."""
+    if held == 0:
+        return frozenset()
+    count = min(max(round(n_recordings * held / pool_size), 1), n_recordings - 1)
+    rng = np.random.default_rng([seed, pool, n_recordings, held, _HELDOUT_STREAM])
+    return frozenset(int(i) for i in rng.choice(n_recordings, size=count, replace=False))
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,11 @@ class SimulationConfig:
     ``reverb`` convolves each speaker with a synthetic room impulse response.
     ``seed`` fixes everything random about the recordings, ``jobs`` is the number
     of worker processes (joblib convention: -1 = all cores).
+
+    Held-out voices: with ``heldout_voices`` K > 0, the last K voices of the pool speak only in
+    their own recordings: a share K / pool size of the recordings (at least one, chosen by
+    ``seed``) are conversations among those K voices, every other recording is drawn from the
+    other voices, so a validation split can hold voices that training never hears.
     """
 
     n_recordings: int = 10
@@ -97,6 +118,7 @@ class SimulationConfig:
     mean_words: float = 8.0
     seed: int = 0
     jobs: int = 1
+    heldout_voices: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists and mixed-case names from a command line; store canonical values.
@@ -133,6 +155,7 @@ class SimulationConfig:
                 f"conversations with up to {most} speakers need a {self.pool} pool of at least {most} "
                 f"speakers, but {self.pool}_pool_size is {pool_size}; enlarge the pool or lower speakers_per_rec"
             )
+        self._validate_heldout(pool_size, most, fail)
         if not 0 < self.min_duration_s <= self.max_duration_s or not math.isfinite(self.max_duration_s):
             fail(f"need 0 < min_duration_s <= max_duration_s, got {self.min_duration_s} and {self.max_duration_s}")
         if not self.formats:
@@ -159,6 +182,31 @@ class SimulationConfig:
             fail(f"mean_words must be at least 1, got {self.mean_words}")
         if self.jobs == 0:
             fail("jobs must be a positive number of processes, or negative as in joblib (-1 = all cores)")
+
+    def _validate_heldout(self, pool_size: int, most: int, fail) -> None:
+        held = self.heldout_voices
+        if not _is_int(held) or held < 0:
+            fail(f"heldout_voices (--heldout-voices) must be a whole number >= 0, got {held!r}")
+        if held == 0:
+            return
+        if held > pool_size - most or held < most:
+            fail(f"heldout_voices={held}: conversations with up to {most} speakers need at least {most} held-out "
+                 f"voices and {most} others in the {self.pool} pool of {pool_size}; choose {most}..{pool_size - most}")
+        if self.n_recordings < 2:
+            fail(f"heldout_voices needs at least 2 recordings (held-out ones and others), got n_recordings={self.n_recordings}")
+
+    def heldout_recordings(self) -> frozenset[int]:
+        """Indices (0-based) of the recordings spoken by the held-out voices; empty without them."""
+        return _heldout_recordings(self.seed, POOLS.index(self.pool), self.n_recordings, self.heldout_voices,
+                                   self.train_pool_size if self.pool == "train" else self.test_pool_size)
+
+    def voices_of(self, pool: Sequence[Voice], index: int) -> Sequence[Voice]:
+        """The voices recording ``index`` draws its speakers from: the last ``heldout_voices`` of ``pool``
+        for a held-out recording, the others otherwise (the whole pool without held-out voices)."""
+        if not self.heldout_voices:
+            return pool
+        split = len(pool) - self.heldout_voices
+        return pool[split:] if index in self.heldout_recordings() else pool[:split]
 
     def layout(self, index: int) -> tuple[str, int, int]:
         """(format, sample rate in Hz, channels) of recording ``index`` (0-based)."""

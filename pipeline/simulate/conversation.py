@@ -164,24 +164,40 @@ def overlap_stats(segments: Sequence[Segment]) -> tuple[float, float]:
     return speech, overlap
 
 
-def simulate_conversation(
-    pool: Sequence[Speaker], config: SimulationConfig, index: int, tts: Espeak, n_channels: int
-) -> Conversation:
-    """Recording ``index`` of the corpus described by ``config``, speakers drawn from ``pool``.
-
-    Depends only on (``config.seed``, ``config.pool``, ``index``) and the turn-taking
-    parameters: three independent random streams drive the conversation, the
-    speakers' levels and placement, and the room, so switching noise or reverb on
-    or off leaves the words and the reference segments unchanged.
-    """
+def _opening(
+    pool: Sequence[Speaker], config: SimulationConfig, index: int
+) -> tuple[tuple[np.random.Generator, ...], float, tuple[Speaker, ...]]:
+    """The draws of recording ``index`` before any speech: its three random streams (plan, levels,
+    room), its target length in seconds and its speakers."""
     entropy = np.random.SeedSequence([config.seed, POOLS.index(config.pool), index])
     plan_rng, level_rng, room_rng = (np.random.default_rng(s) for s in entropy.spawn(3))
-
     target_s = float(plan_rng.uniform(config.min_duration_s, config.max_duration_s))
     counts = sorted(config.speakers_per_rec)
     weights = np.array([config.speakers_per_rec[k] for k in counts], dtype=float)
     n_speakers = int(plan_rng.choice(counts, p=weights / weights.sum()))
-    speakers = tuple(pool[i] for i in plan_rng.choice(len(pool), size=n_speakers, replace=False))
+    voices = config.voices_of(pool, index)  # the whole pool unless some voices are held out
+    speakers = tuple(voices[i] for i in plan_rng.choice(len(voices), size=n_speakers, replace=False))
+    return (plan_rng, level_rng, room_rng), target_s, speakers
+
+
+def conversation_speakers(pool: Sequence[Speaker], config: SimulationConfig, index: int) -> tuple[Speaker, ...]:
+    """The speakers of recording ``index``, as :func:`simulate_conversation` draws them, without synthesis."""
+    return _opening(pool, config, index)[2]
+
+
+def simulate_conversation(
+    pool: Sequence[Speaker], config: SimulationConfig, index: int, tts: Espeak, n_channels: int
+) -> Conversation:
+    """Recording ``index`` of the corpus described by ``config``, speakers drawn from ``pool`` (from its
+    held-out or its other voices, :meth:`SimulationConfig.voices_of`).
+
+    Depends only on (``config.seed``, ``config.pool``, ``index``), the turn-taking
+    parameters and, with held-out voices, which voices it draws from: three independent random streams drive the conversation, the
+    speakers' levels and placement, and the room, so switching noise or reverb on
+    or off leaves the words and the reference segments unchanged.
+    """
+    (plan_rng, level_rng, room_rng), target_s, speakers = _opening(pool, config, index)
+    n_speakers = len(speakers)
 
     def next_utterance(speaker_index: int) -> np.ndarray:
         speaker = speakers[speaker_index]

@@ -161,6 +161,9 @@ def simulate_corpus(out_dir: Path, config: SimulationConfig, progress: bool = Tr
         "pool_seed": config.pool_seed,
         "config": config.to_json(),
         "speakers": [speaker.to_json() for speaker in pool],
+        # Voices that speak only in their own recordings (SimulationConfig.heldout_voices).
+        "heldout_speakers": [speaker.id for speaker in pool[len(pool) - config.heldout_voices:]]
+        if config.heldout_voices else [],
         "n_recordings": len(recordings),
         "duration_s": round(sum(entry["duration_s"] for entry in recordings), 3),
         "speech_s": round(speech_s, 3),

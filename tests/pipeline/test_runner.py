@@ -310,3 +310,28 @@ def test_work_starts_before_the_last_file_is_hashed(corpus, monkeypatch):
     events.clear()
     again, _ = run(audio, rttm, path, jobs=1)  # the stat cache was saved when planning ended: nothing is re-read
     assert counts(again) == (3, 0, 0, 3, 0) and events == []
+
+
+def test_split_by_voices_validates_recordings_whose_speakers_train_never_has(corpus, capsys):
+    """rec00-rec01 are spoken by one set of voices, rec02-rec03 by another: validation is one of the sets."""
+    audio, rttm, path = corpus
+    make_corpus(audio.parent, n=4, seconds=SECONDS)
+    other = {"alice": "erin", "bob": "frank", "carol": "dave"}
+    for i in (2, 3):
+        write_rttm(rttm / f"rec{i:02d}.rttm", f"rec{i:02d}",
+                   [Segment(s.start, s.duration, other[s.speaker]) for s in conversation(i, SECONDS)])
+    argv = ["features", str(audio), "--store", str(path), "--rttm-dir", str(rttm), "--quiet",
+            "--validation-fraction", "0.5", "--split-by", "voices"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    view = load_view(Store(path, create=False), "default")
+    assert view.split_by == "voices" and view.split("validation") in (["rec00", "rec01"], ["rec02", "rec03"])
+    assert not view.split_voices("validation") & view.split_voices("train")
+    assert "split by voices" in out and "validation 2 recordings" in out
+
+    # every recording with the same voices: one group, so the recording split, and the report says why
+    for i in (2, 3):
+        write_rttm(rttm / f"rec{i:02d}.rttm", f"rec{i:02d}", conversation(i, SECONDS))
+    summary, store = run(audio, rttm, path, validation_fraction=0.5, split_by="voices", view="shared")
+    assert summary.ok and len(load_view(store, "shared").split("validation")) == 2
+    assert "split by recordings (--split-by voices fell back: all 4 labelled recordings are linked" in summary.format()

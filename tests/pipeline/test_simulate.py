@@ -12,7 +12,8 @@ import soundfile as sf
 
 from agencerdas.pipeline.rttm import Segment, parse_rttm, parse_uem
 from agencerdas.pipeline.simulate import Espeak, SimulationConfig, simulate_corpus, speaker_pool, speaker_pools
-from agencerdas.pipeline.simulate.conversation import overlap_stats, plan_turns, simulate_conversation, trim_silence
+from agencerdas.pipeline.simulate.conversation import (conversation_speakers, overlap_stats, plan_turns,
+                                                       simulate_conversation, trim_silence)
 from agencerdas.pipeline.simulate.espeak import SAMPLE_RATE_HZ, available_variants
 from agencerdas.pipeline.simulate.speakers import FEMALE_VARIANTS, LANGUAGES, MALE_VARIANTS
 from agencerdas.stores.errors import AgencerdasError
@@ -224,9 +225,49 @@ def test_test_corpus_uses_only_test_speakers(tmp_path: Path) -> None:
     assert not set(entry["speakers"]) & {s.id for s in speaker_pool("train")}
 
 
+@pytest.mark.parametrize("seed", [1, 5])
+def test_heldout_voices_speak_only_in_their_own_recordings(seed: int) -> None:
+    config = SimulationConfig(n_recordings=135, heldout_voices=6, seed=seed)
+    pool = speaker_pool("train")
+    held_voices, other_voices = {s.id for s in pool[-6:]}, {s.id for s in pool[:-6]}
+    held = config.heldout_recordings()
+    assert len(held) == round(135 * 6 / 40) and held == SimulationConfig(n_recordings=135, heldout_voices=6,
+                                                                          seed=seed).heldout_recordings()
+    spoken_by_held = set()
+    for index in range(135):
+        cast = {s.id for s in conversation_speakers(pool, config, index)}
+        assert cast <= (held_voices if index in held else other_voices)
+        spoken_by_held |= cast if index in held else set()
+    assert spoken_by_held == held_voices  # each held-out voice is heard, and only there
+    assert held != SimulationConfig(n_recordings=135, heldout_voices=6, seed=seed + 1).heldout_recordings()
+
+
+def test_no_heldout_voices_draws_from_the_whole_pool_as_before() -> None:
+    pool = speaker_pool("train")
+    config = SimulationConfig(n_recordings=50, seed=3)
+    assert config.heldout_recordings() == frozenset() and config.voices_of(pool, 0) == pool
+    heard = {s.id for index in range(50) for s in conversation_speakers(pool, config, index)}
+    assert heard & {s.id for s in pool[-6:]} and heard & {s.id for s in pool[:-6]}
+
+
+def test_small_corpus_with_heldout_voices_names_them(tmp_path: Path) -> None:
+    config = SimulationConfig(n_recordings=3, heldout_voices=2, speakers_per_rec={2: 1.0}, seed=4, **SHORT)
+    corpus = simulate_corpus(tmp_path, config, progress=False)
+    held = set(corpus["heldout_speakers"])
+    assert held == {s.id for s in speaker_pool("train")[-2:]} and corpus["config"]["heldout_voices"] == 2
+    rttm_speakers = [{seg.speaker for seg in parse_rttm(tmp_path / entry["rttm"])[entry["id"]]}
+                     for entry in corpus["recordings"]]
+    assert sorted(speakers == held for speakers in rttm_speakers) == [False, False, True]
+    assert all(speakers == held or not speakers & held for speakers in rttm_speakers)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"heldout_voices": 3}, r"heldout_voices=3: conversations with up to 4 speakers need at least 4 held-out"),
+        ({"heldout_voices": 37}, "heldout_voices=37"),
+        ({"heldout_voices": -1}, r"heldout_voices \(--heldout-voices\) must be a whole number >= 0"),
+        ({"heldout_voices": 6, "n_recordings": 1}, "at least 2 recordings"),
         ({"pool": "test", "test_pool_size": 3, "speakers_per_rec": {2: 0.5, 4: 0.5}}, "at least 4 speakers"),
         ({"formats": ("wav", "aac")}, "unknown audio format 'aac'"),
         ({"rates": (16000, 0)}, "sample rate 0"),

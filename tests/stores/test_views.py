@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import xxhash
 
@@ -170,3 +171,113 @@ def test_a_view_written_before_labelled_only_ranking_keeps_its_split_and_fingerp
     assert loaded.split("validation") == sorted(ranked_all[:3])  # every recording ranked, as then
     assert all(loaded.recordings[r].labels for r in v.split("validation"))  # the new rule: labelled only
     assert v.fingerprint() != loaded.fingerprint()
+
+
+# --- the voices split ------------------------------------------------------------------------------------
+
+
+def cast_view(casts: dict[str, list[str]], **kwargs) -> DatasetView:
+    """A view whose recordings have the given speaker names (recording id -> speakers)."""
+    v = view(sorted(casts), split_by="voices", **kwargs)
+    for rec, names in casts.items():
+        v.recordings[rec].speakers = list(names)
+    return v
+
+
+def global_casts(n: int, pool: list[str], seed: int) -> dict[str, list[str]]:
+    """``n`` recordings of 2-4 speakers drawn at random from ``pool`` (a corpus naming voices globally)."""
+    rng = np.random.default_rng(seed)
+    return {f"rec{i:03d}": list(rng.choice(pool, size=int(rng.integers(2, 5)), replace=False)) for i in range(n)}
+
+
+HELD_OUT = [f"held{i}" for i in range(6)]
+OTHERS = [f"spk{i:02d}" for i in range(34)]
+
+
+def heldout_casts(seed: int) -> dict[str, list[str]]:
+    """The demo's shape: 115 recordings of 34 voices, and 20 (at random places) of 6 voices heard nowhere else."""
+    rng = np.random.default_rng(seed)
+    held_places = set(rng.choice(135, size=20, replace=False).tolist())
+    casts = global_casts(135, OTHERS, seed)
+    for i in held_places:
+        casts[f"rec{i:03d}"] = list(rng.choice(HELD_OUT, size=int(rng.integers(2, 5)), replace=False))
+    return casts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_voices_split_validates_only_voices_train_never_has(seed):
+    v = cast_view(heldout_casts(seed), split_seed=seed)
+    train, validation = v.split("train"), v.split("validation")
+    assert validation and set(train).isdisjoint(validation)
+    assert sorted(train + validation) == sorted(v.recordings)
+    assert not v.split_voices("validation") & v.split_voices("train")
+    assert 10 <= len(validation) <= 2 * round(0.1 * 135)  # about validation_fraction, in whole groups
+    assert v.describe_split().startswith("by voices")
+    assert f"validation {len(validation)} recordings, {len(v.split_voices('validation'))} voices" in v.describe_split()
+
+
+def test_voices_split_is_deterministic_and_follows_the_seed():
+    casts = {f"rec{i:03d}": [f"solo{i}"] for i in range(40)}  # every recording its own voices
+    a, b = cast_view(casts, split_seed=3), cast_view(dict(reversed(list(casts.items()))), split_seed=3)
+    assert a.split("validation") == b.split("validation") == cast_view(casts, split_seed=3).split("validation")
+    assert any(cast_view(casts, split_seed=s).split("validation") != a.split("validation") for s in range(4, 10))
+    # groups of one recording rank as the recording split ranks them: the same validation set
+    assert a.split("validation") == view(IDS, split_seed=3).split("validation")
+
+
+def test_groups_linked_through_a_chain_of_voices_stay_together():
+    casts = {"a1": ["x", "y"], "a2": ["y", "z"], "a3": ["z", "w"], "b1": ["p", "q"], "b2": ["q", "r"],
+             **{f"c{i}": [f"c{i}", f"d{i}"] for i in range(7)}}
+    for seed in range(8):
+        v = cast_view(casts, split_seed=seed, validation_fraction=0.25)
+        validation = set(v.split("validation"))
+        assert validation and not v.split_voices("validation") & v.split_voices("train")
+        assert {"a1", "a2", "a3"} <= validation or not {"a1", "a2", "a3"} & validation
+        assert {"b1", "b2"} <= validation or not {"b1", "b2"} & validation
+
+
+@pytest.mark.parametrize("casts", [
+    {f"rec{i:03d}": ["A", "B"] for i in range(20)},  # speakers named per recording
+    global_casts(60, OTHERS, 0),  # voices drawn at random across recordings
+], ids=["per-recording-names", "random-global-voices"])
+def test_one_giant_group_falls_back_to_the_recording_split_and_says_so(casts):
+    v = cast_view(casts, split_seed=2)
+    recordings = replace(v, split_by="recordings")
+    assert v.split("validation") == recordings.split("validation") and v.split("validation")
+    assert v.describe_split().startswith("by recordings (--split-by voices fell back: all ")
+    assert "linked by shared speaker names" in v.to_dict()["split_description"]
+    assert recordings.describe_split().startswith("by recordings: ")
+
+
+def test_voices_split_never_validates_everything_nor_pseudo_or_unlabelled_recordings():
+    casts = {"r1": ["x"], "r2": ["y"], "r3": ["x"], "r4": ["y"]}  # two groups of two
+    for seed in range(6):
+        v = cast_view(casts, split_seed=seed, validation_fraction=0.5)
+        v.recordings["r5"] = replace(recording(5), speakers=["z"], pseudo=True)
+        v.recordings["r6"] = replace(recording(6, labelled=False), speakers=[])
+        assert v.split("validation") in (["r1", "r3"], ["r2", "r4"])
+        assert {"r5", "r6"} <= set(v.split("train"))
+
+
+def test_voices_view_round_trips_and_has_a_fingerprint_of_its_own(tmp_path):
+    store = Store(tmp_path / "store")
+    v = cast_view(heldout_casts(1), name="voices")
+    save_view(store, v)
+    loaded = load_view(store, "voices")
+    assert loaded.split_by == "voices" and loaded.split("validation") == v.split("validation")
+    assert loaded.fingerprint() == v.fingerprint() != replace(v, split_by="recordings").fingerprint()
+
+
+def test_a_view_written_before_split_by_keeps_its_recording_split_and_fingerprint():
+    v = cast_view(heldout_casts(0), split_seed=1)
+    old = replace(v, split_by="recordings").to_dict()
+    old.pop("split_by")
+    loaded = DatasetView.from_dict(old)
+    assert loaded.split_by == "recordings"
+    assert loaded.split("validation") == old["splits"]["validation"] and loaded.fingerprint() == old["fingerprint"]
+    assert loaded.split("validation") != v.split("validation")
+
+
+def test_unknown_split_by_is_refused_with_the_field_named():
+    with pytest.raises(AgencerdasError, match=r"split_by \(--split-by\) must be one of recordings, voices"):
+        view(IDS[:3], split_by="speakers")

@@ -166,3 +166,10 @@ def test_corpus_stats_count_what_the_window_rule_leaves_out(toy):
     assert "speakers per annotated train recording 2: " in line and "3: " in line
     crowded = int(line.split("; ")[2].split(" of ")[0])
     assert crowded > 0 and "most active" in line
+
+
+def test_load_data_says_which_rule_made_the_split(toy):
+    """The line corpus-stats.txt starts with: the rule, and recordings and voices per part."""
+    data = load_data(toy.config(), toy.url, "default", {})
+    assert data.split.startswith("by recordings: ")
+    assert "train 5 recordings, 3 voices; validation 1 recordings, 2 voices" in data.split
