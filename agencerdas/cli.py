@@ -76,8 +76,23 @@ def _all_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+#: A corpus as practitioners describe it, instead of an audio directory (agencerdas.pipeline.corpora).
+CORPUS: list[Arg] = [
+    _a("--protocol", metavar="NAME", help="a pyannote.database protocol (Database.SpeakerDiarization.Protocol)"),
+    _a("--database-yml", metavar="FILE",
+       help="pyannote.database config for --protocol (default: PYANNOTE_DATABASE_CONFIG, ./database.yml)"),
+    _a("--manifest", action="append", metavar="[SPLIT=]FILE",
+       help="Lhotse RecordingSet + SupervisionSet or CutSet, or a NeMo manifest (jsonl, jsonl.gz); repeatable; "
+            "SPLIT (train, dev, test) declares the file's split"),
+    _a("--manifest-format", default="auto", choices=("auto", "lhotse", "nemo"),
+       help="what --manifest files are (default: told by their first line)"),
+    _a("--kaldi-dir", action="append", metavar="[SPLIT=]DIR",
+       help="Kaldi data dir (wav.scp of plain paths, rttm or segments + utt2spk, reco2num_spk); repeatable"),
+]
+
 FEATURES: list[Arg] = [
-    _a("audio_dir"),
+    _a("audio_dir", nargs="?", help="audio directory (RTTM/UEM matched by name), or give a corpus description"),
+    *CORPUS,
     _a("--store", required=True, help="store directory or fsspec URL"),
     _a("--rttm-dir", help="where RTTM files are (default: AUDIO_DIR)"),
     _a("--uem-dir", help="where UEM files are (default: AUDIO_DIR)"),
@@ -155,6 +170,9 @@ EVALUATE: list[Arg] = [
     _a("--view", help="view to score (default: 'default'; 'test' with --audio-dir)"),
     _a("--split", default="validation", choices=("validation", "train", "all")),
     _a("--audio-dir", help="score these recordings (features go through the store)"),
+    *CORPUS,
+    _a("--subset", default="test", choices=("train", "development", "dev", "test"),
+       help="with a corpus description that declares splits: the subset to score (default test)"),
     _a("--rttm-dir"),
     _a("--uem-dir"),
     _a("--out", help="default: the run's eval/ directory"),
@@ -206,6 +224,14 @@ PLOT: list[Arg] = [
     _a("--out", help="default: RUN/plots/loss.png of the first run"),
 ]
 
+EXPORT: list[Arg] = [
+    _a("--store", required=True),
+    _a("--view", default="default"),
+    _a("--format", required=True, choices=("lhotse", "rttm")),
+    _a("--out", required=True, help="directory for the files (one set per split of the view)"),
+    *STORAGE,
+]
+
 DEMO_SUMMARY: list[Arg] = [
     _a("--data", required=True),
     _a("--store", required=True),
@@ -215,7 +241,8 @@ DEMO_SUMMARY: list[Arg] = [
 
 #: name -> (help, arguments, handler); help None hides the subcommand from the listing.
 COMMANDS: dict[str, tuple[str | None, list[Arg], Callable[[argparse.Namespace], int]]] = {
-    "features": ("build or update the feature store from an audio directory", FEATURES, commands.features_command),
+    "features": ("build or update the feature store from an audio directory or a corpus description", FEATURES,
+                 commands.features_command),
     "store": ("inspect and maintain a store", STORE, commands.store_command),
     "train": ("train SA-EEND on windows streamed from a store", TRAIN, commands.train_command),
     "evaluate": ("DER of a checkpoint (pyannote.metrics), RTTMs, plots", EVALUATE, commands.evaluate_command),
@@ -223,6 +250,8 @@ COMMANDS: dict[str, tuple[str | None, list[Arg], Callable[[argparse.Namespace], 
     "simulate": ("generate a simulated conversation corpus (eSpeak NG voices)", SIMULATE, commands.simulate_command),
     "demo-summary": (None, DEMO_SUMMARY, commands.demo_summary_command),
     "plot": ("loss curves of one or several runs on one figure", PLOT, commands.plot_command),
+    "export": ("write a view's recordings and supervisions as Lhotse manifests or RTTM", EXPORT,
+               commands.export_command),
 }
 
 

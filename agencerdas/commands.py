@@ -34,8 +34,11 @@ def features_command(args: argparse.Namespace) -> int:
         from agencerdas.inference.pseudo_model import ModelLabeler
 
         labeler = ModelLabeler(Path(args.pseudo_model), feature_config.to_dict())
+    from agencerdas.pipeline.corpora import CorpusSource
+
     request = FeaturesRequest(
-        audio_dir=Path(args.audio_dir),
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        corpus=CorpusSource.from_flags(args),
         store=args.store,
         rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None,
         uem_dir=Path(args.uem_dir) if args.uem_dir else None,
@@ -147,12 +150,16 @@ def train_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from agencerdas.inference.evaluate import EvalRequest, evaluate
+    from agencerdas.pipeline.corpora import PARTS, CorpusSource
 
     if args.out:
         output_dir(Path(args.out), "--out")
+    corpus = CorpusSource.from_flags(args, parts=(PARTS[args.subset],))
+    if corpus is not None and args.audio_dir:
+        raise AgencerdasError("give the recordings to score once: --audio-dir or a corpus description, not both")
     report = evaluate(EvalRequest(
         model=Path(args.model), store=args.store, view=args.view, split=args.split,
-        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None, corpus=corpus,
         rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
         out=Path(args.out) if args.out else None, collar_s=args.collar, skip_overlap=args.skip_overlap,
         tune=args.tune, tune_on_scored=args.tune_on_scored, attention=args.attention, device=args.device,
@@ -167,6 +174,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if report["tuned"]:  # the table above says the values and what they were tuned on
         print(f"tuned: saved in {Path(args.model).parent / 'tuned.json'} for this checkpoint ({Path(args.model).name})")
     print(f"report, RTTMs and plots in {Path(report['checkpoint']).parent / 'eval' if not args.out else args.out}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from agencerdas.pipeline.corpora.export import export_view
+    from agencerdas.stores import Store
+
+    out = output_dir(Path(args.out), "--out")
+    counts = export_view(Store(args.store, _storage_options(args), create=False), args.view, args.format, out)
+    print(f"agencerdas export: view {args.view!r} as {args.format} in {out}: "
+          + ", ".join(f"{part} {n} recordings" for part, n in counts.items()))
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from agencerdas.pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
+from agencerdas.pipeline.corpora import CorpusSource
 from agencerdas.pipeline.discover import discover
 from agencerdas.pipeline.rttm import unique_file_names, write_rttm
 from agencerdas.stores import DatasetView, Store, ViewRecording, load_view
@@ -56,6 +57,7 @@ class EvalRequest:
     audio_dir: Path | None = None
     rttm_dir: Path | None = None
     uem_dir: Path | None = None
+    corpus: CorpusSource | None = None  # score a corpus description's recordings (its parts: the subset asked)
     out: Path | None = None  # default: <run>/eval
     collar_s: float = 0.25
     skip_overlap: bool = False
@@ -89,17 +91,18 @@ class _Timer:
 
 def _targets(req: EvalRequest, lm: LoadedModel, store: Store):
     """(view, recording ids to score, references by id or None to use stored labels)."""
-    if req.audio_dir is None:
+    if req.audio_dir is None and req.corpus is None:
         view = load_view(store, req.view or "default")
         return view, view.split(req.split), None
     name = req.view or "test"
     summary = build_features(FeaturesRequest(
-        audio_dir=Path(req.audio_dir), store=store.url, rttm_dir=req.rttm_dir, uem_dir=req.uem_dir, jobs=req.jobs,
+        audio_dir=Path(req.audio_dir) if req.audio_dir else None, corpus=req.corpus, store=store.url,
+        rttm_dir=req.rttm_dir, uem_dir=req.uem_dir, jobs=req.jobs,
         view=name, validation_fraction=0.0, feature_config=FeatureConfig(**lm.feature_config), purpose="evaluate",
         label_config=LabelConfig(), storage_options=store.storage_options))
     if not summary.ok:
         print(summary.format())
-    found = discover(Path(req.audio_dir), req.rttm_dir, req.uem_dir)
+    found = req.corpus.read() if req.corpus else discover(Path(req.audio_dir), req.rttm_dir, req.uem_dir)
     refs = {rec.rec_id: (rec.segments, rec.uem) for rec in found.recordings if rec.segments is not None}
     view = load_view(store, name)
     return view, view.split("all"), refs
@@ -251,7 +254,7 @@ def evaluate(req: EvalRequest) -> dict:
     lm = load_model(req.model, rt.device, clustering=req.clustering, num_speakers=req.num_speakers,
                     min_speakers=req.min_speakers, max_speakers=req.max_speakers, chunk_s=req.chunk_s,
                     chunk_hop_s=req.chunk_hop_s)
-    store = Store(req.store, create=req.audio_dir is not None)
+    store = Store(req.store, create=req.audio_dir is not None or req.corpus is not None)
     view, ids, given_refs = _targets(req, lm, store)
     _check_features(view, lm, req.model)
     scorable = {r: _has_reference(r, view.recordings[r], given_refs) for r in ids}
@@ -259,7 +262,8 @@ def evaluate(req: EvalRequest) -> dict:
     ids = [r for r, ok in scorable.items() if ok]
     if not ids:
         raise AgencerdasError(f"split {req.split!r} of view {view.name!r} has no recordings with reference labels to score")
-    scored = _data(view, "all" if req.audio_dir else req.split, ids, req.audio_dir)
+    given = req.audio_dir or (req.corpus.describe() if req.corpus else None)
+    scored = _data(view, "all" if given else req.split, ids, given)
     # Refused before any inference runs when it would tune on the scored recordings.
     tuning = _tuning_set(req, lm, store, scored) if req.tune and not req.tune_on_scored else None
     out = Path(req.out or Path(req.model).parent / "eval")

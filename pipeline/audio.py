@@ -148,11 +148,24 @@ def _read_mono(handle: sf.SoundFile, frames: int, path: Path) -> np.ndarray:
     return mix_to_mono(block)
 
 
-def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
-    """Yield the recording as float32 mono blocks at ``sample_rate`` Hz.
+def region_frames(info: AudioInfo, offset_s: float | None, duration_s: float | None) -> tuple[int, int]:
+    """(first sample, samples) at the file's rate of the region ``offset_s`` + ``duration_s`` seconds (None:
+    the whole file), clipped to the file's end."""
+    if offset_s is None:
+        return 0, info.frames
+    first = min(info.frames, round(offset_s * info.sample_rate))
+    count = info.frames - first if duration_s is None else round(duration_s * info.sample_rate)
+    return first, max(0, min(count, info.frames - first))
+
+
+def stream_mono(path: Path, sample_rate: int, block_seconds: float, offset_s: float | None = None,
+                duration_s: float | None = None) -> Iterator[np.ndarray]:
+    """Yield the recording, or its region ``offset_s`` + ``duration_s`` (seconds), as float32 mono blocks at
+    ``sample_rate`` Hz.
 
     Each block holds about ``block_seconds`` of input audio; concatenated they equal
     resampling the whole signal at once (soxr streams keep filter state across blocks).
+    A region is reached by seeking, so only its samples are decoded.
     Raises AgencerdasError naming the file when it cannot be decoded or holds no samples.
     """
     with _open(path) as handle:
@@ -160,13 +173,22 @@ def stream_mono(path: Path, sample_rate: int, block_seconds: float) -> Iterator[
         resampler = None if native == sample_rate else soxr.ResampleStream(native, sample_rate, 1, dtype="float32")
         block_frames = max(1, int(block_seconds * native))
         declared = _declared_frames(path, handle)
+        wanted = None
+        if offset_s is not None:
+            first, wanted = region_frames(AudioInfo(native, handle.channels, handle.frames), offset_s, duration_s)
+            declared = wanted  # the region's samples must all be there
+            try:
+                handle.seek(first)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AgencerdasError(f"{path}: cannot seek to {offset_s:.3f} s ({exc})") from None
         total = 0
         while True:
+            step = block_frames if wanted is None else min(block_frames, wanted - total)
             try:
-                mono = _read_mono(handle, block_frames, path)
+                mono = _read_mono(handle, step, path) if step > 0 else np.zeros(0, dtype=np.float32)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AgencerdasError(f"{path}: cannot decode audio after {total} samples ({exc})") from None
-            last = len(mono) < block_frames
+            last = len(mono) < block_frames or (wanted is not None and total + len(mono) >= wanted)
             total += len(mono)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)

@@ -50,12 +50,32 @@ def is_utf8(path: Path | str) -> bool:
 
 @dataclass
 class Recording:
-    """One audio file found on disk. ``rec_id`` is the file name without extension."""
+    """One recording: an audio file found on disk (``rec_id`` the file name without extension), or an entry
+    of a corpus description (:mod:`pipeline.corpora`: its id there). Turns and UEM are in seconds from the
+    recording's start."""
 
     rec_id: str
     path: Path
     segments: list[Segment] | None = None  # None: no annotation found
     uem: list[tuple[float, float]] | None = None
+    #: The region of ``path`` this recording is (seconds), when a description cuts one long file into several
+    #: recordings; None: the whole file.
+    offset_s: float | None = None
+    duration_s: float | None = None
+    #: The part the corpus declares it in (``train``, ``validation``, ``test``); None: the view's seeded split.
+    split: str | None = None
+
+    @property
+    def region(self) -> dict | None:
+        """What of the file enters the features key: None for the whole file (the key every route shares)."""
+        return None if self.offset_s is None else {"offset_s": self.offset_s, "duration_s": self.duration_s}
+
+    @property
+    def source(self) -> str:
+        """The file, and the region of it, for reports and the view."""
+        if self.offset_s is None:
+            return str(self.path)
+        return f"{self.path} [{self.offset_s:.3f} s +{self.duration_s:.3f} s]"
 
 
 @dataclass
@@ -65,6 +85,8 @@ class Discovery:
     recordings: list[Recording] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    #: How the corpus declared its splits (:attr:`stores.DatasetView.split_origin`); None: it declared none.
+    split_origin: str | None = None
 
 
 def _walk(root: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]) -> list[Path]:

@@ -35,7 +35,8 @@ from agencerdas.stores.errors import AgencerdasError
 from agencerdas.stores.views import SPLIT_BY
 
 from .cluster import check_shared_store, task_backend
-from .discover import Recording, discover, printable
+from .corpora import CorpusSource
+from .discover import Discovery, Recording, discover, printable
 from .features import FeatureConfig
 from .labels import LabelConfig, canonical_annotation
 from .pseudo import PseudoConfig, PseudoLabeler
@@ -100,9 +101,10 @@ class RunSummary:
 
 @dataclass
 class FeaturesRequest:
-    """Inputs of one features run; the CLI fills it from flags."""
+    """Inputs of one features run; the CLI fills it from flags. The recordings come from ``audio_dir`` (RTTM/UEM
+    matched by name) or from ``corpus``, a description in a practitioner's format (:mod:`pipeline.corpora`)."""
 
-    audio_dir: Path
+    audio_dir: Path | None
     store: str
     rttm_dir: Path | None = None
     uem_dir: Path | None = None
@@ -125,6 +127,7 @@ class FeaturesRequest:
     scheduler: str | None = None
     #: What the view is for (:attr:`stores.DatasetView.purpose`): an existing view of another purpose is refused.
     purpose: str = "train"
+    corpus: CorpusSource | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -149,6 +152,12 @@ class FeaturesRequest:
                                       ("UEM", "--uem-dir", self.uem_dir)):
             if directory is not None and not Path(directory).is_dir():
                 problems.append(f"{what} directory ({flag}) {printable(str(directory))} is not an existing directory")
+        if (self.audio_dir is None) == (self.corpus is None):
+            problems.append("give the recordings once: an audio directory (AUDIO_DIR) or a corpus description "
+                            "(--protocol, --manifest or --kaldi-dir)")
+        elif self.corpus is not None and (self.rttm_dir or self.uem_dir):
+            problems.append("--rttm-dir and --uem-dir go with an audio directory; a corpus description names its "
+                            "own annotations")
         if self.purpose not in PURPOSES:
             problems.append(f"purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
         if problems:
@@ -181,9 +190,9 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
     try:
         for rec in recordings:
             try:
-                fkey = feature_key(cache.content_hash(rec.path), features_cfg)
+                fkey = feature_key(cache.content_hash(rec.path), features_cfg, rec.region)
             except OSError as exc:
-                summary.failures.append((str(rec.path), f"cannot read: {exc.strerror or exc}"))
+                summary.failures.append((rec.source, f"cannot read: {exc.strerror or exc}"))
                 continue
             if rec.segments is not None:
                 lkey = label_key(fkey, canonical_annotation(rec.segments, rec.uem), labels_cfg)
@@ -196,7 +205,7 @@ def _plan(request: FeaturesRequest, store: Store, recordings: list[Recording], s
                 # An absolute root for a local store: workers need not share this process's working directory.
                 yield Task(rec.rec_id, str(rec.path), store.root if store.local else store.url, store.storage_options,
                            features_cfg, labels_cfg, fkey, lkey, need_features, need_labels, rec.segments, rec.uem,
-                           pseudo if rec.segments is None else None)
+                           pseudo if rec.segments is None else None, rec.offset_s, rec.duration_s)
             else:
                 summary.reused += 1
     finally:
@@ -240,16 +249,17 @@ def _run(tasks: Iterator[Task], request: FeaturesRequest, summary: RunSummary) -
 
 
 def build_features(request: FeaturesRequest) -> RunSummary:
-    """Bring the store up to date with ``request.audio_dir`` and write the dataset view."""
+    """Bring the store up to date with ``request``'s recordings and write the dataset view."""
     start = time.perf_counter()
     request.validate()  # again: fields may have changed since construction
     summary = RunSummary(jobs=request.jobs)
+    # Read first: a description that is wrong stops the run before anything touches the store.
+    found = request.corpus.read() if request.corpus else discover(request.audio_dir, request.rttm_dir, request.uem_dir)
     store = Store(request.store, request.storage_options, create=True)
     store.view_path(request.view)  # a view name that cannot be a file name fails now, not after all the work
     _check_replaceable(store, request)
     if request.scheduler is not None:
         check_shared_store(request.scheduler, store)
-    found = discover(request.audio_dir, request.rttm_dir, request.uem_dir)
     summary.found = len(found.recordings)
     summary.failures += found.problems
     summary.notes += found.notes
@@ -266,7 +276,7 @@ def build_features(request: FeaturesRequest) -> RunSummary:
             summary.notes += [(result.path, note) for note in result.notes]
     if keys:
         previous = _previous_entries(store, request.view)
-        view = _view(request, store, found.recordings, keys, previous, summary.failures)
+        view = _view(request, store, found, keys, previous, summary.failures)
         try:
             save_view(store, view)
         except OSError as exc:  # disk full, permission denied: the committed entries stay valid
@@ -325,19 +335,22 @@ def _collected_meanwhile(store: Store, view: DatasetView, previous: dict[str, Vi
             if not (has_features(entry.features) and (entry.labels is None or has_labels(entry.labels)))]
 
 
-def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], keys: dict,
+def _view(request: FeaturesRequest, store: Store, found: Discovery, keys: dict,
           previous: dict[str, ViewRecording], failures: list[tuple[str, str]]) -> DatasetView:
-    """The dataset view over every recording with committed entries.
+    """The dataset view over every recording with committed entries, split as the corpus declares
+    (``found.split_origin``) or by the seeded hash.
 
     Entry facts come from the store's attributes, or from ``previous`` (the view's previous
     version) for recordings whose keys and path are unchanged (an unchanged rerun opens no entry).
     A recording whose entry vanished meanwhile is left out and added to ``failures``.
     """
     entries = {}
-    paths = {rec.rec_id: str(rec.path) for rec in recordings}
+    paths = {rec.rec_id: str(rec.path) for rec in found.recordings}
+    declared = {rec.rec_id: (rec.offset_s, rec.split) for rec in found.recordings}
     for rec_id, (fkey, lkey) in sorted(keys.items()):
         old = previous.get(rec_id)
-        if old is not None and (old.features, old.labels, old.source) == (fkey, lkey, paths[rec_id]):
+        if old is not None and (old.features, old.labels, old.source, old.offset_s, old.split) == (
+                fkey, lkey, paths[rec_id], *declared[rec_id]):
             entries[rec_id] = old
             continue
         try:
@@ -348,7 +361,8 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
             continue
         speakers = lattrs.get("speakers", [])
         entries[rec_id] = ViewRecording(fkey, lkey, fattrs["frames"], fattrs["duration_s"], speakers,
-                                        bool(lattrs.get("pseudo")), paths[rec_id], len(speakers) if lkey else None)
+                                        bool(lattrs.get("pseudo")), paths[rec_id], len(speakers) if lkey else None,
+                                        *declared[rec_id])
     return DatasetView(
         name=request.view,
         recordings=entries,
@@ -358,4 +372,5 @@ def _view(request: FeaturesRequest, store: Store, recordings: list[Recording], k
         split_seed=request.split_seed,
         split_by=request.split_by,
         purpose=request.purpose,
+        split_origin=found.split_origin,
     )

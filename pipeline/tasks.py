@@ -14,7 +14,7 @@ import numpy as np
 from agencerdas.stores import ArraySpec, Store, default_codec, feature_key, hash_file
 from agencerdas.stores.errors import AgencerdasError
 
-from .audio import probe, stream_mono
+from .audio import probe, region_frames, stream_mono
 from .discover import NOT_UTF8, is_utf8, printable
 from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
@@ -43,6 +43,8 @@ class Task:
     segments: list[Segment] | None = None
     uem: list[tuple[float, float]] | None = None
     pseudo: PseudoLabeler | None = None  # make pseudo labels with it instead of reading segments
+    offset_s: float | None = None  # a region of the file (seconds; None: the whole file)
+    duration_s: float | None = None
 
 
 @dataclass
@@ -93,12 +95,16 @@ def provenance() -> dict[str, Any]:
 
 
 def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int, float]:
-    """Compute and commit the features entry; returns (frames, duration in seconds)."""
+    """Compute and commit the features entry (of the whole file, or of the task's region of it); returns
+    (frames, duration in seconds)."""
     info = probe(Path(task.path))
+    first, samples = region_frames(info, task.offset_s, task.duration_s)
     attrs = {
         "recording_id": task.rec_id,
         "source_path": task.path,
-        "duration_s": info.duration_s,
+        "duration_s": samples / info.sample_rate,
+        "offset_s": first / info.sample_rate if task.offset_s is not None else None,
+        "file_samples": info.frames,
         "sample_rate": info.sample_rate,
         "channels": info.channels,
         "frame_shift_s": config.frame_shift_s,
@@ -106,17 +112,18 @@ def write_features(store: Store, task: Task, config: FeatureConfig) -> tuple[int
         "versions": provenance(),
         "created_at": time.time(),
     }
-    blocks = stream_mono(Path(task.path), config.sample_rate, CHUNK_FRAMES * config.frame_shift_s)
+    blocks = stream_mono(Path(task.path), config.sample_rate, CHUNK_FRAMES * config.frame_shift_s, task.offset_s,
+                         task.duration_s)
     frames = 0
     with store.write("features", task.features_key, attrs) as writer:
         # Expected length from the header: writes go in place, no resize per block.
-        hint = -(-info.frames * config.sample_rate // (info.sample_rate * config.hop_length))
+        hint = -(-samples * config.sample_rate // (info.sample_rate * config.hop_length))
         writer.create("feats", ArraySpec(config.n_mels, config.dtype, CHUNK_FRAMES, default_codec()), frames_hint=hint)
         for block in LogMel(config).process(blocks, CHUNK_FRAMES):
             writer.append("feats", block)
             frames += len(block)
         writer.set_attrs({"frames": frames})
-    return frames, info.duration_s
+    return frames, attrs["duration_s"]
 
 
 def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) -> tuple[list[str], list[str]]:

@@ -88,9 +88,13 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def feature_key(audio_hash: str, feature_config: Any) -> str:
-    """Key of a features entry: audio bytes (by their hash) plus the canonical feature config."""
-    return content_key("features", audio_hash, feature_config)
+def feature_key(audio_hash: str, feature_config: Any, region: dict | None = None) -> str:
+    """Key of a features entry: audio bytes (by their hash) plus the canonical feature config, and for a
+    region of the file (``{"offset_s", "duration_s"}``: one long file described as several recordings) that
+    region. A whole file (``region`` None) keeps the key it always had, whichever way it was found."""
+    if region is None:
+        return content_key("features", audio_hash, feature_config)
+    return content_key("features", audio_hash, feature_config, region)
 
 
 #: What a labels entry holds, beyond FORMAT_VERSION. 2: the reference turns (attrs ``turns``), so

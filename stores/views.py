@@ -38,6 +38,11 @@ class ViewRecording:
     #: Speakers of its labels entry (annotated ones, or pseudo clusters that speak); None for a recording
     #: without labels, and in views written before the count was recorded (then ``len(speakers)``).
     n_speakers: int | None = None
+    #: Where the recording starts in its file (seconds) when the corpus describes a region of a longer file;
+    #: None: the whole file. ``duration_s`` is then the region's length.
+    offset_s: float | None = None
+    #: The part the corpus declares it in (``train``, ``validation`` or ``test``); None: the seeded split decides.
+    split: str | None = None
 
     @property
     def speaker_count(self) -> int:
@@ -73,10 +78,14 @@ class DatasetView:
     #: labels; 1 (views written before) ranked every recording that is not pseudo-labelled. A view keeps
     #: the rule it was written with, so reading it never moves a recording between train and validation.
     split_rule: int = 2
+    #: How the corpus declared its splits (e.g. "pyannote.database protocol X: train -> train, development ->
+    #: validation"), when it did: then each recording's :attr:`ViewRecording.split` is its part and no
+    #: recording is drawn at random. None: the seeded split below.
+    split_origin: str | None = None
     #: What the seeded split draws: ``recordings`` (each labelled recording on its own) or ``voices`` (whole
     #: groups of recordings that share no speaker name with the rest, :mod:`stores.voice_split`, so validation
     #: holds only voices train never has; the recording split when no group fits). Views written before
-    #: the field split by recordings and keep doing so.
+    #: the field split by recordings and keep doing so. A declared split wins over both.
     split_by: str = "recordings"
 
     def __post_init__(self) -> None:
@@ -87,7 +96,8 @@ class DatasetView:
     def split(self, part: str) -> list[str]:
         """Recording ids of ``part`` ('train', 'validation' or 'all'), sorted.
 
-        Recordings are ranked by a seeded hash of their id, so the split depends
+        A view whose corpus declared its splits (:attr:`split_origin`) keeps them. Otherwise
+        recordings are ranked by a seeded hash of their id, so the split depends
         only on the ids and the seed, never on directory order or machine. Only recordings
         with reference labels are ranked, and ``validation_fraction`` is a share of them: with
         two or more, validation gets at least one. Pseudo-labelled and unlabelled recordings
@@ -100,6 +110,8 @@ class DatasetView:
             return ids
         if part not in ("train", "validation"):
             raise AgencerdasError(f"unknown split {part!r}; use 'train', 'validation' or 'all'")
+        if self.split_origin is not None:
+            return [rec for rec in ids if self.recordings[rec].split == part]
         validation = self._drawn()[0]
         return [rec for rec in ids if (rec in validation) == (part == "validation")]
 
@@ -130,6 +142,8 @@ class DatasetView:
 
     def describe_split(self) -> str:
         """Which rule made the train/validation split, in words (run summary, corpus-stats.txt)."""
+        if self.split_origin is not None:
+            return f"declared by the corpus ({self.split_origin})"
         _, rule, note = self._drawn()
         share = f"{100 * self.validation_fraction:g}% of the labelled recordings (--validation-fraction)"
         if rule == "voices":
@@ -147,9 +161,11 @@ class DatasetView:
         entries = {rec: [r.features, r.labels or ""] for rec, r in sorted(self.recordings.items())}
         if self.split_rule < 2:
             return content_key("view", entries)
-        if self.split_by == "recordings":
+        if self.split_origin is None and self.split_by == "recordings":
             return content_key("view", entries, self.split_rule)
-        return content_key("view", entries, self.split_rule, self.split_by)
+        if self.split_origin is None:
+            return content_key("view", entries, self.split_rule, self.split_by)
+        return content_key("view", entries, self.split_rule, {rec: r.split for rec, r in self.recordings.items()})
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -180,6 +196,7 @@ class DatasetView:
                 # Views written before purposes were recorded: evaluate's had no validation split.
                 purpose=payload.get("purpose", "evaluate" if payload["validation_fraction"] == 0 else "train"),
                 split_rule=payload.get("split_rule", 1),
+                split_origin=payload.get("split_origin"),
                 split_by=payload.get("split_by", "recordings"),
             )
         except (KeyError, TypeError, AttributeError) as exc:

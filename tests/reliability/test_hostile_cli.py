@@ -18,6 +18,7 @@ from agencerdas.pipeline.runner import FeaturesRequest, build_features
 from agencerdas.stores import Store
 from tests.builders import make_corpus
 from tests.conftest import TINY
+from tests.corpora import hostile_descriptions
 from tests.reliability.helpers import Zygote, assert_no_traceback
 
 #: (id, argv with {root} for the world's directory, a text the error message must contain)
@@ -91,6 +92,32 @@ ROWS = [
                        "{root}/corpus/rtm"], "rtm"),
     ("uem-dir-typo", ["features", "{root}/corpus/audio", "--store", "{root}/store", "--rttm-dir", "{root}/corpus/rttm",
                       "--uem-dir", "{root}/corpus/uem-typo"], "uem-typo"),
+    # corpus descriptions (issue 32): each error stops the run by name before anything is written
+    ("protocol-unknown", ["features", "--protocol", "Tones.SpeakerDiarization.Nope", "--database-yml",
+                          "{root}/described/protocol/database.yml", "--store", "{root}/store"],
+     "no pyannote.database protocol 'Tones.SpeakerDiarization.Nope'"),
+    ("evaluate-protocol-unknown", ["evaluate", "--model", "{root}/run/best.pt", "--store", "{root}/store", "--protocol",
+                                   "Tones.SpeakerDiarization.Nope", "--database-yml",
+                                   "{root}/described/protocol/database.yml"], "no pyannote.database protocol"),
+    ("protocol-splits-overlap", ["features", "--protocol", "Tones.SpeakerDiarization.Tiny", "--database-yml",
+                                 "{root}/described/overlap/database.yml", "--store", "{root}/store"],
+     "splits overlap: recording 'rec00' is declared in train"),
+    ("supervision-negative-duration", ["features", "--store", "{root}/store", "--manifest",
+                                       "{root}/described/negative/tones_recordings.jsonl", "--manifest",
+                                       "{root}/described/negative/tones_supervisions.jsonl"],
+     "tones_supervisions.jsonl:2: supervision duration -0.5 is negative"),
+    ("kaldi-command-entry", ["features", "--store", "{root}/store", "--kaldi-dir", "{root}/described/kaldi-command"],
+     "wav.scp:1: recording 'rec00' is a shell command"),
+    ("recording-id-twice", ["features", "--store", "{root}/store", "--manifest", "{root}/described/twice.json"],
+     "recording id 'rec00' is declared twice"),
+    ("manifest-missing", ["features", "--store", "{root}/store", "--manifest", "{root}/described/none.jsonl"],
+     "none.jsonl does not exist"),
+    ("audio-dir-and-manifest", ["features", "{root}/corpus/audio", "--store", "{root}/store", "--manifest",
+                                "{root}/described/twice.json"], "give the recordings once"),
+    ("export-missing-view", ["export", "--store", "{root}/store", "--view", "nope", "--format", "rttm", "--out",
+                             "{root}/new-out"], "has no view 'nope'"),
+    ("export-out-is-a-file", ["export", "--store", "{root}/store", "--format", "lhotse", "--out", "{root}/a-file"],
+     "a-file is a file"),
 ]
 
 
@@ -122,6 +149,7 @@ def world(tmp_path_factory, toy) -> Path:
     """A corpus, its store, a finished run, hostile checkpoints and a plain file, under one directory."""
     root = tmp_path_factory.mktemp("hostile")
     audio, rttm = make_corpus(root / "corpus", n=3, seconds=6.0)
+    hostile_descriptions(root / "described", root / "corpus")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path_factory.mktemp("hostile-cache")))
         assert build_features(FeaturesRequest(audio, str(root / "store"), rttm_dir=rttm, jobs=1, progress=False,
