@@ -205,12 +205,13 @@ def weighted_bce(logits: Tensor, permuted_labels: Tensor, mask: Tensor | None, w
     """BCE against PIT-aligned labels with a weight per sequence (e.g. down-weighted pseudo labels).
 
     logits, permuted_labels: (B, T, S); mask: (B, T) bool or None; weights: (B,) float.
-    Returns the weighted mean over valid frames and speakers, float32; 0 when every weight is 0.
+    Returns the weighted sum over valid frames and speakers divided by their number, float32: the weights
+    are absolute, so a sequence of weight 0.5 pulls half as hard whatever else is in the batch (dividing by
+    the sum of the weights would train a batch of such sequences at full strength); with every weight 1
+    this is :func:`pit_bce`'s loss, and it is 0 when every weight is 0.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
         bce = F.binary_cross_entropy_with_logits(logits.float(), permuted_labels.float(), reduction="none")
-        frame_weight = weights.float()[:, None].expand(bce.shape[:2])
-        if mask is not None:
-            frame_weight = frame_weight * mask.float()
-        total = (frame_weight * bce.sum(dim=-1)).sum()
-        return total / (frame_weight.sum() * bce.shape[-1]).clamp_min(1e-12)
+        valid = torch.ones(bce.shape[:2], device=bce.device) if mask is None else mask.float()
+        total = (valid * weights.float()[:, None] * bce.sum(dim=-1)).sum()
+        return total / (valid.sum() * bce.shape[-1]).clamp_min(1.0)

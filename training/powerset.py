@@ -38,7 +38,8 @@ def powerset_ce(logits: Tensor, labels: Tensor, mapping: Tensor, mask: Tensor | 
     For each sequence the reference speakers are permuted to best match the model's per-speaker
     marginals (softmax x ``mapping``), by the same batched search as :func:`training.loss.pit_bce`
     (exact for S <= 4, Hungarian above); the permuted frames become classes, and the loss is the mean
-    cross-entropy over the valid frames that have a class, weighted per sequence by ``weights``.
+    cross-entropy over the valid frames that have a class, each weighted by its sequence's ``weights``
+    (absolute weights: the weighted sum over the number of those frames).
     float32 with autocast disabled, like the PIT loss.
 
     Args:
@@ -67,6 +68,8 @@ def powerset_ce(logits: Tensor, labels: Tensor, mapping: Tensor, mask: Tensor | 
         counted = mask & (classes >= 0)
         frame_weight = counted.float() * (1.0 if weights is None else weights.float()[:, None])
         nll = -log_probs.gather(-1, classes.clamp_min(0)[..., None])[..., 0]
-        loss = (nll * frame_weight).sum() / frame_weight.sum().clamp_min(1e-12)
+        # Over the number of frames counted, not the sum of their weights: weights are absolute (a batch of
+        # half-weight pseudo windows pulls half as hard), and with every weight 1 both are the same mean.
+        loss = (nll * frame_weight).sum() / counted.sum().clamp_min(1)
     return PITLoss(loss=loss, perm=perm, permuted_labels=permuted,
                    dropped=(mask & (classes < 0)).sum())

@@ -64,9 +64,84 @@ def test_weighted_bce_equals_pit_loss_with_unit_weights_and_ignores_zero_weights
     logits, labels = torch.randn(3, 20, 4), (torch.rand(3, 20, 4) > 0.6).float()
     result = pit_bce(logits, labels)
     ones = weighted_bce(logits, result.permuted_labels, None, torch.ones(3))
-    assert torch.allclose(ones, result.loss)
+    assert torch.allclose(ones, result.loss, rtol=1e-6, atol=1e-7)
+    # a window of weight 0 adds nothing, and the others keep their absolute weight (1 of 3 windows)
     only_first = weighted_bce(logits, result.permuted_labels, None, torch.tensor([1.0, 0.0, 0.0]))
-    assert torch.allclose(only_first, pit_bce(logits[:1], labels[:1]).loss)
+    assert torch.allclose(only_first, pit_bce(logits[:1], labels[:1]).loss / 3, rtol=1e-6, atol=1e-7)
+
+
+def _losses():
+    """(name, loss(logits, labels, mask, weights) -> scalar, logit classes): the PIT BCE and the powerset loss,
+    as the trainer weighs pseudo windows (:func:`training.objective.diarization_loss`)."""
+    import torch
+
+    from agencerdas.scoring.powerset import powerset_sets
+    from agencerdas.training.powerset import powerset_ce
+
+    mapping = torch.from_numpy(powerset_sets(3, 2)).float()
+
+    def bce(logits, labels, mask, weights):
+        return weighted_bce(logits, pit_bce(logits, labels, mask).permuted_labels, mask, weights)
+
+    def powerset(logits, labels, mask, weights):
+        return powerset_ce(logits, labels, mapping, mask, weights).loss
+
+    return {"pit": (bce, 3), "powerset": (powerset, len(mapping))}
+
+
+def _batch(classes: int, seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    logits, labels = torch.randn(4, 30, classes), (torch.rand(4, 30, 3) > 0.7).float()
+    mask = torch.ones(4, 30, dtype=torch.bool)
+    mask[1, 20:] = False  # a padded window
+    return logits, labels, mask
+
+
+@pytest.mark.parametrize("name", ["pit", "powerset"])
+def test_a_batch_of_pseudo_windows_at_half_weight_pulls_half_as_hard(name):
+    """PSEUDO=weight=0.5 halves a window's gradient whatever else its batch holds, also in a batch of pseudo
+    windows only (a loss normalised by the sum of the weights trained such a batch at full strength)."""
+    import torch
+
+    loss, classes = _losses()[name]
+    logits, labels, mask = _batch(classes)
+    grads = {}
+    for weight in (1.0, 0.5):
+        x = logits.clone().requires_grad_(True)
+        loss(x, labels, mask, torch.full((4,), weight)).backward()
+        grads[weight] = x.grad
+    assert grads[1.0].abs().sum() > 0
+    assert torch.allclose(grads[0.5], 0.5 * grads[1.0], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["pit", "powerset"])
+def test_a_pseudo_windows_pull_does_not_depend_on_the_rest_of_its_batch(name):
+    import torch
+
+    loss, classes = _losses()[name]
+    logits, labels, mask = _batch(classes, seed=1)
+    grads = []
+    for others in (1.0, 0.25):  # the same half-weight window beside labelled windows, then beside pseudo ones
+        x = logits.clone().requires_grad_(True)
+        loss(x, labels, mask, torch.tensor([0.5, others, others, others])).backward()
+        grads.append(x.grad[0])
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["pit", "powerset"])
+def test_unit_weights_leave_the_loss_as_it_is_without_weights(name):
+    import torch
+
+    from agencerdas.scoring.powerset import powerset_sets
+    from agencerdas.training.powerset import powerset_ce
+
+    loss, classes = _losses()[name]
+    logits, labels, mask = _batch(classes, seed=2)
+    unweighted = (pit_bce(logits, labels, mask).loss if name == "pit" else
+                  powerset_ce(logits, labels, torch.from_numpy(powerset_sets(3, 2)).float(), mask).loss)
+    assert torch.allclose(loss(logits, labels, mask, torch.ones(4)), unweighted, rtol=1e-6, atol=1e-7)
 
 
 def test_bad_pseudo_mode_is_rejected():
