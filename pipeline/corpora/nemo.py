@@ -58,7 +58,7 @@ def read_nemo(corpus: Corpus, manifests: list[Path], part: str | None) -> None:
             region = corpus.audio(path, where, stem, offset or None, duration, part=part)
             if region is None:
                 continue
-            rec_id = stem if region == (None, None) else f"{stem}_{_ms(region[0])}_{_ms(region[0], region[1])}"
+            rec_id = stem if region == (None, None) else _region_id(stem, *region)
             try:
                 turns = _region(_turns(rttms, rttm, stem), region) if rttm else None
                 regions = _uem(uem, stem, region) if uem else None
@@ -71,9 +71,11 @@ def read_nemo(corpus: Corpus, manifests: list[Path], part: str | None) -> None:
                 corpus.note(where, note)
 
 
-def _ms(offset_s: float | None, duration_s: float | None = 0.0) -> str:
-    """Milliseconds of a region's start (``duration_s`` 0) or end ("end": to the end of the file)."""
-    return "end" if duration_s is None else str(round(((offset_s or 0.0) + duration_s) * 1000))
+def _region_id(stem: str, offset_s: float | None, duration_s: float | None) -> str:
+    """``STEM_STARTMS_ENDMS``, the id of a region of a file (``end``: to the end of the file)."""
+    start = offset_s or 0.0
+    end = "end" if duration_s is None else round((start + duration_s) * 1000)
+    return f"{stem}_{round(start * 1000)}_{end}"
 
 
 def _turns(cache: dict[Path, dict], rttm: Path, stem: str) -> list[Segment]:
