@@ -3,6 +3,7 @@ speakers, a run without the head that is today's run exactly, and what a run wit
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -62,19 +63,47 @@ def test_the_margin_asks_for_more_than_the_softmax():
     assert speaker_loss(near, table, perm, speakers, 0.3) > speaker_loss(near, table, perm, speakers, 0.0)
 
 
+#: Unit roundoff of float32 (2**-24).
+UNIT_ROUNDOFF = 2.0**-24
+
+
 @pytest.mark.parametrize("path", ["true", "false"])
 def test_without_the_embedding_loss_a_run_is_the_run_before_the_head_existed(toy, tmp_path, path):
-    """``EMBED_LOSS_WEIGHT=0`` trains today's model: the same weights and losses, bit for bit, as a run of the
-    code before the head existed (fixtures/make_pre_embedding_run.py wrote them, on the same toy corpus)."""
+    """``EMBED_LOSS_WEIGHT=0`` trains today's model: the same weights and losses as a run of the code before the
+    head existed (fixtures/make_pre_embedding_run.py wrote them, on the same toy corpus, on another CPU).
+
+    Another CPU sums in another order (SIMD width, BLAS kernel), so the runs agree to float32 rounding, not bit
+    for bit: a sum of n terms differs by about sqrt(n) units of roundoff relative (n = 1200, the input
+    projection's fan-in: 2e-6); Adam's step is invariant to the gradient's scale, so a relative gradient error
+    moves a step by that much of the step, and over T steps the errors add at most T-fold: T * sqrt(n) * u of a
+    tensor's largest value, 1.2e-5 for these T = 6 steps. Measured on an AMD EPYC against the fixture (written
+    on another CPU): 1.5e-6. A change of what is trained moves the weights far more: LR 1% higher, 1.6e-2;
+    DROPOUT 0.11 for 0.1 (other masks), 8e-2.
+
+    The one exception is the attention's key bias: softmax over keys ignores a vector added to every key, so its
+    gradient is zero in exact arithmetic, and Adam, dividing by that gradient's own RMS, turns pure rounding noise
+    into steps of up to LR. It changes nothing the model computes, which the outputs on one input check instead.
+    """
     history = toy.train(tmp_path / "run", "EPOCHS=2", "SEED=3", "THREADS=1", f"DATA_ON_DEVICE={path}",
                         "EMBED_LOSS_WEIGHT=0")
     before = torch.load(FIXTURES / "pre-embedding-run.pt", weights_only=True)[path]
     weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert weights.keys() == before["model"].keys()
+    tolerance = history[-1]["step"] * math.sqrt(weights["input_proj.0.weight"].shape[1]) * UNIT_ROUNDOFF
+    dim = weights["blocks.0.attn.proj.weight"].shape[0]
     for name, value in before["model"].items():
-        assert torch.equal(weights[name], value), name
-    assert [r["train_loss"] for r in history] == before["train_loss"]
-    assert [r["val_loss"] for r in history] == before["val_loss"]
+        got, expected = weights[name], value
+        if name.endswith("attn.qkv.bias"):  # queries and values; the key bias is checked through the outputs
+            got, expected = torch.cat([got[:dim], got[2 * dim:]]), torch.cat([value[:dim], value[2 * dim:]])
+        torch.testing.assert_close(got, expected, rtol=0, atol=tolerance * float(expected.abs().max()), msg=name)
+    cfg = toy.config("EMBED_LOSS_WEIGHT=0")
+    models = [build_model(cfg, toy.view.feature_config["n_mels"]).eval() for _ in range(2)]
+    models[0].load_state_dict(weights), models[1].load_state_dict(before["model"])
+    x = torch.randn(2, cfg.window, models[0].in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(models[0](x).logits, models[1](x).logits, rtol=tolerance, atol=tolerance)
+    for key in ("train_loss", "val_loss"):
+        assert [r[key] for r in history] == pytest.approx(before[key], rel=tolerance, abs=0), key
 
 
 def test_a_run_with_the_head_saves_a_table_of_the_train_split_s_speakers_that_inference_leaves_out(toy, tmp_path):
