@@ -8,6 +8,8 @@ are seamless.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +35,42 @@ class AudioInfo:
     def duration_s(self) -> float:
         return self.frames / self.sample_rate
 
+
+def audio_file(path: Path) -> Path:
+    """``path`` if it names a regular file, else AgencerdasError saying what it is instead: missing, a
+    directory, a pipe or FIFO (``<(...)``, ``mkfifo``: opening one waits for a writer, and a file is
+    read twice, hashed then decoded, with seeks, which a pipe cannot do), a device or a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AgencerdasError(f"{path} does not exist; give an audio file") from None
+    except OSError as exc:
+        raise AgencerdasError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise AgencerdasError(f"{path} is a directory; give its audio files (e.g. {Path(path) / '*.wav'})")
+    if stat.S_ISFIFO(mode):
+        raise AgencerdasError(f"{path} is a pipe or FIFO, not a file: audio is read twice (hashed, then decoded) "
+                              "and seeked, which a pipe cannot do; save the audio to a file and give that")
+    if not stat.S_ISREG(mode):
+        raise AgencerdasError(f"{path} is not a regular file (a device or socket); give an audio file")
+    return Path(path)
+
+
+def api_input(audio, sample_rate, uri) -> Path | None:
+    """What a Python caller handed in as ``audio``: the regular file (:func:`audio_file`) a path names (str,
+    bytes or path-like), or None for a waveform, which :func:`waveform_mono` checks. AgencerdasError naming the
+    argument for a rate given with a file, a waveform without one, or a ``uri`` that is not a string."""
+    if uri is not None and not isinstance(uri, str):
+        raise AgencerdasError(f"uri must be a string naming the recording, got {uri!r}")
+    if not isinstance(audio, (str, bytes, os.PathLike)):
+        if sample_rate is None:
+            raise AgencerdasError("a waveform needs its sample_rate in Hz (e.g. sample_rate=16000); a file path is "
+                                  "a str, bytes or pathlib.Path")
+        return None
+    if sample_rate is not None:
+        raise AgencerdasError(f"sample_rate={sample_rate!r} is for waveforms, and {audio!r} is a file, which says its "
+                              "own rate; leave sample_rate out")
+    return audio_file(Path(os.fsdecode(audio)))
 
 def _open(path: Path) -> sf.SoundFile:
     try:
@@ -205,17 +243,52 @@ def stream_mono(path: Path, sample_rate: int, block_seconds: float, offset_s: fl
         )
 
 
+#: Waveform sample rates accepted, in Hz: from telephone-band audio well below 8 kHz up to the highest rate audio
+#: interfaces record; a rate outside is a mistake (samples passed as the rate, a rate in kHz) that would stretch
+#: or squeeze the audio into silence.
+WAVEFORM_RATES_HZ = (1000, 768000)
+#: Integer sample types read as PCM, by their full scale (sample / scale is ±1); uint8 is centred on 128, as in
+#: 8-bit WAV. Wider or unsigned types have no common PCM meaning and are refused.
+PCM_FULL_SCALE = {np.dtype(np.int8): 128, np.dtype(np.uint8): 128, np.dtype(np.int16): 32768,
+                  np.dtype(np.int32): 2**31}
+
+
+def _samples(waveform, name: str) -> np.ndarray:
+    """``waveform`` as a float32 array at full scale ±1: floats as they are, PCM integers scaled
+    (:data:`PCM_FULL_SCALE`); AgencerdasError naming ``name`` for anything else."""
+    try:
+        array = np.asarray(waveform)
+    except (TypeError, ValueError, RuntimeError) as exc:  # ragged lists, a tensor on a GPU or needing grad
+        raise AgencerdasError(f"{name}: not an array of samples ({exc}); give a numpy float array "
+                              "(samples,) or (channels, samples)") from None
+    if array.dtype in PCM_FULL_SCALE:
+        offset = 128 if array.dtype == np.uint8 else 0
+        return ((array.astype(np.float32) - offset) / np.float32(PCM_FULL_SCALE[array.dtype])).astype(np.float32)
+    if array.dtype.kind != "f":
+        kind = {"i": "integer", "u": "unsigned integer", "c": "complex", "b": "boolean"}.get(array.dtype.kind, "non-numeric")
+        raise AgencerdasError(
+            f"{name}: samples of type {array.dtype} ({kind}) are not audio this reads: give floats at full scale ±1, "
+            f"or PCM integers ({', '.join(str(t) for t in PCM_FULL_SCALE)})")
+    return array.astype(np.float32, copy=False)
+
+
 def waveform_mono(waveform: np.ndarray, sample_rate: int, target_rate: int, name: str = "waveform") -> np.ndarray:
     """(samples,) float32 mono at ``target_rate`` Hz of an in-memory ``waveform``: (samples,), or 2-D as
     (channels, samples) the way pyannote and torchaudio hold audio or (samples, channels) the way
-    soundfile reads it (the longer axis is time), at ``sample_rate`` Hz, full scale ±1.
+    soundfile reads it (the longer axis is time), at ``sample_rate`` Hz. Floats are at full scale ±1;
+    int8, uint8, int16 and int32 samples are PCM and scaled to it (an int16 32767 is just under 1).
 
-    Raises AgencerdasError naming ``name`` for a rate that is not a positive integer, a shape that is
-    not audio, no samples, or samples that are not finite or far beyond full scale (as for files).
+    Raises AgencerdasError naming ``name`` for a rate that is not an integer number of Hz within
+    :data:`WAVEFORM_RATES_HZ`, samples of another type (complex, text, wider integers, ragged lists), a
+    shape that is not audio, no samples, or samples that are not finite or far beyond full scale (as for files).
     """
-    array = np.asarray(waveform, dtype=np.float32)
+    low, high = WAVEFORM_RATES_HZ
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise AgencerdasError(f"{name}: sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
+    if not low <= sample_rate <= high:
+        raise AgencerdasError(f"{name}: sample_rate={sample_rate} Hz is outside {low}..{high} Hz; give the rate the "
+                              "samples were recorded at, in Hz (16000, 44100, 48000, ...)")
+    array = _samples(waveform, name)
     if array.ndim not in (1, 2) or not array.size:
         raise AgencerdasError(f"{name}: expected samples (n,) or (channels, n) holding audio, got shape {array.shape}")
     if array.ndim == 1:

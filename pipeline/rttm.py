@@ -8,7 +8,10 @@ what was left out can be reported.
 
 RTTM fields are space-separated, so a recording id or speaker name that contains
 whitespace cannot be written verbatim. :func:`rttm_safe` maps every whitespace run
-to ``_``; the mapping is applied consistently wherever the project writes an id.
+to ``_``; the mapping is applied consistently wherever the project writes an id. Read,
+such a name spills into the confidence field or past the format's 10 fields, and the line
+is refused (file:line) rather than cut to its first word, which would merge ``Alice Smith``
+and ``Alice Jones`` into one speaker.
 """
 
 from __future__ import annotations
@@ -40,6 +43,32 @@ def _number(text: str, what: str, where: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise AgencerdasError(f"{where}: {what} {text!r} is not finite")
     return value
+
+
+#: NIST RTTM's fields: type, file, channel, start, duration, orthography, speaker type, name, confidence,
+#: signal lookahead time; the last two are often left out.
+RTTM_FIELDS = 10
+#: What a SPEAKER line may hold in its confidence and lookahead fields besides a number.
+_NOT_GIVEN = {"<na>", "na", "-"}
+
+
+def _speaker_fields(fields: list[str], where: str) -> None:
+    """Refuse a SPEAKER line whose speaker name holds whitespace: more fields than RTTM has, or a
+    confidence or lookahead that is neither a number nor ``<NA>``."""
+    extra = [f for f in fields[8:] if f.lower() not in _NOT_GIVEN and not _is_float(f)]
+    if len(fields) > RTTM_FIELDS or extra:
+        found = f"{len(fields)} fields" if len(fields) > RTTM_FIELDS else f"{' '.join(extra)!r} after the speaker name"
+        raise AgencerdasError(
+            f"{where}: {found}, but an RTTM SPEAKER line has {RTTM_FIELDS} (the last two <NA> or numbers): is the "
+            f"speaker name {' '.join(fields[7:])!r} several words? Join them (e.g. with _) so each speaker is one field")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _records(path: Path, kind: str) -> Iterator[tuple[str, list[str]]]:
@@ -84,7 +113,8 @@ def read_rttm(path: Path) -> RttmFile:
 
     Only ``SPEAKER`` lines are used; blank lines and ``;;`` comments are skipped silently,
     lines of other types are counted by type. Raises AgencerdasError naming ``file:line``
-    for a line that does not parse, a negative start or a non-positive duration.
+    for a line that does not parse, a negative start, a non-positive duration, or a speaker name
+    of several words (more than :data:`RTTM_FIELDS` fields, or words in the confidence field).
     """
     turns: dict[str, list[Segment]] = defaultdict(list)
     skipped: Counter = Counter()
@@ -97,6 +127,7 @@ def read_rttm(path: Path) -> RttmFile:
                 f"{where}: expected 'SPEAKER <file> <chan> <start> <dur> <NA> <NA> <speaker> ...', "
                 f"got {len(fields)} fields"
             )
+        _speaker_fields(fields, where)
         start = _number(fields[3], "start", where)
         duration = _number(fields[4], "duration", where)
         if start < 0:
@@ -123,11 +154,13 @@ def parse_uem(path: Path) -> dict[str, list[tuple[float, float]]]:
 
 
 def format_rttm(recording: str, segments: Iterable[Segment]) -> str:
-    """RTTM text, one ``SPEAKER`` line per segment, ids and speakers made :func:`rttm_safe`."""
+    """RTTM text, one ``SPEAKER`` line per segment, ids and speakers made :func:`rttm_safe`, times in
+    milliseconds; a turn shorter than half a millisecond is left out, since it would be written with duration
+    0.000, which RTTM readers (:func:`read_rttm` too) refuse."""
     rec = rttm_safe(recording)
     return "".join(
         f"SPEAKER {rec} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {rttm_safe(seg.speaker)} <NA> <NA>\n"
-        for seg in sorted(segments)
+        for seg in sorted(segments) if f"{seg.duration:.3f}" != "0.000"
     )
 
 

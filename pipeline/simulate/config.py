@@ -24,6 +24,10 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 # MPEG audio defines only these sample rates (Hz).
 _MP3_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+#: Sample rates written, in Hz: from telephone speech to studio rates (a 1-Hz "recording" holds no speech).
+RATES_HZ = (8000, 192000)
+#: Longest recording simulated, in seconds: each is rendered whole in memory (an hour at 48 kHz: 0.7 GB of float32).
+MAX_DURATION_S = 7200.0
 # Mixed into the seed of the held-out draw, so it is a stream of its own (conversations use [seed, pool, index]).
 _HELDOUT_STREAM = 0x68656C64
 Voice = TypeVar("Voice")
@@ -51,6 +55,10 @@ def _balanced_cycle(dimensions: tuple[tuple, ...]) -> tuple[tuple, ...]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @functools.lru_cache(maxsize=16)
@@ -146,8 +154,11 @@ class SimulationConfig:
         weights = self.speakers_per_rec
         if not weights or any(not _is_int(k) or k < 1 for k in weights):
             fail(f"speakers_per_rec needs positive integer speaker counts as keys, got {weights}")
-        if any(not w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
-            fail(f"speakers_per_rec weights must be >= 0 with a positive sum, got {weights}")
+        if any(not _is_number(w) or not 0 <= w < math.inf for w in weights.values()):
+            fail(f"speakers_per_rec (--speakers) weights must be finite numbers >= 0, got {weights}")
+        if not 0 < sum(weights.values()) < math.inf:  # the shares are the weights over their sum (numpy divides so)
+            fail(f"speakers_per_rec (--speakers) weights must have a positive, finite sum (they are normalised by it), got "
+                 f"{weights}; use shares such as 2:0.5,3:0.3,4:0.2")
         pool_size = self.train_pool_size if self.pool == "train" else self.test_pool_size
         most = max(k for k, w in weights.items() if w > 0)
         if most > pool_size:
@@ -158,6 +169,9 @@ class SimulationConfig:
         self._validate_heldout(pool_size, most, fail)
         if not 0 < self.min_duration_s <= self.max_duration_s or not math.isfinite(self.max_duration_s):
             fail(f"need 0 < min_duration_s <= max_duration_s, got {self.min_duration_s} and {self.max_duration_s}")
+        if self.max_duration_s > MAX_DURATION_S:
+            fail(f"max_duration_s (--max-duration) {self.max_duration_s:g} s is above {MAX_DURATION_S:g} s: a recording "
+                 "is rendered whole in memory; simulate more recordings instead of longer ones")
         if not self.formats:
             fail("formats is empty; choose from " + ", ".join(FORMATS))
         for name in self.formats:
@@ -166,8 +180,9 @@ class SimulationConfig:
         if not self.rates:
             fail("rates is empty; give at least one sample rate in Hz, e.g. 16000")
         for rate in self.rates:
-            if not _is_int(rate) or rate <= 0:
-                fail(f"sample rate {rate!r} must be a positive integer number of Hz")
+            if not _is_int(rate) or not RATES_HZ[0] <= rate <= RATES_HZ[1]:
+                fail(f"sample rate {rate!r} (--rates) must be an integer number of Hz from {RATES_HZ[0]} to "
+                     f"{RATES_HZ[1]}")
             if "mp3" in self.formats and rate not in _MP3_RATES_HZ:
                 fail(f"mp3 cannot store {rate} Hz; MPEG audio rates are {sorted(_MP3_RATES_HZ)}")
         if self.noise_snr_db is not None and not math.isfinite(self.noise_snr_db):

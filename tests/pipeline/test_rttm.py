@@ -45,6 +45,10 @@ def test_several_recordings_comments_and_other_line_types(tmp_path):
         ("SPEAKER rec 1 -0.5 1.0 <NA> <NA> alice", "negative start"),
         ("SPEAKER rec 1 0.5 0 <NA> <NA> alice", "not positive"),
         ("SPEAKER rec 1 0.5 -1 <NA> <NA> alice", "not positive"),
+        # a speaker name of two words: past the format's 10 fields, or a word where the confidence goes
+        ("SPEAKER rec 1 0.5 1.0 <NA> <NA> Alice Smith <NA> <NA>", "11 fields"),
+        ("SPEAKER rec 1 0.5 1.0 <NA> <NA> Alice Smith", "'Smith' after the speaker name"),
+        ("SPEAKER rec 1 0.5 1.0 <NA> <NA> Alice Smith <NA>", "'Alice Smith <NA>' several words"),
     ],
 )
 def test_bad_line_error_names_file_and_line(tmp_path, line, message):
@@ -54,6 +58,27 @@ def test_bad_line_error_names_file_and_line(tmp_path, line, message):
         parse_rttm(path)
     assert str(info.value).startswith(f"{path}:3: ")
     assert message in str(info.value)
+
+
+def test_two_speakers_sharing_a_first_name_are_never_merged(tmp_path):
+    path = tmp_path / "names.rttm"
+    path.write_text("SPEAKER rec 1 0.0 1.0 <NA> <NA> Alice Smith <NA> <NA>\n"
+                    "SPEAKER rec 1 2.0 1.0 <NA> <NA> Alice Jones <NA> <NA>\n")
+    with pytest.raises(AgencerdasError, match=r"names.rttm:1: .*Join them"):
+        read_rttm(path)
+
+
+def test_confidence_and_lookahead_may_be_numbers_or_na(tmp_path):
+    path = tmp_path / "scored.rttm"
+    path.write_text("SPEAKER rec 1 0.0 1.0 <NA> <NA> alice 0.93 <NA>\nSPEAKER rec 1 2.0 1.0 <NA> <NA> bob NA 0\n")
+    assert parse_rttm(path) == {"rec": [Segment(0.0, 1.0, "alice"), Segment(2.0, 1.0, "bob")]}
+
+
+def test_a_turn_too_short_to_write_is_left_out_so_the_file_reads_back(tmp_path):
+    # a one-sample recording's turn lasts 1/16000 s, which milliseconds write as duration 0.000
+    path = tmp_path / "onesample.rttm"
+    write_rttm(path, "onesample", [Segment(0.0, 1 / 16000, "spk0"), Segment(1.0, 0.0006, "spk1")])
+    assert parse_rttm(path) == {"onesample": [Segment(1.0, 0.001, "spk1")]}
 
 
 def test_unreadable_rttm_is_an_error(tmp_path):

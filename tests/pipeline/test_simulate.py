@@ -278,6 +278,11 @@ def test_small_corpus_with_heldout_voices_names_them(tmp_path: Path) -> None:
         ({"n_recordings": 0}, "n_recordings"),
         ({"p_overlap": 1.5}, "p_overlap"),
         ({"speakers_per_rec": {0: 1.0}}, "speakers_per_rec"),
+        ({"speakers_per_rec": {2: 1e308, 3: 1e308}}, "positive, finite sum"),
+        ({"speakers_per_rec": {2: float("inf")}}, "finite numbers >= 0"),
+        ({"speakers_per_rec": {2: "1"}}, "finite numbers >= 0"),
+        ({"rates": (1,)}, r"sample rate 1 \(--rates\) must be an integer number of Hz from 8000"),
+        ({"min_duration_s": 10.0, "max_duration_s": 1e300}, r"max_duration_s \(--max-duration\) 1e\+300 s is above"),
     ],
 )
 def test_impossible_requests_are_rejected(overrides: dict, message: str) -> None:
