@@ -1,4 +1,5 @@
-"""TensorBoard event files in the run directory, beside ``metrics.jsonl`` (rank 0 writes them).
+"""TensorBoard event files in the run directory, beside ``metrics.jsonl`` (rank 0 writes them), and the
+console line of each epoch.
 
 ``tensorboard --logdir runs`` compares runs as practitioners do with Lightning, NeMo or the HF
 Trainer: step scalars (``train/*``: loss, learning rate, gradient norm, windows/s, peak memory)
@@ -59,11 +60,28 @@ class Board:
         self.writer.flush()
         self.seconds += time.perf_counter() - start
 
-    def close(self, config: dict, final: dict) -> None:
-        """The run's config as hparams, with its final metrics."""
+    def close(self, config: dict | None = None, final: dict | None = None) -> None:
+        """The run's ``config`` as hparams, with its ``final`` metrics (none for a run that failed)."""
         if not self.writer:
             return
+        if config is None:
+            self.writer.close()
+            return
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+        final = final or {}
         metrics = {f"hparam/{k}": final[k] for k in ("val_der", "val_loss", "train_loss") if final.get(k) is not None}
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
+
+
+def epoch_line(r: dict) -> str:
+    """The console line of an epoch record (shown with the progress bar)."""
+    parts = [f"epoch {r['epoch']:>3}", f"train {r['train_loss']:.4f}"]
+    if r.get("val_loss") is not None:
+        parts.append(f"val {r['val_loss']:.4f}  frame-err {100 * r['val_frame_error']:.1f}%")
+    if r.get("val_der") is not None:
+        parts.append(f"DER {100 * r['val_der']:.1f}%")
+    parts.append(f"{r['windows_per_s']:.0f} win/s  {r['seconds']:.1f} s  peak {r['peak_mem_mb']:.0f} MB")
+    if r.get("val_share") is not None:
+        parts.append(f"validation {100 * r['val_share']:.0f}% of the epoch")
+    return "  ".join(parts)

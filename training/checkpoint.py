@@ -87,7 +87,8 @@ def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
+        what = ("is a directory" if path.is_dir() else "does not exist" if not path.exists()
+                else "is not a regular file (a pipe, FIFO or device: a checkpoint is read with seeks)")
         raise AgencerdasError(f"checkpoint {path} {what}; give runs/NAME/best.pt or last.pt")
     if not zipfile.is_zipfile(path):
         raise AgencerdasError(f"{path}: not a torch zip checkpoint (a legacy-format torch file, or not a checkpoint "

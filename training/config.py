@@ -130,6 +130,12 @@ class TrainConfig:
             problems.append(f"pseudo must be include, exclude or weight=W with 0 <= W <= 1, got {self.pseudo!r}")
         if self.loss == "powerset" and self.max_overlap > self.max_speakers:
             problems.append(f"max_overlap={self.max_overlap} must be at most max_speakers={self.max_speakers}")
+        elif self.loss == "powerset" and (self.max_speakers > MAX_POWERSET_SPEAKERS
+                                          or powerset_classes(self.max_speakers, self.max_overlap) > MAX_POWERSET_CLASSES):
+            problems.append(f"loss=powerset with max_speakers={self.max_speakers} and max_overlap={self.max_overlap} has "
+                            f"{powerset_classes(self.max_speakers, self.max_overlap)} classes; a powerset model takes at "
+                            f"most {MAX_POWERSET_SPEAKERS} speakers and {MAX_POWERSET_CLASSES} classes: lower MAX_OVERLAP "
+                            "or MAX_SPEAKERS, or use LOSS=pit")
         if self.chunk_hop_s > self.chunk_s:
             problems.append(f"chunk_hop_s={self.chunk_hop_s} must be at most chunk_s={self.chunk_s} (chunks leave no gap)")
         if self.freeze_blocks > self.blocks:
@@ -144,13 +150,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """A config from a saved dict (config.json, a checkpoint); fields it lacks take their defaults, but
-        those that shape the model take what configs saved before them meant (:data:`SAVED_BEFORE`), and
-        an unknown field is an error rather than a TypeError."""
+        """A config from a saved dict (config.json, a checkpoint). A field it lacks was added after it was saved
+        and takes the value that reproduces such a run (:data:`ADDED_FIELDS`), except the settings a resume may
+        change (:data:`RESUMABLE_CHANGES`: how a run runs, not what it trained), which take today's default. An
+        unknown field is an error rather than a TypeError."""
         unknown = sorted(map(repr, set(values) - set(_kinds())))
         if unknown:
             raise AgencerdasError(f"unknown training config field(s) {', '.join(map(str, unknown))}")
-        return cls(**{**SAVED_BEFORE, **values})
+        before = {k: v for k, v in ADDED_FIELDS.items() if k not in RESUMABLE_CHANGES}
+        return cls(**{**before, **values})
 
     @property
     def pseudo_weight(self) -> float:
@@ -183,6 +191,17 @@ class TrainConfig:
 
 #: The largest share of free device memory the train split may take: the rest is for activations.
 MAX_DATA_BUDGET = 0.9
+#: Bounds of a powerset model, checked before any work: frames find their class through a table of 2**S entries
+#: (training.powerset), and every frame of a batch scores every class (B x T x P logits; 1024 classes are 130 MB
+#: of float32 logits for the throughput preset's batch). pyannote's models use 7 (S=3, K=2).
+MAX_POWERSET_SPEAKERS = 16
+MAX_POWERSET_CLASSES = 1024
+
+
+def powerset_classes(speakers: int, max_overlap: int) -> int:
+    """The classes of a powerset model: sets of at most ``max_overlap`` of ``speakers`` slots, the empty one too."""
+    return sum(math.comb(speakers, k) for k in range(max_overlap + 1))
+
 
 #: Lower bounds of the numeric fields (a field with an upper bound too is in _BETWEEN instead).
 _AT_LEAST: dict[str, float] = {
@@ -190,7 +209,7 @@ _AT_LEAST: dict[str, float] = {
                      "accumulate", "shuffle_group", "median_frames", "log_every", "max_overlap", "embed_dim"), 1),
     **dict.fromkeys(("audio_cap_s", "threads", "cache_mb", "aug_gain_db", "aug_tilt_db", "aug_freq_masks",
                      "aug_mask_bins", "sim_gain_db", "warmup_steps", "weight_decay", "checkpoint_every", "der_every",
-                     "collar_s", "max_steps", "freeze_blocks", "embed_loss_weight", "embed_margin"), 0),
+                     "collar_s", "max_steps", "freeze_blocks", "embed_loss_weight"), 0),
     "num_workers": -1,
 }
 #: (low, high, low included, high included) of the bounded numeric fields.
@@ -200,6 +219,9 @@ _BETWEEN: dict[str, tuple[float, float, bool, bool]] = {
     "min_lr_ratio": (0.0, 1.0, True, True), "lr": (0.0, 1.0, False, True), "grad_clip": (0.0, math.inf, False, False),
     "sim_min_segment_s": (0.0, math.inf, False, False), "chunk_s": (0.0, math.inf, False, False),
     "chunk_hop_s": (0.0, math.inf, False, False), "cluster_threshold": (0.0, 2.0, False, True),
+    # cosines lie in [-1, 1]: past a margin of 1 the true speaker's score (at best 1 - m) falls below an
+    # unrelated speaker's (about 0) whatever the embedding, and the loss only grows (1e38 trained to inf)
+    "embed_margin": (0.0, 1.0, True, True),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pooling": ("stack", "mean"), "precision": ("auto", "fp32", "bf16", "fp16"),
@@ -227,16 +249,32 @@ def _inside(value: float, low: float, high: float, closed_low: bool, closed_high
     return (low <= value if closed_low else low < value) and (value <= high if closed_high else value < high)
 
 
-#: Fields that shape the model, with what a config saved before the field existed meant: such a
-#: checkpoint holds a model of that shape whatever today's default is.
-SAVED_BEFORE: dict[str, Any] = {"loss": "pit", "embed_loss_weight": 0.0}
+#: Every field added to TrainConfig after the first release (6147637), by the commit that added it, with the
+#: value that reproduces what a run saved before it did. A saved config without the field means this value
+#: (:meth:`TrainConfig.from_dict`), and a resume compares the run's settings with it (training.resume). What
+#: each earlier version saved is in tests/training/fixtures/old-runs/; a new field needs a row here.
+ADDED_FIELDS: dict[str, Any] = {
+    "pseudo": "include",  # 68f3904: pseudo labels did not exist, every label was real
+    "threads": 0,  # 8987115: torch's own thread count (resumable)
+    # 644cc3d: no augmentation
+    "aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
+    "fill_speech": False,  # f75fdc5: undecided frames stayed silent (resumable)
+    # 9832efb: windows streamed by DataLoader workers (resumable), no simulated conversations
+    "data_on_device": "false", "data_budget": 0.5,
+    "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "speaker_ids": "recording",
+    "sim_warp": 0.0,  # 54fd08e
+    "loss": "pit", "max_overlap": 2,  # 9d3e32c: multilabel PIT was the only loss
+    "init_from": "", "init_normalizer": "checkpoint", "freeze_blocks": 0,  # e04291d: no fine-tuning
+    # c87c6a8: no speaker-embedding head, so no clustering (its chunk and threshold settings were never used)
+    "embed_loss_weight": 0.0, "embed_dim": 64, "embed_margin": 0.2,
+    "chunk_s": 30.0, "chunk_hop_s": 15.0, "cluster_threshold": 0.6,
+}
 
-#: Fields added after checkpoints were first written, with the values that reproduce what runs saved
-#: before them did (no augmentation), so such a run resumes when given those values.
-ADDED_FIELDS = {"aug_warp": 0.0, "aug_gain_db": 0.0, "aug_tilt_db": 0.0, "aug_freq_masks": 0, "aug_mask_bins": 0,
-                "fill_speech": False, "sim_prob": 0.0, "sim_min_segment_s": 0.5, "sim_gain_db": 3.0, "sim_warp": 0.0,
-                "speaker_ids": "recording", "loss": "pit", "max_overlap": 2,
-                "init_from": "", "init_normalizer": "checkpoint", "freeze_blocks": 0, "embed_loss_weight": 0.0}
+#: Fields that may differ between a checkpoint and the run resuming it: how a run runs, not what it trains.
+#: INIT_FROM only when it names the run's own source (training.resume): a resume reads last.pt, not the source.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
+                     "checkpoint_every", "fill_speech", "data_on_device", "data_budget",
+                     "init_from", "init_normalizer"}
 
 
 def _is_weight(text: str) -> bool:
@@ -282,6 +320,8 @@ def resolve(preset: str, overrides: list[str] | None = None) -> TrainConfig:
     for item in overrides or []:
         name, sep, text = item.partition("=")
         key = name.strip().lower().replace("-", "_")
+        if not sep and key in fields:  # "EPOCHS 3" or a dict/pair flattened wrongly: the name is right
+            raise AgencerdasError(f"override {item!r} has no value; give it as {name.strip().upper()}=VALUE")
         if not sep or key not in fields:
             raise AgencerdasError(
                 f"unknown override {item!r}; valid names (case-insensitive): {', '.join(sorted(fields))}"

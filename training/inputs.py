@@ -120,10 +120,11 @@ def crowded_frames(data: Data, max_overlap: int) -> tuple[int, int]:
     return crowded, total
 
 
-def speaker_stats(cfg: TrainConfig, data: Data) -> str:
-    """Corpus-stats lines on speakers: per annotated train recording, and what the window rule leaves out
+def speaker_stats(cfg: TrainConfig, data: Data) -> tuple[str, float]:
+    """The corpus-stats line on speakers: per annotated train recording, and what the window rule leaves out
     of the loss (:meth:`~training.windows.WindowFormat.labels`) on the fixed tiling of the train split
-    (base frames, capped like training, inside the UEM; an epoch's random phase moves the count a little)."""
+    (base frames, capped like training, inside the UEM; an epoch's random phase moves the count a little);
+    and the share of labelled frames so left out."""
     crowded_windows = windows = left_out = total = 0
     speakers, size = cfg.max_speakers, cfg.window_base_frames
     for rec, n, scored in zip(data.train, data.lengths, data.scored_of(data.train)):
@@ -143,7 +144,35 @@ def speaker_stats(cfg: TrainConfig, data: Data) -> str:
     return (f"speakers per annotated train recording {counts}; {data.identities} speaker identities "
             f"({cfg.speaker_ids}); {crowded_windows} of {windows} windows (fixed tiling) hold more than "
             f"MAX_SPEAKERS={speakers} speakers and keep the {speakers} most active: {left_out} of {total} labelled "
-            f"base frames ({100 * left_out / max(total, 1):.2f}%), where a speaker left out talks, are out of the loss")
+            f"base frames ({100 * left_out / max(total, 1):.2f}%), where a speaker left out talks, are out of the loss",
+            left_out / max(total, 1))
+
+
+#: The share of labelled frames left out of the loss (more speakers than MAX_SPEAKERS) that is warned about at
+#: the start of a run: a corpus of more speakers than slots loses a little by design (EEND-VC), not half.
+LEFT_OUT_WARNING = 0.05
+
+
+def corpus_report(cfg: TrainConfig, data: Data, bank: SegmentBank | None) -> tuple[list[str], list[str]]:
+    """corpus-stats.txt's paragraphs (what the corpus is like, useful on its own) and the warnings a run
+    starts with (what the settings leave out of the loss)."""
+    line, left_out = speaker_stats(cfg, data)
+    stats, warnings = [f"view '{data.view_name}' split {data.split}", line], []
+    if left_out > LEFT_OUT_WARNING:
+        most = max(speakers_per_recording(data.train), default=cfg.max_speakers)
+        warnings.append(f"MAX_SPEAKERS={cfg.max_speakers} leaves {100 * left_out:.0f}% of the train split's labelled "
+                        f"frames out of the loss (a window keeps its {cfg.max_speakers} most active speakers; "
+                        f"recordings have up to {most}); raise MAX_SPEAKERS unless that is meant")
+    if bank is not None:
+        stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
+                     f"{len(bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
+                     f"turn-taking:\n{bank.stats.describe(data.shift_s)}")
+    if cfg.powerset:
+        crowded, total = crowded_frames(data, cfg.max_overlap)
+        stats.append(f"powerset classes hold at most {cfg.max_overlap} speakers at once: {crowded} of {total} "
+                     f"labelled frames of the train split ({100 * crowded / max(total, 1):.2f}%) have more, and "
+                     "are left out of the loss")
+    return stats + [f"warning: {w}" for w in warnings], warnings
 
 
 def training_plan(cfg: TrainConfig, data: Data, rt: Runtime) -> WindowPlan:

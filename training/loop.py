@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,15 +25,16 @@ from tqdm.auto import tqdm
 
 from agencerdas.stores.errors import AgencerdasError
 
-from .board import Board
+from .board import Board, epoch_line
 from .checkpoint import finite_weights, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .init import freeze, initialise, load_source
-from .inputs import Data, batches, crowded_frames, load_data, segment_bank, speaker_stats, validation_windows
+from .inputs import Data, batches, corpus_report, load_data, segment_bank, validation_windows
 from .resident import ResidentLoader
 from .objective import training_loss
 from .model import build_model
 from .resume import best_criterion, check_resume
+from .rundir import RunLock, RunState, check_source_outside, clear_run, forget_metrics_after, run_state
 from .runtime import Runtime, setup, teardown
 from .validate import validate
 from .windows import Normalizer
@@ -55,9 +57,13 @@ class Trainer:
     """State of one run; :meth:`fit` is the loop."""
 
     def __init__(self, cfg: TrainConfig, data: Data, out_dir: Path, rt: Runtime, resume: bool, progress: bool,
-                 allow_view_change: bool = False):
+                 allow_view_change: bool = False, found: RunState | None = None):
         self.cfg, self.data, self.out, self.rt, self.progress = cfg, data, Path(out_dir), rt, progress
+        # What the caller saw before deciding to start, resume or replace the run; still so when the lock is taken.
+        self.found = run_state(self.out) if found is None else found
         self.criterion = best_criterion(cfg, bool(data.validation))
+        if not resume:
+            check_source_outside(self.out, cfg.init_from)
         if resume and not (self.out / "last.pt").is_file():
             raise AgencerdasError(f"cannot resume: {self.out / 'last.pt'} does not exist; drop --resume to start a new run")
         ckpt = load_checkpoint(self.out / "last.pt", for_resume=True) if resume else None
@@ -103,6 +109,7 @@ class Trainer:
         self.dropped = torch.zeros((), dtype=torch.long, device=rt.device)
         self.grad_norm = torch.zeros((), device=rt.device)  # the last optimizer step's, read at log time
         self.board: Board | None = None  # TensorBoard, opened by fit
+        self.saved = False  # whether this process wrote a checkpoint (a new run that fails before it leaves nothing)
         # Sums over the current epoch's batches so far, kept in mid-epoch checkpoints so a resumed
         # epoch reports the same loss as an uninterrupted one.
         self.running = {"loss": 0.0, "windows": 0, "batches": 0, "seconds": 0.0}
@@ -151,15 +158,6 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def _forget_metrics_after(self, step: int) -> None:
-        """Drop metrics.jsonl records logged after the checkpoint being resumed (they are redone) and
-        records of partial epochs (the resumed epoch's record replaces them)."""
-        path = self.out / "metrics.jsonl"
-        if path.is_file():
-            records = [json.loads(line) for line in path.read_text().splitlines() if line]
-            kept = [json.dumps(r) for r in records if r["step"] <= step and not r.get("partial")]
-            path.write_text("".join(line + "\n" for line in kept))
-
     def _rank_states(self) -> list[dict]:
         """Every rank's RNG states and running sums of the epoch so far (``rng``, ``running``), rank order
         (a collective under DDP: all ranks call it together)."""
@@ -176,6 +174,7 @@ class Trainer:
         if not finite_weights(self.model.state_dict()):  # a committed poison would be trusted downstream
             raise AgencerdasError(f"training diverged: the weights hold NaN or inf at step {self.step}, so {name} was "
                                   f"not written; {self._remedy()}")
+        self.saved = True
         save_checkpoint(self.out / name, {
             "config": self.cfg.to_dict(), "feature_config": self.data.feature_config, "best_criterion": self.criterion,
             "view": self.data.view_name, "view_fingerprint": self.data.fingerprint, "view_entries": self.data.entries,
@@ -227,7 +226,7 @@ class Trainer:
         one transfer; raises when the run diverged."""
         signs = [self.nonfinite.float()] + ([self.scaler._get_scale_async().float()] if self.scaler.is_enabled() else [])
         values = torch.stack([loss_sum.float(), self.grad_norm.float(), *signs]).tolist()
-        self._check_finite(values[2] > 0, values[3] if len(values) > 3 else None)
+        self._check_finite(values[2] > 0, values[3] if len(values) > 3 else None, values[0])
         return values[0], values[1]
 
     def _epoch(self) -> dict:
@@ -274,7 +273,7 @@ class Trainer:
             torch.distributed.all_reduce(totals)
         loss_total, batches_total, nonfinite, dropped = totals.tolist()
         self.dropped.zero_()
-        self._check_finite(nonfinite > 0, self.scaler.get_scale() if self.scaler.is_enabled() else None)
+        self._check_finite(nonfinite > 0, self.scaler.get_scale() if self.scaler.is_enabled() else None, loss_total)
         return {"train_loss": loss_total / max(1.0, batches_total), "windows": windows * rt.world, "seconds": seconds,
                 **({"overlap_frames_dropped": int(dropped)} if cfg.powerset else {}),
                 "windows_per_s": windows * rt.world / max(seconds, 1e-9), "steps_per_s": batches / max(seconds, 1e-9)}
@@ -284,46 +283,55 @@ class Trainer:
                 + (", or train with PRECISION=fp32" if self.rt.amp_dtype is not None else "")
                 + "; last.pt and best.pt still hold the last finite state")
 
-    def _check_finite(self, nonfinite: bool, scale: float | None) -> None:
-        """Stop the run before anything is saved once a gradient norm was non-finite, or fp16's loss
-        ``scale`` collapsed below 1 (every step overflowing)."""
+    def _check_finite(self, nonfinite: bool, scale: float | None, loss: float) -> None:
+        """Stop the run before anything is saved once a gradient norm or the summed training ``loss`` was
+        non-finite (the loss can be while the gradients are not: EMBED_MARGIN=1e38), or fp16's loss ``scale``
+        collapsed below 1 (every step overflowing; an overflowing step's loss is expected then)."""
         collapsed = scale is not None and scale < 1.0
-        if nonfinite or collapsed:
-            what = "the fp16 loss scale fell below 1 (every step overflows)" if collapsed else \
-                "a gradient norm became NaN or inf"
+        lost = scale is None and not math.isfinite(loss)
+        if nonfinite or collapsed or lost:
+            what = ("the fp16 loss scale fell below 1 (every step overflows)" if collapsed else
+                    "a gradient norm became NaN or inf" if nonfinite else "the training loss became NaN or inf")
             raise AgencerdasError(f"training diverged at step {self.step} (epoch {self.epoch + 1}): {what}; "
                                   f"{self._remedy()}")
 
     def fit(self) -> list[dict]:
-        cfg, history = self.cfg, []
+        """The run, holding the run directory's lock (rank 0) from its first write to its end."""
+        lock = RunLock(self.out)
         if self.rt.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            lock.acquire(self.found)
+        try:
+            return self._fit()
+        except BaseException:
+            if self.rt.main and self.resumed_step is None and not self.saved:  # no run to resume: nothing left
+                if self.board:
+                    self.board.close()
+                clear_run(self.out)
+            raise
+        finally:
+            lock.release()
+
+    def _fit(self) -> list[dict]:
+        cfg, history, warnings = self.cfg, [], []
+        if self.rt.main:
+            if self.resumed_step is not None:
+                forget_metrics_after(self.out, self.resumed_step)
+            else:  # a new run in an old directory (--overwrite) keeps nothing of the old run's
+                clear_run(self.out)
             (self.out / "config.json").write_text(json.dumps({**self.cfg.to_dict(), "best_criterion": self.criterion,
                                                               "initialised_from": self.provenance}, indent=1))
-            if self.resumed_step is not None:
-                self._forget_metrics_after(self.resumed_step)
-            else:  # a new run in an old directory (--overwrite) keeps nothing of the old run's
-                for stale in (*RUN_ARTIFACTS, *self.out.glob("events.out.tfevents.*")):
-                    (self.out / stale).unlink(missing_ok=True)
-                shutil.rmtree(self.out / "eval", ignore_errors=True)
-            # what the corpus is like, useful to the user on its own
-            stats = [f"view '{self.data.view_name}' split {self.data.split}", speaker_stats(cfg, self.data)]
-            if self.bank is not None:
-                stats.append(f"simulated conversations ({100 * cfg.sim_prob:.0f}% of training windows) from "
-                             f"{len(self.bank.identities)} speaker identities ({cfg.speaker_ids}); the train split's "
-                             f"turn-taking:\n{self.bank.stats.describe(self.data.shift_s)}")
-            if cfg.powerset:
-                crowded, total = crowded_frames(self.data, cfg.max_overlap)
-                stats.append(f"powerset classes hold at most {cfg.max_overlap} speakers at once: {crowded} of {total} "
-                             f"labelled frames of the train split ({100 * crowded / max(total, 1):.2f}%) have more, and "
-                             "are left out of the loss")
+            stats, warnings = corpus_report(cfg, self.data, self.bank)
             (self.out / "corpus-stats.txt").write_text("\n".join(stats) + "\n")
             if self.progress:
                 tqdm.write("\n".join(stats))
+            for warning in warnings:  # loudly, whatever the progress display
+                print(f"agencerdas: warning: {warning}", file=sys.stderr)
         self.board = Board(self.out, self.rt.main, self.resumed_step)
         while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
             board_s = self.board.seconds
             record, example = {"kind": "epoch", "epoch": self.epoch + 1, **self._epoch()}, None
+            if warnings and not history:  # once, for the summary
+                record["warnings"] = warnings
             if self.rt.main:
                 started = time.perf_counter()
                 scores, example = validate(self, with_der=cfg.der_every > 0 and (self.epoch + 1) % cfg.der_every == 0)
@@ -360,26 +368,10 @@ class Trainer:
             self._log(record)
             history.append(record)
             if self.rt.main and self.progress:
-                tqdm.write(_epoch_line(record))
+                tqdm.write(epoch_line(record))
             self.rt.barrier()
         self.board.close({**cfg.to_dict(), "best_criterion": self.criterion}, history[-1] if history else {})
         return history
-
-
-#: What a run writes into its directory besides TensorBoard's event files and eval/.
-RUN_ARTIFACTS = ("metrics.jsonl", "tuned.json", "best.pt", "last.pt", "corpus-stats.txt")
-
-
-def _epoch_line(r: dict) -> str:
-    parts = [f"epoch {r['epoch']:>3}", f"train {r['train_loss']:.4f}"]
-    if r.get("val_loss") is not None:
-        parts.append(f"val {r['val_loss']:.4f}  frame-err {100 * r['val_frame_error']:.1f}%")
-    if r.get("val_der") is not None:
-        parts.append(f"DER {100 * r['val_der']:.1f}%")
-    parts.append(f"{r['windows_per_s']:.0f} win/s  {r['seconds']:.1f} s  peak {r['peak_mem_mb']:.0f} MB")
-    if r.get("val_share") is not None:
-        parts.append(f"validation {100 * r['val_share']:.0f}% of the epoch")
-    return "  ".join(parts)
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -392,9 +384,12 @@ def train(cfg: TrainConfig, store_url: str, view_name: str, out_dir: Path, resum
     """Train (or resume) a run in ``out_dir``; returns the per-epoch records written to metrics.jsonl.
 
     ``allow_view_change`` lets a resume continue on a view whose entries changed since the checkpoint."""
+    found = run_state(out_dir)
+    if int(os.environ.get("RANK", 0)) == 0:  # the owner under DDP; refused before loading anything
+        RunLock(Path(out_dir)).check_free()
     rt = setup(cfg.device, cfg.precision)
     try:
         data = load_data(cfg, store_url, view_name, storage_options or {})
-        return Trainer(cfg, data, out_dir, rt, resume, progress, allow_view_change).fit()
+        return Trainer(cfg, data, out_dir, rt, resume, progress, allow_view_change, found).fit()
     finally:
         teardown()

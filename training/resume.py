@@ -7,14 +7,12 @@ view's entries, every field outside :data:`RESUMABLE_CHANGES`, the criterion tha
 
 from __future__ import annotations
 
+import os
+import shlex
+
 from agencerdas.stores.errors import AgencerdasError
 
-from .config import ADDED_FIELDS, TrainConfig
-
-#: Fields that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "num_workers", "threads", "cache_mb", "device", "log_every", "der_every",
-                     "checkpoint_every", "fill_speech", "data_on_device", "data_budget",
-                     "init_from", "init_normalizer"}  # a resume takes the weights from last.pt, not the source
+from .config import ADDED_FIELDS, RESUMABLE_CHANGES, TrainConfig
 
 
 def check_resume(cfg: TrainConfig, ckpt: dict, data, world: int, criterion: str, allow_view_change: bool) -> None:
@@ -30,20 +28,34 @@ def check_resume(cfg: TrainConfig, ckpt: dict, data, world: int, criterion: str,
             "the resumed run would train on other data than the run it continues; start a new run, or pass "
             "--resume-on-changed-view to continue on the new view anyway"
         )
-    saved = {**ADDED_FIELDS, **ckpt["config"]}
-    changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
+    _check_source(cfg, ckpt["config"].get("init_from", ""))
+    saved = {**ADDED_FIELDS, **ckpt["config"]}  # a field saved before it existed has the value of that time
+    unknown = sorted(set(cfg.to_dict()) - set(saved))
+    if unknown:  # a field added without a row in ADDED_FIELDS: nothing says what the old run did
+        raise AgencerdasError(f"the checkpoint was saved before the setting(s) {', '.join(unknown)} existed, and "
+                              "this version records no value that reproduces such a run; start a new run, or "
+                              "fine-tune from it with INIT_FROM")
+    changed = {k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RESUMABLE_CHANGES}
+    picked = ckpt.get("best_criterion", criterion)
+    if picked != criterion and saved["der_every"] != cfg.der_every:  # one remedy names every setting to give
+        changed.add("der_every")
     if changed:
+        changed = sorted(changed)
         older = [k for k in changed if k not in ckpt["config"]]  # a run saved before these fields existed
-        remedy = (f"resume it with {' '.join(f'{k.upper()}={saved[k]}' for k in older)}" if older == changed
-                  else "start a new run in another --out")
         raise AgencerdasError(
             f"cannot resume with changed settings {', '.join(changed)} "
-            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change); {remedy}"
+            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
+            + (f"; DER_EVERY={cfg.der_every} would pick best.pt by {criterion}, this run picks it by {picked}"
+               if "der_every" in changed else "")
+            + (f"; {', '.join(older)} did not exist when this run was saved" if older else "")
+            + f"); resume it with {' '.join(f'{k.upper()}={shlex.quote(str(saved[k]))}' for k in changed)} "
+            "(the settings it was trained with), or start a new run in another --out"
         )
-    if ckpt.get("best_criterion", criterion) != criterion:
+    if picked != criterion:  # not DER_EVERY's doing: the view gained or lost its validation split
         raise AgencerdasError(
-            f"this run picks best.pt by {ckpt['best_criterion']}, but with these settings it would pick it by "
-            f"{criterion} (DER_EVERY=0 computes no DER); keep DER_EVERY as the run started, or start a new run"
+            f"this run picks best.pt by {picked}, but on view {data.view_name!r} it would pick it by {criterion} "
+            f"(the view {'has no' if criterion == 'last' else 'now has a'} validation split); resume it on a view "
+            "split as the run started, or start a new run"
         )
     # A mid-epoch position counts batches of one rank's share of the epoch, which depends on the world size.
     if ckpt["batch_in_epoch"] and ckpt.get("world", 1) != world:
@@ -73,3 +85,14 @@ def best_criterion(cfg: TrainConfig, has_validation: bool) -> str:
     if not has_validation:
         return "last"
     return "val_der" if cfg.der_every > 0 else "val_loss"
+
+
+def _check_source(cfg: TrainConfig, source: str) -> None:
+    """A resume continues last.pt and never reads INIT_FROM: it may only repeat the run's own source."""
+    if cfg.init_from and not (source and os.path.abspath(cfg.init_from) == os.path.abspath(source)):
+        began = f"was initialised from {source}" if source else "started from random weights"
+        raise AgencerdasError(
+            f"--resume continues the run from its last.pt and never reads INIT_FROM, so INIT_FROM={cfg.init_from} "
+            f"would be recorded without being used (this run {began}); drop --init-from/INIT_FROM to resume, or "
+            "fine-tune from it as a new run in another --out"
+        )

@@ -156,13 +156,14 @@ def test_simulated_windows_carry_their_sources_identities(toy):
             expected = np.where(heard, bank.recipe(window[1], 40 * cfg.downsample).speakers(2), -1)
             assert item["speakers"].tolist() == expected.tolist()
     assert data.identities == len({n for r in data.train for n in r.speakers})
-    assert "speakers per annotated train recording" in speaker_stats(cfg, data)
+    assert "speakers per annotated train recording" in speaker_stats(cfg, data)[0]
 
 
 def test_corpus_stats_count_what_the_window_rule_leaves_out(toy):
     four, two = (load_data(toy.config(f"MAX_SPEAKERS={s}"), toy.url, "default", {}) for s in (4, 2))
-    assert " 0 of " in speaker_stats(toy.config("MAX_SPEAKERS=4"), four).split("; ")[2]
-    line = speaker_stats(toy.config("MAX_SPEAKERS=2"), two)
+    line, left_out = speaker_stats(toy.config("MAX_SPEAKERS=4"), four)
+    assert " 0 of " in line.split("; ")[2] and left_out == 0
+    line, left_out = speaker_stats(toy.config("MAX_SPEAKERS=2"), two)
     assert "speakers per annotated train recording 2: " in line and "3: " in line
     crowded = int(line.split("; ")[2].split(" of ")[0])
     assert crowded > 0 and "most active" in line

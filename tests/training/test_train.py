@@ -11,7 +11,7 @@ import torch
 from agencerdas.stores.errors import AgencerdasError
 from agencerdas.training import loop
 from agencerdas.training.checkpoint import load_checkpoint, save_checkpoint
-from agencerdas.training.config import ADDED_FIELDS, PRESETS
+from agencerdas.training.config import PRESETS
 from agencerdas.training.model import build_model
 
 
@@ -188,17 +188,14 @@ def test_resume_with_a_changed_model_setting_is_an_error(toy, tmp_path):
     toy.train(tmp_path / "run", "EPOCHS=2", "LOG_EVERY=1", resume=True)  # only resumable settings changed
 
 
-def test_a_run_saved_before_augmentation_existed_resumes_without_it(toy, tmp_path):
-    toy.train(tmp_path / "run", "EPOCHS=1", *(f"{k}={v}" for k, v in ADDED_FIELDS.items()))
-    for name in ("last.pt", "best.pt"):  # as an older version wrote them: no such fields in the config
-        ckpt = load_checkpoint(tmp_path / "run" / name)
-        ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ADDED_FIELDS}
-        save_checkpoint(tmp_path / "run" / name, ckpt)
-    with pytest.raises(AgencerdasError, match="changed settings aug_freq_masks, aug_gain_db.*resume it with AUG_FREQ"):
-        toy.train(tmp_path / "run", "EPOCHS=2", resume=True)  # today's default augments: not the same run
-    # the values those runs had: no augmentation, (since simulated conversations) SIM_PROB=0, no embedding head
-    as_before = [f"{k}={v}" for k, v in ADDED_FIELDS.items() if k.startswith(("aug_", "sim_", "embed_"))]
-    assert [r["epoch"] for r in toy.train(tmp_path / "run", "EPOCHS=2", *as_before, resume=True)] == [2]
+def test_a_resume_that_would_pick_best_by_another_criterion_names_der_every_with_the_rest(toy, tmp_path):
+    """DER_EVERY may change while best.pt is picked as before; one error names every setting to give back."""
+    toy.train(tmp_path / "run", "EPOCHS=1")  # DER_EVERY=0: best.pt by the validation loss
+    with pytest.raises(AgencerdasError, match="changed settings der_every, dim .*DER_EVERY=1 would pick best.pt by "
+                                              "val_der, this run picks it by val_loss.*resume it with DER_EVERY=0 "
+                                              "DIM=16 "):
+        toy.train(tmp_path / "run", "EPOCHS=2", "DER_EVERY=1", "DIM=32", resume=True)
+    toy.train(tmp_path / "run", "EPOCHS=2", "DER_EVERY=0", "DIM=16", resume=True)
 
 
 def test_resume_without_a_checkpoint_is_an_error(toy, tmp_path):
