@@ -1,5 +1,5 @@
-"""Benchmark of the feature store, the feature pipeline and the trainer: ratios against
-baselines run in the same invocation, with absolute numbers and the machine described.
+"""Benchmark of the feature store, the feature pipeline, the trainer and the pretrained components' cost to
+inference: ratios against baselines run in the same invocation, with absolute numbers and the machine described.
 
 >>> from bench import run_bench
 >>> result = run_bench(size="small", jobs=2)   # writes bench/results/<date>-<host>-small.{json,md,png}

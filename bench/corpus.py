@@ -37,7 +37,8 @@ class SizeSpec:
     tone builder). ``window`` replaces every preset's window (model frames) when the
     recordings are too short for the presets' own. Budgets are seconds of steady-state
     timing per measurement; ``memory_minutes`` are the short and long synthetic
-    recordings of the feature-stage memory probe; ``matrix_frames`` caps the base
+    recordings of the feature-stage memory probe, ``voices_minutes`` those of the pretrained-voices
+    pipelines' (:mod:`.voices`); ``matrix_frames`` caps the base
     frames written per codec setting, each read for ``matrix_budget_s``. With
     ``isolate_training`` off (tiny only, to stay within a test's time) the training
     steps run in the bench's own process, so their RSS includes the bench's.
@@ -59,12 +60,14 @@ class SizeSpec:
     matrix_budget_s: float = 0.3
     gpu_steps: int = 20
     isolate_training: bool = True
+    voices_minutes: tuple[float, float] = (10.0, 120.0)
 
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec("tiny", 4, 20.0, 20.0, "tones", ("wav", "flac", "ogg"), (16000, 22050, 8000), window=40,
                      read_budget_s=0.2, step_budget_s=0.3, notebook_items=1, memory_minutes=(0.25, 2.0),
-                     matrix_frames=4000, matrix_budget_s=0.03, gpu_steps=3, isolate_training=False),
+                     matrix_frames=4000, matrix_budget_s=0.03, gpu_steps=3, isolate_training=False,
+                     voices_minutes=(0.5, 2.0)),
     "small": SizeSpec("small", 6, 100.0, 130.0, "simulate"),
     "full": SizeSpec("full", 100, 60.0, 240.0, "simulate", read_budget_s=4.0, step_budget_s=6.0, notebook_items=6,
                      matrix_frames=300_000, matrix_budget_s=0.6),

@@ -121,6 +121,28 @@ def targets(result: dict[str, Any]) -> list[Target]:
         found.append(Target(f"feature-stage peak RSS, {memory['long']['minutes']:g}-min file (MB); limit 1.2 x "
                             f"{memory['short']['minutes']:g}-min + 100", memory["long"]["peak_rss_mb"],
                             memory["limit_mb"], False, "MB"))
+    return found + _voice_targets(result.get("voices", {}))
+
+
+#: The pretrained-voices section's pipelines (bench/voices.py), as the report names them.
+_PIPELINES = {"head": "trained, head embeddings (baseline)", "ge2e": "trained, GE2E embeddings",
+              "ge2e_vad": "trained, GE2E + Silero VAD", "pretrained": "no model: Silero VAD + GE2E windows"}
+
+
+def _voice_targets(voices: dict[str, Any]) -> list[Target]:
+    """Issue 31's: the pipelines with the pretrained encoder at >= 200x real time, memory flat in length."""
+    if "speed" not in voices:
+        return []
+    runs = voices["speed"]["runs"]
+    found = [Target("trained pipeline with GE2E embeddings + Silero VAD, x real time", runs["ge2e_vad"]["x_real_time"],
+                    200.0, True),
+             Target("no-model pipeline (Silero VAD, GE2E, clustering), x real time", runs["pretrained"]["x_real_time"],
+                    200.0, True)]
+    for name, runs in voices["memory"].items():
+        if name != "minutes":
+            found.append(Target(f"{_PIPELINES[name]}: peak anonymous RSS, {voices['memory']['minutes'][1]:g}-min / "
+                                f"{voices['memory']['minutes'][0]:g}-min recording", runs["anon_long_over_short"],
+                                1.10, False))
     return found
 
 
@@ -171,7 +193,7 @@ def markdown(result: dict[str, Any], goals: list[Target]) -> str:
                    for name, r in (("unchanged", rerun["unchanged"]), ("every file renamed", rerun["renamed"]),
                                    ("one RTTM edited", rerun["rttm_edit"])) if "seconds" in r])
     out += _reads(result.get("reads", {})) + _steps(result) + _store(result["store"])
-    out += _durability(result["durability"]) + _gpu(result["gpu"])
+    out += _durability(result["durability"]) + _voices(result.get("voices", {})) + _gpu(result["gpu"])
     return "\n".join(out)
 
 
@@ -265,6 +287,27 @@ def _durability(run: dict[str, Any]) -> list[str]:
                                        ("plain", "rename only (durable=False)"))])
     return out + [f"fsync costs {_f(run['ratio'])}x the write time without it "
                   f"({_f(run['extra_ms_per_entry'])} ms more per entry).", ""]
+
+
+def _voices(voices: dict[str, Any]) -> list[str]:
+    out = ["## Pretrained voices", ""]
+    if "speed" not in voices:
+        return out + [f"Skipped: {voices.get('skipped', 'not run')}.", ""]
+    speed, memory = voices["speed"], voices["memory"]
+    out += [f"{speed['files']} recordings, {speed['audio_s'] / 60:.1f} min, CPU, {speed['torch_threads']} torch "
+            f"threads; the trained model had one epoch ({voices['training_s']:.0f} s). Seconds: fastest of "
+            f"{len(next(iter(speed['runs'].values()))['rounds_s'])} passes.", ""]
+    out += _table(["Pipeline", "Seconds", "x real time", "time / head's"],
+                  [[_PIPELINES[n], r["seconds"], r["x_real_time"], speed["ratios"].get(f"{n}_vs_head", 1.0)]
+                   for n, r in speed["runs"].items()])
+    rows = [[_PIPELINES[n], f"{memory[n][label]['seconds']:.1f} s ({memory[n][label]['x_real_time']:.0f}x)",
+             memory[n][label]["peak_anon_mb"], memory[n][label]["peak_rss_mb"]] for n in memory if n != "minutes"
+            for label in ("short", "long")]
+    for row, length in zip(rows, memory["minutes"] * (len(rows) // 2)):
+        row.insert(1, length)
+    out += _table(["Pipeline, one recording", "Minutes", "Seconds", "Peak anonymous RSS MB", "Peak RSS MB"], rows)
+    return out + ["Peak RSS also counts the recording's memory-mapped samples (file pages); anonymous RSS is what "
+                  "the process holds.", ""]
 
 
 def _gpu(gpu: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """``run_bench``: every section in order on one corpus, then the JSON, markdown and PNG reports.
 
 Sections: 1 feature build, 2 reruns, 3 window reads, 4 loader stall, 5 memory,
-6 store layout, 7 durability (what fsync costs per commit), and the GPU matrix.
+6 store layout, 7 durability (what fsync costs per commit), 8 pretrained voices (what the
+pretrained speaker encoder and VAD cost a diarization pipeline), and the GPU matrix.
 Timed work runs one thing at a time; builds and training run in fresh processes
 (see :mod:`.isolated`). Per-run scratch (stores, stat caches, the corpus copy) lives
 in ``<work_dir>/run`` and is removed at the end; generated corpora stay in
@@ -31,6 +32,7 @@ from .reads import read_section
 from .report import chart, file_stem, machine, markdown, targets, versions
 from .steps import PRESETS as STEP_PRESETS
 from .steps import gpu_section, loader_section
+from .voices import voices_section
 
 SCHEMA_VERSION = 1
 VIEW = "default"
@@ -108,7 +110,7 @@ def run_bench(size: str = "small", jobs: int = 2, audio_dir: Path | None = None,
     }
     start = time.perf_counter()
     try:
-        say.begin("0/7 corpus")
+        say.begin("0/8 corpus")
         if audio_dir is not None:
             corpus = Corpus(Path(audio_dir), Path(rttm_dir) if rttm_dir else None, "given directory")
         else:
@@ -116,17 +118,17 @@ def run_bench(size: str = "small", jobs: int = 2, audio_dir: Path | None = None,
             corpus = generated_corpus(spec, work_dir / "corpora", jobs, progress)
         copy = working_copy(corpus.describe(), scratch / "corpus")
         result["corpus"] = corpus.to_dict()
-        say.begin("1/7 feature build")
+        say.begin("1/8 feature build")
         result["features"] = feature_section(copy, scratch, jobs, say)
-        say.begin("2/7 reruns")
+        say.begin("2/8 reruns")
         result["rerun"] = rerun_section(copy, result["features"], say)
         store_url = result["features"]["store"]
         optimized = resolve("optimized", overrides)
-        result["reads"] = _skippable("3/7 window reads", say, read_section, store_url, VIEW, optimized,
+        result["reads"] = _skippable("3/8 window reads", say, read_section, store_url, VIEW, optimized,
                                      spec.read_budget_s, spec.notebook_items, say)
-        result["loader"] = _skippable("4/7 loader stall", say, loader_section, store_url, VIEW, overrides,
+        result["loader"] = _skippable("4/8 loader stall", say, loader_section, store_url, VIEW, overrides,
                                       spec.step_budget_s, scratch, say, spec.isolate_training)
-        say.begin("5/7 memory")
+        say.begin("5/8 memory")
         result["memory"] = {
             "feature_stage": memory_section(scratch, work_dir / "corpora", spec.memory_minutes, say),
             "training": {p: {k: r[k] for k in ("peak_rss_mb", "workers_peak_rss_mb", "cuda_peak_mb")}
@@ -134,12 +136,14 @@ def run_bench(size: str = "small", jobs: int = 2, audio_dir: Path | None = None,
         }
         say.begin("GPU")
         result["gpu"] = gpu_section(store_url, VIEW, overrides, spec.gpu_steps, scratch, gpu, say)
-        say.begin("6/7 store")
+        say.begin("6/8 store")
         result["store"] = {"usage": store_usage(store_url),
                            "codecs": codec_section(copy.audio_files(), scratch, optimized.window_base_frames,
                                                    spec.matrix_frames, spec.matrix_budget_s, _demand(result), say)}
-        say.begin("7/7 durability")
+        say.begin("7/8 durability")
         result["durability"] = durability_section(scratch, size, say)
+        result["voices"] = _skippable("8/8 pretrained voices", say, voices_section, store_url, VIEW, overrides,
+                                      copy.audio_files(), scratch, spec.voices_minutes, spec.isolate_training, say)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result["wall_s"] = time.perf_counter() - start

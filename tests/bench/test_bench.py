@@ -12,7 +12,7 @@ from agencerdas.bench import run_bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("machine", "versions", "config", "corpus", "features", "rerun", "reads", "loader", "memory", "store", "gpu",
-            "durability", "targets", "table", "files", "wall_s")
+            "durability", "voices", "targets", "table", "files", "wall_s")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,22 @@ def test_reads_loader_memory_store_and_gpu_sections(tiny: dict) -> None:
     assert tiny["store"]["codecs"]["recommendation"]["best"]["dtype"] in ("float16", "float32")
     assert tiny["store"]["usage"]["settings"]
     assert "gpu" in tiny["gpu"] or "optimized" in tiny["gpu"]
+
+
+def test_pretrained_voices_section(tiny: dict) -> None:
+    voices = tiny["voices"]
+    speed, memory = voices["speed"], voices["memory"]
+    assert set(speed["runs"]) == {"head", "ge2e", "ge2e_vad", "pretrained"} and speed["files"] == 4
+    assert all(run["seconds"] > 0 and run["x_real_time"] > 0 and len(run["rounds_s"]) == 2 for run in speed["runs"].values())
+    assert set(speed["ratios"]) == {"ge2e_vs_head", "ge2e_vad_vs_head", "pretrained_vs_head"}
+    assert all(value > 0 for value in speed["ratios"].values())
+    for pipeline in ("pretrained", "ge2e_vad"):
+        for label in ("short", "long"):
+            run = memory[pipeline][label]
+            assert run["peak_anon_mb"] > 0 and run["peak_rss_mb"] >= run["peak_anon_mb"] and run["x_real_time"] > 0
+        assert memory[pipeline]["anon_long_over_short"] > 0
+    assert "## Pretrained voices" in tiny["table"]
+    assert sum("x real time" in t["name"] for t in tiny["targets"]) == 2
 
 
 def test_targets_say_pass_miss_or_not_measurable(tiny: dict) -> None:
