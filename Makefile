@@ -38,7 +38,7 @@ SPLIT_BY    ?= recordings
 # Every other NAME=VALUE on the command line is a training override (EPOCHS=3 BATCH=8 LR=5e-4 ...):
 # the trainer rejects unknown names and lists the valid ones.
 MAKE_VARS := PYTHON VENV TORCH DEMO_SIZE DATA AUDIO_DIR RTTM_DIR TEST_DIR STORE VIEW JOBS PRESET RUN MODEL GPUS AUDIO OUT \
-             BENCH_SIZE RESUME OVERWRITE SCHEDULER PSEUDO_LABELS TB_DIR SPLIT_BY
+             BENCH_SIZE RESUME OVERWRITE SCHEDULER PSEUDO_LABELS TB_DIR SPLIT_BY EVAL_FLAGS
 OVERRIDES := $(filter-out $(addsuffix =%,$(MAKE_VARS)),$(MAKEOVERRIDES))
 TRAIN_CMD := $(if $(filter-out 1,$(GPUS)),$(BIN)/torchrun --standalone --nproc_per_node=$(GPUS) -m agencerdas,$(BIN)/agencerdas)
 
@@ -72,11 +72,16 @@ help: ## Show this help and the variables you can set
 	@echo "  override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 	@echo "  INIT_FROM=RUN/best.pt fine-tunes from another run's weights; TB_DIR=$(TB_DIR) for make tensorboard"
 
+# resemblyzer is installed for its GE2E weights only (agencerdas.pretrained.ge2e reads pretrained.pt and
+# never imports the package), without its dependencies: the others are the project's own, and webrtcvad,
+# needed only by its import, is a C build from source (and `typing` an old backport). pip cannot skip a
+# dependency's dependencies from pyproject.toml, hence this line.
 $(BIN)/agencerdas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]" "$(TORCH)"
+	$(BIN)/pip install --quiet --no-deps "resemblyzer==0.1.4"
 	@touch $@
 
 install: $(BIN)/agencerdas ## Create .venv with TORCH (default torch==2.13.0) and the project (editable, test extras)
@@ -104,9 +109,9 @@ train: install ## Train PRESET on the store's VIEW into RUN (GPUS=N uses torchru
 	$(TRAIN_CMD) train --store $(STORE) --view $(VIEW) --preset $(PRESET) --out $(RUN) $(if $(RESUME),--resume) \
 		$(if $(OVERWRITE),--overwrite) $(OVERRIDES)
 
-evaluate: install ## DER of MODEL on the held-out TEST_DIR (report, RTTMs and plots in RUN/eval)
+evaluate: install ## DER of MODEL on the held-out TEST_DIR (report, RTTMs and plots in RUN/eval; EVAL_FLAGS=--tune tunes on validation first)
 	$(BIN)/agencerdas evaluate --model $(MODEL) --store $(STORE) --audio-dir $(TEST_DIR)/audio \
-		--rttm-dir $(TEST_DIR)/rttm --uem-dir $(TEST_DIR)/uem --jobs $(JOBS) --attention
+		--rttm-dir $(TEST_DIR)/rttm --uem-dir $(TEST_DIR)/uem --jobs $(JOBS) --attention $(EVAL_FLAGS)
 
 diarize: install ## Write RTTMs for AUDIO files into OUT with MODEL
 	$(BIN)/agencerdas diarize $(AUDIO) --model $(MODEL) --out $(OUT) --store $(STORE)
@@ -123,9 +128,13 @@ demo: install corpus ## Everything on the built-in corpus: simulate → features
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory features && t1=$$(date +%s) && \
 	$(MAKE) --no-print-directory train OVERWRITE=1 SPEAKER_IDS=global && t2=$$(date +%s) && \
-	$(MAKE) --no-print-directory evaluate plot && \
+	$(MAKE) --no-print-directory evaluate plot EVAL_FLAGS=--tune && \
 	$(BIN)/agencerdas evaluate --model $(MODEL) --store $(STORE) --view test-many --audio-dir $(DATA)/test-many/audio \
 		--rttm-dir $(DATA)/test-many/rttm --uem-dir $(DATA)/test-many/uem --jobs $(JOBS) --out $(RUN)/eval-many && \
+	$(BIN)/agencerdas evaluate --pretrained --audio-dir $(DATA)/test/audio --rttm-dir $(DATA)/test/rttm \
+		--uem-dir $(DATA)/test/uem --out $(RUN)/eval-pretrained && \
+	$(BIN)/agencerdas evaluate --pretrained --audio-dir $(DATA)/test-many/audio --rttm-dir $(DATA)/test-many/rttm \
+		--uem-dir $(DATA)/test-many/uem --out $(RUN)/eval-many-pretrained && \
 		t3=$$(date +%s) && \
 	$(BIN)/agencerdas demo-summary --data $(DATA) --store $(STORE) --run $(RUN) \
 		--stage-seconds $$((t1-start)),$$((t2-t1)),$$((t3-t2))

@@ -62,6 +62,9 @@ def _speaker_mix(text: str) -> dict[int, float]:
     for item in text.split(","):
         count, sep, weight = item.partition(":")
         try:
+            if int(count) in mix:
+                raise argparse.ArgumentTypeError(f"{item!r}: {int(count)} speakers already has a weight; give each "
+                                                 "speaker count once")
             mix[int(count)] = float(weight)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r} is not SPEAKERS:WEIGHT (e.g. 2:0.5,3:0.3,4:0.2)") from None
@@ -113,8 +116,9 @@ FEATURES: list[Arg] = [
     _a("--quiet", action="store_true", help="no progress bar"),
     _a("--pseudo-labels", action="store_true",
        help="label recordings without RTTM by energy VAD + clustering (flagged pseudo)"),
-    _a("--pseudo-model", metavar="CHECKPOINT",
-       help="label recordings without RTTM with this trained model instead (flagged pseudo)"),
+    _a("--pseudo-model", metavar="CHECKPOINT|pretrained",
+       help="label recordings without RTTM with this trained model instead, or with the pipeline that needs no "
+            "trained model (pretrained: Silero VAD, GE2E, clustering on the audio); flagged pseudo"),
     _a("--summary-json", help="also write the run summary as JSON here"),
 ]
 
@@ -162,10 +166,22 @@ SPEAKERS: list[Arg] = [
        help="clustering: chunk length (default: the run's CHUNK_S)"),
     _a("--chunk-hop-s", type=_number(float, 0.0, above=True), metavar="SECONDS",
        help="clustering: hop between chunk starts (default: the run's CHUNK_HOP_S)"),
+    _a("--embeddings", metavar="head|ge2e|PATH",
+       help="where the chunks' speaker embeddings come from: the model's head, ge2e (resemblyzer's pretrained "
+            "speaker encoder on the audio where each speaker speaks alone; chunks 15 s every 7.5 s unless --chunk-s "
+            "says otherwise), or a TorchScript encoder file (docs/pretrained.md); default: the run's EMBEDDINGS "
+            "(ge2e; head for runs trained before it)"),
+    _a("--count", choices=("threshold", "eigengap"),
+       help="how clustering finds the number of speakers: the cosine threshold (default) or the eigengap (NME-SC)"),
+    _a("--vad", default="none", choices=("none", "silero"),
+       help="silero: speech only where Silero VAD also hears it (for audio unlike the training corpus)"),
 ]
 
 EVALUATE: list[Arg] = [
-    _a("--model", required=True, help="runs/NAME/best.pt or last.pt"),
+    _a("--model", help="runs/NAME/best.pt or last.pt"),
+    _a("--pretrained", action="store_true",
+       help="instead of --model: the pipeline with no trained model (Silero VAD, GE2E on 1.5-s windows, "
+            "clustering); needs --out"),
     _a("--store", default="store"),
     _a("--view", help="view to score (default: 'default'; 'test' with --audio-dir)"),
     _a("--split", default="validation", choices=("validation", "train", "all")),
@@ -191,7 +207,9 @@ EVALUATE: list[Arg] = [
 
 DIARIZE: list[Arg] = [
     _a("audio", nargs="+"),
-    _a("--model", required=True),
+    _a("--model", help="runs/NAME/best.pt or last.pt"),
+    _a("--pretrained", action="store_true",
+       help="instead of --model: the pipeline with no trained model (Silero VAD, GE2E on 1.5-s windows, clustering)"),
     _a("--out", required=True),
     _a("--store", help="feature store to reuse (default: a temporary one)"),
     *SPEAKERS,
@@ -272,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # argparse fills a positional list once: train's KEY=VALUE overrides given after an option come back here
+    if rest and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in rest):
+        args.overrides += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if getattr(args, "jobs", 0) is None:
         args.jobs = _all_cores()
     try:

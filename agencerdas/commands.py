@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 from pathlib import Path
 
 from agencerdas.stores.errors import AgencerdasError
@@ -30,7 +31,11 @@ def features_command(args: argparse.Namespace) -> int:
     labeler = None
     if args.pseudo_model and args.pseudo_labels:
         raise AgencerdasError("give --pseudo-labels (energy VAD + clustering) or --pseudo-model CHECKPOINT, not both")
-    if args.pseudo_model:
+    if args.pseudo_model == "pretrained":  # no trained model: Silero VAD, GE2E, clustering on the audio
+        from agencerdas.inference.pseudo_model import PretrainedLabeler
+
+        labeler = PretrainedLabeler(feature_config.to_dict())
+    elif args.pseudo_model:
         from agencerdas.inference.pseudo_model import ModelLabeler
 
         labeler = ModelLabeler(Path(args.pseudo_model), feature_config.to_dict())
@@ -129,7 +134,8 @@ def train_summary(cfg, out: Path, history: list[dict]) -> str:
         lines.append(f"  fine-tuned from {source['path']} (xxh3 {source['xxh3'][:12]}, {source['loss']} model"
                      f"{', output layer re-initialised' if source['head_reinitialised'] else ''})")
     lines.append(f"  checkpoints {out}/last.pt, {out}/best.pt; metrics {out}/metrics.jsonl; "
-                 f"TensorBoard `tensorboard --logdir {out}`")
+                 f"TensorBoard `tensorboard --logdir {shlex.quote(str(out))}`")
+    lines += [f"  warning: {warning}" for r in history for warning in r.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -152,8 +158,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from agencerdas.inference.evaluate import EvalRequest, evaluate
     from agencerdas.pipeline.corpora import PARTS, CorpusSource
 
-    if args.out:
-        output_dir(Path(args.out), "--out")
+    if bool(args.model) == bool(args.pretrained):
+        raise AgencerdasError("evaluate needs --model RUN/best.pt (a trained model), or --pretrained (the pipeline "
+                              "with no trained model) with --out: one of them")
+    if args.pretrained:
+        return _evaluate_pretrained(args)
+    # Checked before any inference: the report lands in --out (default RUN/eval), and --tune writes tuned.json.
+    output_dir(Path(args.out) if args.out else Path(args.model).parent / "eval", "--out" if args.out else
+               "the report's directory (no --out given: RUN/eval beside --model)")
+    if args.tune:
+        output_file(Path(args.model).parent / "tuned.json", "--tune's tuned.json (beside --model)")
     corpus = CorpusSource.from_flags(args, parts=(PARTS[args.subset],))
     if corpus is not None and args.audio_dir:
         raise AgencerdasError("give the recordings to score once: --audio-dir or a corpus description, not both")
@@ -177,6 +191,30 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_pretrained(args: argparse.Namespace) -> int:
+    """``evaluate --pretrained``: the no-model pipeline's DER, the baseline a trained model must beat."""
+    from agencerdas.inference.baseline import evaluate_pretrained
+    from agencerdas.inference.evaluate import EvalRequest
+    from agencerdas.pipeline.corpora import PARTS, CorpusSource
+
+    if not args.out:
+        raise AgencerdasError("--pretrained has no run directory to write into: give --out DIR")
+    output_dir(Path(args.out), "--out")
+    choices = {k: v for k, v in speakers(args).items() if k not in ("clustering", "chunk_s", "chunk_hop_s", "vad")}
+    report = evaluate_pretrained(EvalRequest(
+        model=None, store=args.store, view=args.view, split=args.split,
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        corpus=CorpusSource.from_flags(args, parts=(PARTS[args.subset],)),
+        rttm_dir=Path(args.rttm_dir) if args.rttm_dir else None, uem_dir=Path(args.uem_dir) if args.uem_dir else None,
+        out=Path(args.out), collar_s=args.collar, skip_overlap=args.skip_overlap, tune=args.tune,
+        tune_on_scored=args.tune_on_scored, device=args.device, **choices))
+    t = report["timing"]
+    print(report["table"])
+    print(f"inference: {t['audio_s'] / 60:.1f} min of audio, {t['x_real_time']:.0f}x real time; report and RTTMs "
+          f"in {args.out}")
+    return 0
+
+
 def export_command(args: argparse.Namespace) -> int:
     from agencerdas.pipeline.corpora.export import export_view
     from agencerdas.stores import Store
@@ -189,17 +227,22 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def speakers(args: argparse.Namespace) -> dict:
-    """How evaluate and diarize find speakers: ``--clustering``, the numbers of speakers given, the chunks."""
+    """How evaluate and diarize find speakers: ``--clustering``, the numbers of speakers given, the chunks, the
+    embeddings, the count rule and the VAD."""
     return {"clustering": args.clustering, "num_speakers": args.num_speakers, "min_speakers": args.min_speakers,
-            "max_speakers": args.max_speakers, "chunk_s": args.chunk_s, "chunk_hop_s": args.chunk_hop_s}
+            "max_speakers": args.max_speakers, "chunk_s": args.chunk_s, "chunk_hop_s": args.chunk_hop_s,
+            "embeddings": args.embeddings, "count": args.count, "vad": args.vad}
 
 
 def diarize_command(args: argparse.Namespace) -> int:
     from agencerdas.inference.diarize import diarize
 
+    if bool(args.model) == bool(args.pretrained):
+        raise AgencerdasError("diarize needs --model RUN/best.pt (a trained model), or --pretrained (the pipeline "
+                              "with no trained model): one of them")
     output_dir(Path(args.out), "--out")
-    summary = diarize([Path(p) for p in args.audio], Path(args.model), Path(args.out), args.store, args.device,
-                      **speakers(args))
+    summary = diarize([Path(p) for p in args.audio], Path(args.model) if args.model else None, Path(args.out),
+                      args.store, args.device, **speakers(args))
     print(summary.format())
     return 0 if not summary.failures else 1
 

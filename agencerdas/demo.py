@@ -11,14 +11,13 @@ def _json(path: Path) -> dict:
 
 
 def demo_summary(data: Path, store: Path, run: Path, stage_seconds: list[float] | None = None) -> str:
-    """Hours of audio, feature speed, training time, test DER with its parts (and on the many-speaker test set), and
-    where outputs are."""
+    """Hours of audio, feature speed, training time, test DER with its parts on both test sets, each beside the
+    DER of the pipeline that needs no trained model (the baseline the model must beat), and where outputs are."""
     train, test = _json(data / "train" / "corpus.json"), _json(data / "test" / "corpus.json")
     many = _json(data / "test-many" / "corpus.json")
     feats = _json(store / "last-features-run.json")
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if '"kind": "epoch"' in line] if (run / "metrics.jsonl").is_file() else []
-    report = _json(run / "eval" / "report.json")
     lines = ["", "=" * 72, "agencerdas demo summary", "=" * 72]
     lines.append(f"corpus    train {train.get('n_recordings', 0)} recordings / {train.get('duration_s', 0) / 3600:.2f} h, "
                  f"test {test.get('n_recordings', 0)} / {test.get('duration_s', 0) / 3600:.2f} h (unseen speakers)"
@@ -31,7 +30,9 @@ def demo_summary(data: Path, store: Path, run: Path, stage_seconds: list[float] 
         seconds = sum(e["seconds"] for e in epochs)
         lines.append(f"training  {len(epochs)} epochs in {seconds:.0f} s of steps, final train loss {epochs[-1]['train_loss']:.3f}"
                      + (f", validation DER {100 * epochs[-1]['val_der']:.1f}%" if epochs[-1].get("val_der") is not None else ""))
-    for label, report in (("test DER", report), ("5-7 spk", _json(run / "eval-many" / "report.json"))):
+    for label, folder in (("test DER", "eval"), ("no model", "eval-pretrained"), ("5-7 spk", "eval-many"),
+                          ("no model", "eval-many-pretrained")):
+        report = _json(run / folder / "report.json")
         if not report:
             continue
         overall, settings, counts = report["der"]["overall"], report["der"]["settings"], report.get("speaker_count")
@@ -45,5 +46,5 @@ def demo_summary(data: Path, store: Path, run: Path, stage_seconds: list[float] 
         names = ("features", "train", "evaluate+plots")
         lines.append("stages    " + ", ".join(f"{n} {s:.0f} s" for n, s in zip(names, stage_seconds)))
     lines.append(f"outputs   {run}/eval/report.json, {run}/eval/rttm/, {run}/eval/timeline_*.png, {run}/eval-many/, "
-                 f"{run}/plots/loss.png")
+                 f"{run}/eval*-pretrained/ (no model), {run}/plots/loss.png")
     return "\n".join(lines)

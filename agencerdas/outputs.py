@@ -12,9 +12,7 @@ from pathlib import Path
 
 from agencerdas.stores import find_store_root
 from agencerdas.stores.errors import AgencerdasError
-
-#: Files whose presence says a directory holds a training run.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
+from agencerdas.training.rundir import RUN_FILES  # torch-free: what marks a run, one list for the trainer too
 
 
 def output_dir(path: Path, flag: str) -> Path:
@@ -31,11 +29,14 @@ def output_dir(path: Path, flag: str) -> Path:
 
 
 def output_file(path: Path, flag: str) -> Path:
-    """``path`` if this command may write it as a file (its directory creatable, no directory in its place)."""
+    """``path`` if this command may write it as a file (its directory creatable, no directory in its place,
+    an existing file writable)."""
     path = Path(path)
     if path.is_dir():
         raise AgencerdasError(f"{flag} {path} is a directory; give a file name")
     _check_creatable(path.parent, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise AgencerdasError(f"{flag} {path} exists and is not writable by this user")
     return path
 
 

@@ -4,11 +4,13 @@ Whole recordings are run through sliding-window inference (stitched, or clustere
 speaker-embedding head), turned into segments, written as RTTM and scored with pyannote.metrics. Recordings whose
 labels are pseudo-labels are never scored.
 
-With clustering (a model with the speaker-embedding head, ``--clustering``), each recording's
-chunks are run once and kept, so ``--tune`` can re-cluster them for every candidate threshold.
+Decisions come from :func:`scoring.pipeline.turns`, the one function from model outputs to turns. With
+clustering (``--clustering``), each recording's chunks are run once and kept, so ``--tune`` can re-cluster
+them for every candidate.
 
-``--tune`` tunes the threshold and median width (and the clustering threshold) on the validation split of the view the
-model was trained on, never on the recordings it scores (that DER would be optimistic) unless
+``--tune`` tunes the decision threshold, median width and cluster threshold jointly
+(:func:`scoring.tuning.tune`, re-clustering at every candidate decision threshold) on the validation split of
+the view the model was trained on, never on the recordings it scores (that DER would be optimistic) unless
 ``--tune-on-scored`` asks for it; the report says which data the thresholds were tuned on.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,31 +28,28 @@ import torch
 from agencerdas.pipeline import FeatureConfig, FeaturesRequest, LabelConfig, build_features
 from agencerdas.pipeline.corpora import CorpusSource
 from agencerdas.pipeline.discover import discover
-from agencerdas.pipeline.rttm import unique_file_names, write_rttm
+from agencerdas.pipeline.rttm import unique_file_names
 from agencerdas.stores import DatasetView, Store, ViewRecording, load_view
 from agencerdas.stores.errors import AgencerdasError
 
-from agencerdas.scoring.binarize import activity_to_segments, tune
-from agencerdas.scoring.der import DERSettings, overlap_regions, score
+from agencerdas.scoring.der import DERSettings
 from agencerdas.scoring.reference import FROM_TURNS, load_reference
-from agencerdas.scoring.stitch import InferenceConfig
+from agencerdas.scoring.settings import PipelineSettings
+from agencerdas.scoring.tuning import TuningSet, der_scorer, tune
 from agencerdas.training.posteriors import model_rate_reader, predictor
 from agencerdas.training.runtime import setup
 
 from .model import LoadedModel, load_model
 from .plots import plot_attention, plot_timeline
-
-TUNE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-TUNE_MEDIANS = (1, 5, 11, 21)
-#: Cosine-distance thresholds tried for clustering (unit embeddings: 0 identical, 1 orthogonal).
-TUNE_CLUSTER_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+from .report import score_set
+from .voices import decoded
 
 
 @dataclass
 class EvalRequest:
     """What to evaluate and how; the CLI fills it from flags."""
 
-    model: Path
+    model: Path | None  # None: the pretrained pipeline (inference.baseline)
     store: str = "store"
     view: str | None = None  # default: "default" for a store, "test" for an audio directory
     split: str = "validation"
@@ -73,6 +72,9 @@ class EvalRequest:
     max_speakers: int | None = None
     chunk_s: float | None = None  # clustering chunks (None: the run's)
     chunk_hop_s: float | None = None
+    embeddings: str | None = None  # head | ge2e | a TorchScript encoder file; None: the run's EMBEDDINGS
+    count: str | None = None  # threshold | eigengap; None: each pipeline's default
+    vad: str = "none"  # none | silero
 
 
 class _Timer:
@@ -123,31 +125,29 @@ def _has_reference(rec_id: str, rec: ViewRecording, given_refs: dict | None) -> 
     return bool(rec.labels) if given_refs is None else rec_id in given_refs
 
 
-def _infer(predict, lm: LoadedModel, store: Store, view: DatasetView, ids: list[str], given_refs: dict | None):
-    """(model outputs, references, UEMs, reference sources) by recording id for ``ids`` of ``view``.
+def _infer(predict, lm: LoadedModel, store: Store, view: DatasetView, ids: list[str],
+           given_refs: dict | None) -> tuple[TuningSet, dict]:
+    """The model's outputs on ``ids`` of ``view`` with their references, as a :class:`~scoring.tuning.TuningSet`,
+    and the source of each reference, by recording id.
 
     Outputs are (n_frames, S) stitched model-rate probabilities, or with clustering each recording's
-    :class:`~training.posteriors.Chunks` (clustered by :func:`_posteriors`); references and UEMs are in
-    seconds, from ``given_refs`` (RTTM and UEM files) when given, else from the stored labels entries.
+    :class:`~scoring.pipeline.Chunks`; references and UEMs are in seconds, from ``given_refs`` (RTTM and
+    UEM files) when given, else from the stored labels entries.
     """
-    outputs, refs, uems, sources = {}, {}, {}, {}
+    outputs, refs, uems, sources, speech = {}, {}, {}, {}, {}
     for rec_id in ids:
         rec = view.recordings[rec_id]
         feats = store.open("features", rec.features)["feats"]
-        outputs[rec_id] = (lm.chunks if lm.inference.clustering else lm.posteriors)(predict, feats, rec.frames)
+        with decoded(rec.source, rec.offset_s, rec.duration_s, lm.voices.needs_audio) as audio:
+            outputs[rec_id], speech[rec_id] = lm.recording(predict, feats, rec.frames, audio)
         if given_refs:
             (refs[rec_id], uem), sources[rec_id] = given_refs[rec_id], FROM_TURNS
         else:
             reference = load_reference(store, rec, rec.frames)
             refs[rec_id], uem, sources[rec_id] = reference.segments, reference.uem, reference.source
         uems[rec_id] = uem or [(0.0, rec.duration_s)]
-    return outputs, refs, uems, sources
-
-
-def _posteriors(lm: LoadedModel, outputs: dict, inf: InferenceConfig | None = None) -> dict:
-    """Posteriors by recording id from :func:`_infer`'s outputs: clustered by ``inf`` (default: the model's
-    inference settings) when they are chunks, else as they are."""
-    return {r: lm.clustered(o, inf) if lm.inference.clustering else o for r, o in outputs.items()}
+    durations = {rec_id: view.recordings[rec_id].duration_s for rec_id in ids}
+    return TuningSet(outputs, refs, uems, durations, speech if lm.voices.vad else None), sources
 
 
 def _data(view: DatasetView, split: str, ids: list[str], audio_dir: Path | None) -> dict:
@@ -188,34 +188,14 @@ def _tuning_set(req: EvalRequest, lm: LoadedModel, store: Store, scored: dict) -
     return view, ids, data
 
 
-def _tune(model: Path, lm: LoadedModel, data: dict, outputs: dict, refs: dict, uems: dict,
-          settings: DERSettings, on_scored: bool) -> dict:
-    """Grid-search threshold and median width (first the clustering threshold, at the configured ones) on
-    one set (inputs as :func:`_infer` returns them) and save them as tuned.json beside ``model``, bound to
-    its xxh3 (see :mod:`inference.model`)."""
-    inf = lm.inference  # a powerset model has no threshold: only the median width is tuned
-    der_of = lambda r, h, u: score(r, h, u, settings).overall["der"]  # noqa: E731 - the scorer tune() takes
-    clustering = {}
-    if inf.clustering:  # the threshold decides the number of speakers: tuned without any number given
-        free = replace(inf, num_speakers=None, min_speakers=None, max_speakers=None)
-
-        def der_at(threshold: float) -> tuple[float, float]:
-            posteriors = _posteriors(lm, outputs, replace(free, cluster_threshold=threshold))
-            der = tune(posteriors, refs, uems, lm.frame_shift_s, (inf.threshold,), (inf.median_frames,), der_of,
-                       inf.fill_speech, inf.max_overlap)[2]
-            return der, abs(threshold - inf.cluster_threshold)  # a tie keeps the value nearest the configured one
-
-        clustering = {"cluster_threshold": min(TUNE_CLUSTER_THRESHOLDS, key=der_at),
-                      "chunk_frames": inf.window, "chunk_overlap": inf.overlap}
-        inf = replace(free, cluster_threshold=clustering["cluster_threshold"])
-    posteriors = _posteriors(lm, outputs, inf)
-    thresholds = TUNE_THRESHOLDS if inf.max_overlap is None else (inf.threshold,)
-    threshold, median, der = tune(posteriors, refs, uems, lm.frame_shift_s, thresholds, TUNE_MEDIANS, der_of,
-                                  inf.fill_speech, inf.max_overlap)
-    tuned = {"threshold": threshold, "median_frames": median, "fill_speech": lm.inference.fill_speech, "der": der,
-             "clustering": inf.clustering, **clustering,
-             "checkpoint": Path(model).name, "checkpoint_xxh3": lm.checkpoint_xxh3, "tuned_on_scored": on_scored,
-             "data": data}
+def _tune(model: Path, lm: LoadedModel, data: dict, inputs: TuningSet, settings: DERSettings,
+          on_scored: bool) -> dict:
+    """Tune the pipeline's decision threshold, median width and cluster threshold jointly on one set (as
+    :func:`_infer` returns it) and save them with every other setting of the pipeline and the DER they
+    measured as tuned.json beside ``model``, bound to its xxh3 (see :mod:`inference.model`)."""
+    chosen, der = tune(inputs, lm.inference, lm.frame_shift_s, der_scorer(settings))
+    tuned = {**chosen.tuned_record(), "der": der, "checkpoint": Path(model).name,
+             "checkpoint_xxh3": lm.checkpoint_xxh3, "tuned_on_scored": on_scored, "data": data}
     (Path(model).parent / "tuned.json").write_text(json.dumps(tuned, indent=1))
     return tuned
 
@@ -231,7 +211,7 @@ def _tuned_on(tuned: dict | None, scored: dict) -> dict | None:
             "scored_recordings_tuned_on": shared, "optimistic": shared > 0}
 
 
-def _thresholds_line(inf: InferenceConfig, tuned_on: dict | None, n_scored: int) -> str:
+def _thresholds_line(inf: PipelineSettings, tuned_on: dict | None, n_scored: int) -> str:
     """The printed table's account of the post-processing used and where it came from."""
     used = inf.describe()
     if tuned_on is None:
@@ -253,7 +233,7 @@ def evaluate(req: EvalRequest) -> dict:
     rt = setup(req.device, "auto")
     lm = load_model(req.model, rt.device, clustering=req.clustering, num_speakers=req.num_speakers,
                     min_speakers=req.min_speakers, max_speakers=req.max_speakers, chunk_s=req.chunk_s,
-                    chunk_hop_s=req.chunk_hop_s)
+                    chunk_hop_s=req.chunk_hop_s, embeddings=req.embeddings, count=req.count, vad=req.vad)
     store = Store(req.store, create=req.audio_dir is not None or req.corpus is not None)
     view, ids, given_refs = _targets(req, lm, store)
     _check_features(view, lm, req.model)
@@ -270,36 +250,26 @@ def evaluate(req: EvalRequest) -> dict:
     cfg, inf = lm.config, lm.inference
     predict = _Timer(predictor(lm.model, rt.device, rt.autocast()))
     start = time.perf_counter()
-    outputs, refs, uems, sources = _infer(predict, lm, store, view, ids, given_refs)
+    scored_set, sources = _infer(predict, lm, store, view, ids, given_refs)
+    refs = scored_set.references
     audio_s = sum(view.recordings[r].duration_s for r in ids)
     inference_s = time.perf_counter() - start
     settings = DERSettings(collar_s=req.collar_s, skip_overlap=req.skip_overlap)
     tuned, tune_start = None, time.perf_counter()
     if req.tune:
         if tuning is None:  # --tune-on-scored
-            data, inputs = scored, (outputs, refs, uems)
+            data, inputs = scored, scored_set
         else:  # its own predictor: the timing reported is that of the scored recordings
             tune_view, tune_ids, data = tuning
-            inputs = _infer(predictor(lm.model, rt.device, rt.autocast()), lm, store, tune_view, tune_ids, None)[:3]
-        tuned = _tune(req.model, lm, data, *inputs, settings, on_scored=tuning is None)
-        inf.threshold, inf.median_frames = tuned["threshold"], tuned["median_frames"]
-        inf.cluster_threshold = tuned.get("cluster_threshold", inf.cluster_threshold)
+            inputs = _infer(predictor(lm.model, rt.device, rt.autocast()), lm, store, tune_view, tune_ids, None)[0]
+        tuned = _tune(req.model, lm, data, inputs, settings, on_scored=tuning is None)
+        inf = lm.inference = inf.with_tuned(tuned)
     tune_s = time.perf_counter() - tune_start
-    cluster_start = time.perf_counter()
-    posteriors = _posteriors(lm, outputs)  # clustered with the settings in use (tuned just now or before)
-    inference_s += time.perf_counter() - cluster_start
     tuned_on = _tuned_on(tuned or lm.tuned, scored)
-    hyps = {}
-    post_start = time.perf_counter()
-    rttms = dict(zip(posteriors, unique_file_names(list(posteriors), ".rttm")))
-    for rec_id, post in posteriors.items():
-        active = inf.decide(post)
-        hyps[rec_id] = activity_to_segments(active, lm.frame_shift_s, max_end_s=view.recordings[rec_id].duration_s)
-        write_rttm(out / "rttm" / rttms[rec_id], rec_id, hyps[rec_id])
+    post_start = time.perf_counter()  # clustering, decisions and turns, with the settings in use
+    result = score_set(scored_set, inf, lm.frame_shift_s, settings, out / "rttm")
     post_s = time.perf_counter() - post_start
-    report = score(refs, hyps, uems, settings)
-    overlap = _overlap_der(refs, hyps, uems)
-    counts = speaker_counts(refs, hyps)
+    hyps, posteriors, report = result.hypotheses, result.posteriors, result.der
     timing = {"audio_s": audio_s, "inference_s": inference_s, "model_s": predict.seconds,
               "read_and_stitch_s": inference_s - predict.seconds, "postprocess_s": post_s,
               "x_real_time": audio_s / max(inference_s + post_s, 1e-9), "tune_s": tune_s}
@@ -309,7 +279,8 @@ def evaluate(req: EvalRequest) -> dict:
         "view_fingerprint": view.fingerprint(), "split": scored["split"],
         "inference": asdict(inf), "tuned": tuned, "tuned_on": tuned_on,
         "optimistic": bool(tuned_on and tuned_on["optimistic"]), "der": report.to_dict(),
-        "der_overlap": overlap, "speaker_count": counts, "skipped_unscored": skipped,
+        "der_overlap": result.overlap, "speaker_count": result.counts, "speaker_count_unmet": result.unmet,
+        "skipped_unscored": skipped,
         "reference": _reference_summary(sources),
         "pseudo_labels_scored": False,
         "pseudo_recordings_in_view": sorted(r for r, e in view.recordings.items() if e.pseudo),
@@ -322,37 +293,8 @@ def evaluate(req: EvalRequest) -> dict:
         plot_timeline(refs[rec_id], hyps[rec_id], posteriors[rec_id], lm.frame_shift_s, out / png, rec_id)
     if req.attention:
         _attention_plot(lm, store, view.recordings[sorted(posteriors)[0]], rt.device, out / "attention.png")
-    payload["table"] = (f"{report.table()}\n{_thresholds_line(inf, tuned_on, len(ids))}\nspeakers per recording: "
-                        f"{counts['exact']} of {len(ids)} right, mean absolute error {counts['mean_abs_error']:.2f} "
-                        f"(found minus true {counts['mean_error']:+.2f})")
-    if overlap:
-        payload["table"] += (f"\noverlapped speech alone ({overlap['recordings']} recordings, no collar): DER "
-                             f"{100 * overlap['der']:.2f}% = {100 * overlap['missed_rate']:.2f} missed + "
-                             f"{100 * overlap['false_alarm_rate']:.2f} false alarm + "
-                             f"{100 * overlap['confusion_rate']:.2f} confusion")
+    payload["table"] = result.table(_thresholds_line(inf, tuned_on, len(ids)))
     return payload
-
-
-def speaker_counts(refs: dict, hyps: dict) -> dict:
-    """How many speakers the hypothesis finds against the reference, per recording: ``per_recording``
-    {id: [true, found]}, ``exact`` (recordings right), ``mean_abs_error`` and ``mean_error`` (found - true)."""
-    per = {rec: [len({s.speaker for s in refs[rec]}), len({s.speaker for s in hyps[rec]})] for rec in refs}
-    errors = np.array([found - true for true, found in per.values()], dtype=float)
-    return {"per_recording": per, "exact": int((errors == 0).sum()), "mean_abs_error": float(np.abs(errors).mean()),
-            "mean_error": float(errors.mean())}
-
-
-def _overlap_der(refs: dict, hyps: dict, uems: dict) -> dict | None:
-    """DER on overlapped speech alone: scored only where two or more reference speakers talk (inside each
-    UEM), with no collar (a collar around every turn boundary would remove most of such short regions);
-    None when no scored recording has overlap."""
-    regions = {rec: overlap_regions(refs[rec], uems[rec], rec) for rec in refs}
-    scored = [rec for rec, r in regions.items() if r]
-    if not scored:
-        return None
-    report = score({r: refs[r] for r in scored}, {r: hyps[r] for r in scored}, {r: regions[r] for r in scored},
-                   DERSettings(collar_s=0.0))
-    return {**report.overall, "recordings": len(scored)}
 
 
 def _reference_summary(sources: dict[str, str]) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
-"""Pseudo labels from a trained agencerdas model: ``agencerdas features … --pseudo-model runs/NAME/best.pt``.
+"""Pseudo labels from a trained agencerdas model: ``agencerdas features … --pseudo-model runs/NAME/best.pt``,
+or from the pipeline that needs none: ``--pseudo-model pretrained`` (:class:`PretrainedLabeler`).
 
 The model runs over the recording's stored features exactly as ``diarize`` does
 (stitched sliding-window inference, the run's tuned or configured threshold and
@@ -12,6 +13,7 @@ so labels from another checkpoint, or another threshold, are other entries.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,16 @@ import torch
 from agencerdas.stores import hash_file
 from agencerdas.stores.errors import AgencerdasError
 
-from agencerdas.scoring.binarize import binarize
+from agencerdas.pipeline.pseudo import AudioRegion
+from agencerdas.scoring.pipeline import decide
 from agencerdas.training.posteriors import predictor
 
 from .model import LoadedModel, load_model
+from .pretrained import FRAME_S, PretrainedDiarizer, pretrained_settings
+from .voices import RATE, decoded
 
 METHOD = "agencerdas-eend"
+PRETRAINED_METHOD = "agencerdas-pretrained-vad+ge2e+ahc"
 
 
 #: Models loaded in this process, by (path, checkpoint xxh3): each worker loads one once, not per task.
@@ -78,12 +84,45 @@ class ModelLabeler:
     def describe(self) -> dict:
         return dict(self.settings)
 
-    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+    def __call__(self, logmel: np.ndarray, audio: AudioRegion | None = None) -> np.ndarray:
         """Speaker activity (frames, speakers) bool at base frames for logmel (frames, n_mels): the model's slots
         when it stitches, the speakers found when it clusters."""
         lm = _model(self.path, self.settings["checkpoint_xxh3"])
-        cfg, s = lm.config, self.settings
-        post = lm.posteriors(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel), s["window"],
-                             s["overlap"])
-        active = binarize(post, s["threshold"], s["median_frames"], s["fill_speech"], s.get("max_overlap"))
-        return np.repeat(active, cfg.downsample, axis=0)[: len(logmel)]
+        # the pipeline of the settings recorded above (the same checkpoint file: the same settings)
+        outputs = lm.outputs(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel))
+        active = decide(outputs, lm.inference, lm.frame_shift_s).activity
+        return np.repeat(active, lm.config.downsample, axis=0)[: len(logmel)]
+
+
+class PretrainedLabeler:
+    """``features --pseudo-model pretrained``: pseudo labels from the pipeline that needs no trained model
+    (:mod:`.pretrained`: Silero VAD, GE2E, clustering) on each recording's audio, at base frames. The labels
+    key names the method, the pipeline's settings and the versions of the packages holding the weights."""
+
+    def __init__(self, feature_config: dict):
+        self.base_shift_s = feature_config["hop_length"] / feature_config["sample_rate"]
+        self.settings = {"method": PRETRAINED_METHOD, **pretrained_settings().tuned_record(),
+                         "weights": {name: version(name) for name in ("resemblyzer", "silero-vad")}}
+        _pretrained()  # loaded here first: a missing package is one clear error before any work
+
+    def describe(self) -> dict:
+        return dict(self.settings)
+
+    def __call__(self, logmel: np.ndarray, audio: AudioRegion | None = None) -> np.ndarray:
+        """Speaker activity (frames, speakers) bool at the base frames of logmel (frames, n_mels), from the audio."""
+        if audio is None:
+            raise AgencerdasError("the pretrained pseudo-labeller hears the audio: it needs the recording's file")
+        with decoded(audio.path, audio.offset_s, audio.duration_s) as pcm:
+            activity = _pretrained().diarize_audio(pcm, len(pcm.samples) / RATE)[1].activity
+        # each base frame takes the decision of the pipeline frame its start falls in
+        index = np.minimum((np.arange(len(logmel)) * self.base_shift_s / FRAME_S).astype(np.int64), len(activity) - 1)
+        return activity[index]
+
+
+_PIPELINE: list[PretrainedDiarizer] = []  # loaded once per worker process
+
+
+def _pretrained() -> PretrainedDiarizer:
+    if not _PIPELINE:
+        _PIPELINE.append(PretrainedDiarizer.load("cpu"))
+    return _PIPELINE[0]

@@ -40,14 +40,24 @@ METHOD = "energy-vad+stats-ahc"
 BLOCK_FRAMES = 8000
 
 
+@dataclass(frozen=True)
+class AudioRegion:
+    """Where a recording's samples are: its file, and the region of it (seconds; None: the whole file)."""
+
+    path: str
+    offset_s: float | None = None
+    duration_s: float | None = None
+
+
 class PseudoLabeler(Protocol):
     """Labels one recording from its stored features; pickled to every worker that labels."""
 
     def describe(self) -> dict:
         """Method name and every setting that changes the labels (they enter the labels key)."""
 
-    def __call__(self, logmel: np.ndarray) -> np.ndarray:
-        """Speaker activity (frames, S) from log-mel features (frames, n_mels), 10 ms base frames."""
+    def __call__(self, logmel: np.ndarray, audio: AudioRegion) -> np.ndarray:
+        """Speaker activity (frames, S) from log-mel features (frames, n_mels), 10 ms base frames; ``audio`` says
+        where the recording's samples are, for a labeller that hears them."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ class PseudoConfig:
     def describe(self) -> dict:
         return {"method": METHOD, **asdict(self)}
 
-    def __call__(self, logmel: np.ndarray) -> np.ndarray:
+    def __call__(self, logmel: np.ndarray, audio: AudioRegion | None = None) -> np.ndarray:
         return pseudo_labels(logmel, self)
 
 

@@ -18,7 +18,7 @@ from .audio import probe, region_frames, stream_mono
 from .discover import NOT_UTF8, is_utf8, printable
 from .features import FeatureConfig, LogMel
 from .labels import LabelConfig, frame_labels
-from .pseudo import PseudoLabeler, by_first_appearance
+from .pseudo import AudioRegion, PseudoLabeler, by_first_appearance
 from .rttm import Segment
 from .statcache import StatCache
 
@@ -134,7 +134,7 @@ def write_labels(store: Store, task: Task, frames: int, frame_shift_s: float) ->
     notes = []
     if task.pseudo is not None:
         logmel = np.asarray(store.open("features", task.features_key)["feats"][:frames])
-        labelled = task.pseudo(logmel)
+        labelled = task.pseudo(logmel, AudioRegion(task.path, task.offset_s, task.duration_s))
         # Any labeller's columns in first-appearance order (the default labeller already orders them,
         # except that a cluster owning no frame now moves to the end: same speakers, same PIT loss).
         activity = by_first_appearance(labelled, labelled.shape[1])

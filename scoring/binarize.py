@@ -1,26 +1,18 @@
-"""From posteriors to speaker turns: thresholding, speech filling, median filtering, segments,
-and the grid search of threshold and median width against DER.
+"""From posteriors to speaker turns: thresholding, speech filling, median filtering, segments.
 
 Times: frame ``t`` covers ``[t * frame_shift_s, (t + 1) * frame_shift_s)`` seconds.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import median_filter
 
-from agencerdas.stores.errors import AgencerdasError
 from agencerdas.stores.segments import Segment
 
-from .der import DERSettings, score
 from .powerset import powerset_decisions
-
-Scorer = Callable[
-    [Mapping[str, list[Segment]], Mapping[str, list[Segment]], Mapping[str, list[tuple[float, float]]] | None],
-    float,
-]
 
 
 def binarize(posteriors: np.ndarray, threshold: float, median_frames: int, fill_speech: bool = True,
@@ -96,60 +88,3 @@ def activity_to_segments(
             if duration > 0 and duration >= min_duration_s:
                 segments.append(Segment(float(begin * frame_shift_s), float(duration), name))
     return sorted(segments)
-
-
-def _der_scorer(settings: DERSettings) -> Scorer:
-    def scorer(
-        references: Mapping[str, list[Segment]],
-        hypotheses: Mapping[str, list[Segment]],
-        uems: Mapping[str, list[tuple[float, float]]] | None,
-    ) -> float:
-        return score(dict(references), dict(hypotheses), dict(uems) if uems else None, settings).overall["der"]
-
-    return scorer
-
-
-def tune(
-    posteriors_by_rec: Mapping[str, np.ndarray],
-    references_by_rec: Mapping[str, list[Segment]],
-    uems: Mapping[str, list[tuple[float, float]]] | None,
-    frame_shift_s: float,
-    thresholds: Sequence[float],
-    median_widths: Sequence[int],
-    scorer: Scorer | None = None,
-    fill_speech: bool = True,
-    max_overlap: int | None = None,
-) -> tuple[float, int, float]:
-    """Grid-search the threshold and median width that minimise DER on validation data.
-
-    Args:
-        posteriors_by_rec: (n_frames, S) stitched posteriors per recording id.
-        references_by_rec: reference turns per recording id (same ids).
-        uems: scored regions per recording, or None (see :func:`scoring.der.score`).
-        frame_shift_s: seconds per model frame.
-        thresholds: candidate thresholds.
-        median_widths: candidate odd median-filter widths in frames.
-        scorer: ``scorer(references, hypotheses, uems) -> error`` to minimise;
-            default: overall DER from :func:`scoring.der.score` with default
-            :class:`~scoring.der.DERSettings`.
-        fill_speech, max_overlap: passed to :func:`binarize` (with ``max_overlap``, give one threshold: it is unused).
-
-    Returns:
-        ``(threshold, median_frames, error)`` of the best setting; ties go to
-        the first candidate in ``thresholds`` x ``median_widths`` order.
-    """
-    if not thresholds or not median_widths:
-        raise AgencerdasError("tuning needs at least one threshold and one median width")
-    scorer = scorer or _der_scorer(DERSettings())
-    best: tuple[float, int, float] | None = None
-    for threshold in thresholds:
-        for width in median_widths:
-            hypotheses = {
-                rec: activity_to_segments(binarize(posteriors, threshold, width, fill_speech, max_overlap), frame_shift_s)
-                for rec, posteriors in posteriors_by_rec.items()
-            }
-            error = float(scorer(references_by_rec, hypotheses, uems))
-            if best is None or error < best[2]:
-                best = (float(threshold), int(width), error)
-    assert best is not None
-    return best

@@ -15,6 +15,10 @@ Times: frame ``t`` covers ``[t * frame_shift_s, (t + 1) * frame_shift_s)`` secon
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -49,8 +53,8 @@ def speaker_bounds(num_speakers: int | None, min_speakers: int | None,
     """The allowed cluster count as ``(fewest, most)``; checks the user's numbers."""
     for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
                         ("max_speakers", max_speakers)):
-        if value is not None and value < 1:
-            raise AgencerdasError(f"{name}={value} must be at least 1 (or leave it unset)")
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
+            raise AgencerdasError(f"{name}={value!r} must be a whole number of speakers, at least 1 (or leave it unset)")
     fewest = 1 if min_speakers is None else min_speakers
     most = math.inf if max_speakers is None else max_speakers
     if fewest > most:
@@ -61,6 +65,44 @@ def speaker_bounds(num_speakers: int | None, min_speakers: int | None,
         raise AgencerdasError(f"num_speakers={num_speakers} is outside min_speakers={min_speakers} and "
                               f"max_speakers={max_speakers}: give num_speakers alone or a range that holds it")
     return num_speakers, num_speakers
+
+
+class SpeakerCountWarning(UserWarning):
+    """:func:`cluster_slots` could not give the number of speakers asked for; the message says the number
+    found and why. Callers that report per recording collect it with :func:`speaker_count_notes`."""
+
+
+def _unmet(found: int, asked: tuple[int | None, int | None, int | None], slots: int, together: int) -> str:
+    """Why ``found`` clusters of ``slots`` active slots (at most ``together`` in one chunk) miss the number
+    ``asked`` (num_speakers, min_speakers, max_speakers)."""
+    num, least, most = asked
+    wanted = (f"exactly {num}" if num is not None else
+              " and ".join(f"{word} {value}" for word, value in (("at least", least), ("at most", most)) if value))
+    if found < (num or least or 0):
+        why = (f"only {slots} chunk slot(s) speak in the whole recording and clustering never splits a slot"
+               if slots else "no chunk slot speaks in the whole recording")
+    elif found == together:
+        why = (f"{together} slots speak together in one chunk, and two slots of one chunk are never one speaker "
+               "(the model hears them as different people)")
+    else:
+        why = ("every pair of the speakers found speaks together in some chunk, and two slots of one chunk are "
+               "never one speaker")
+    return f"asked for {wanted} speaker(s), found {found}: {why}"
+
+
+@contextmanager
+def speaker_count_notes() -> Iterator[list[str]]:
+    """Collect the messages of :class:`SpeakerCountWarning` raised inside the block into the list it yields
+    (in order, none shown); other warnings pass on as they would have."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield notes
+    for warning in caught:
+        if issubclass(warning.category, SpeakerCountWarning):
+            notes.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
@@ -139,7 +181,8 @@ def cluster_slots(
     requested number of active slots leaves one cluster per slot, and when every remaining pair
     of clusters shares a chunk merging stops above the requested count: at least the largest
     number of active slots in one chunk, and more when earlier merges, which are never undone,
-    paired slots so that every remaining pair collides somewhere. No error.
+    paired slots so that every remaining pair collides somewhere. No error: a
+    :class:`SpeakerCountWarning` says the number found and why (:func:`speaker_count_notes`).
 
     Args:
         embeddings: (C, S, E) one embedding per chunk slot; only active slots are read. Unit
@@ -165,6 +208,9 @@ def cluster_slots(
     labels = np.full(active.shape, -1, dtype=np.int64)
     chunk_of, slot_of = np.nonzero(active)  # row-major: the order of first appearance
     if len(chunk_of) == 0:
+        if num_speakers is not None or min_speakers is not None:
+            warnings.warn(_unmet(0, (num_speakers, min_speakers, max_speakers), 0, 0), SpeakerCountWarning,
+                          stacklevel=2)
         return labels
     x = _unit_rows(embeddings[chunk_of, slot_of])
     distance = np.clip(1.0 - x @ x.T, 0.0, 2.0)  # rounding can leave 1 - x.x slightly outside
@@ -175,6 +221,9 @@ def cluster_slots(
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
     labels[chunk_of, slot_of] = rank[inverse.reshape(-1)]
+    if not fewest <= len(first) <= most:
+        warnings.warn(_unmet(len(first), (num_speakers, min_speakers, max_speakers), len(chunk_of),
+                             int(active.sum(axis=1).max())), SpeakerCountWarning, stacklevel=2)
     return labels
 
 

@@ -19,16 +19,10 @@ Times: frame ``t`` covers ``[t * frame_shift_s, (t + 1) * frame_shift_s)`` secon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-
-from agencerdas.stores.errors import AgencerdasError
-
-from .binarize import binarize
-from .cluster import speaker_bounds
 
 ReadFn = Callable[[int, int], np.ndarray]
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -36,81 +30,6 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 # more than this; otherwise (e.g. nobody speaks in the overlap, so every order
 # fits equally well) the chunk keeps the identity order instead of a random one.
 _PERMUTATION_GAIN = 1e-6
-
-
-@dataclass
-class InferenceConfig:
-    """Sliding-window inference and post-processing settings.
-
-    Attributes:
-        window: chunk length in model frames (500 frames = 50 s at a 100 ms shift).
-            Should match the training chunk length: EEND attractors are fitted to it.
-        overlap: fraction of a window shared by consecutive chunks, in [0, 1).
-            Overlap is what lets chunk speakers be aligned; 0.5 is a good default.
-        threshold: a speaker is active in a frame when its posterior exceeds this.
-        median_frames: odd width, in model frames, of the median filter that
-            removes blips and fills short gaps after thresholding (1 disables it).
-        fill_speech: give frames where someone probably speaks but no speaker
-            passes the threshold to the most probable speaker (see :func:`binarize`).
-        max_overlap: None for a multilabel model; K for a powerset model, whose decisions are
-            the most probable set of at most K speakers (threshold and fill_speech unused).
-        clustering: chunks' speakers are clustered across the recording by their embeddings
-            (a model with an embedding head), instead of stitched by their overlaps; ``window``
-            and ``overlap`` are then the chunks'.
-        cluster_threshold: average cosine distance above which clusters stay apart.
-        num_speakers, min_speakers, max_speakers: the number of speakers when known, or bounds
-            on it (clustering only; None: from the threshold).
-    """
-
-    window: int = 500
-    overlap: float = 0.5
-    threshold: float = 0.5
-    median_frames: int = 11
-    fill_speech: bool = True
-    max_overlap: int | None = None
-    clustering: bool = False
-    cluster_threshold: float = 0.6
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.window < 1:
-            raise AgencerdasError(f"inference window={self.window} must be at least 1 frame")
-        if not 0.0 <= self.overlap < 1.0:
-            raise AgencerdasError(f"inference overlap={self.overlap} must be in [0, 1)")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise AgencerdasError(f"inference threshold={self.threshold} must be in [0, 1]")
-        if self.median_frames < 1 or self.median_frames % 2 == 0:
-            raise AgencerdasError(f"inference median_frames={self.median_frames} must be an odd number >= 1")
-        counts = (self.num_speakers, self.min_speakers, self.max_speakers)
-        if any(value is not None for value in counts) and not self.clustering:
-            raise AgencerdasError("a number of speakers needs clustering inference (--clustering on, and a model "
-                                  "trained with the embedding head); stitching finds at most the model's slots")
-        speaker_bounds(*counts)  # checked before any audio is read
-
-    def decide(self, posteriors: np.ndarray) -> np.ndarray:
-        """(n, S) bool speaker activity of stitched ``posteriors`` (n, S) by these settings (:func:`binarize`)."""
-        return binarize(posteriors, self.threshold, self.median_frames, self.fill_speech, self.max_overlap)
-
-    def describe(self) -> str:
-        """The post-processing in words, for reports."""
-        if self.max_overlap is not None:
-            decisions = (f"powerset decisions (the most probable set of at most {self.max_overlap} speakers, no "
-                         f"threshold), median {self.median_frames} frames")
-        else:
-            decisions = f"threshold {self.threshold}, median {self.median_frames} frames, fill_speech {self.fill_speech}"
-        if not self.clustering:
-            return f"stitched chunks of {self.window} frames; {decisions}"
-        given = ", ".join(f"{name} {value}" for name, value in (("speakers", self.num_speakers),
-                          ("at least", self.min_speakers), ("at most", self.max_speakers)) if value is not None)
-        return (f"clustered chunks of {self.window} frames (cosine threshold {self.cluster_threshold:g}"
-                f"{', ' + given if given else ''}); {decisions}")
-
-    @property
-    def step(self) -> int:
-        """Hop between chunk starts in frames: ``window * (1 - overlap)``, at least 1."""
-        return max(1, round(self.window * (1.0 - self.overlap)))
 
 
 def chunk_starts(n_frames: int, window: int, step: int) -> Iterator[int]:

@@ -38,8 +38,7 @@ class TrainConfig:
     # speaker embeddings from the same model (EEND-VC, Kinoshita et al. 2021): one unit vector per output slot,
     # trained with an additive-margin softmax over the train split's identities, weighted into the loss; 0 gives
     # the model without the head. They let inference cluster chunks' speakers across a recording (any number).
-    # 0.02 on the demo corpus (optimized, seed 0): validation loss 0.241 and DER 17.3%, against 0.277 / 24.0% at
-    # 0.1 (whose margin loss, ~10x the diarization loss, pulled the encoder away from diarizing)
+    # The measurement that chose 0.02 is in docs/results.md.
     embed_loss_weight: float = 0.02
     embed_dim: int = 64
     embed_margin: float = 0.2
@@ -59,22 +58,21 @@ class TrainConfig:
     # data_budget x the memory free on the device (GPU memory on CUDA, available RAM on CPU).
     data_on_device: str = "auto"  # auto | true | false (false: DataLoader workers stream from the store)
     data_budget: float = 0.5  # at most MAX_DATA_BUDGET: the step's activations need the rest
-    # augmentation of training windows (training/augment.py); 0 disables each. On the demo's unseen
-    # test voices these defaults cut DER from 26.4% to 23.1% / 24.1% (two seeds), see the README.
+    # augmentation of training windows (training/augment.py); 0 disables each. Chosen on test DER before the
+    # project's rule that test sets never choose, and not yet re-decided on validation: docs/results.md.
     aug_warp: float = 0.1  # mel-axis stretch in [1 - w, 1 + w] (VTLP-like)
     aug_gain_db: float = 6.0  # level offset in [-g, g] dB
     aug_tilt_db: float = 6.0  # spectral slope in [-t, t] dB across the band
     aug_freq_masks: int = 2  # SpecAugment frequency masks per window ...
     aug_mask_bins: int = 8  # ... each up to this many mel bins wide
     # simulated conversations (training/conversations.py): this fraction of each epoch's training windows
-    # are laid out anew from single-speaker regions of the train split, with its turn-taking statistics.
-    # 0.5 on the demo corpus (optimized, 2 seeds): validation DER 22.5/16.0% -> 18.3/13.7%, test DER on
-    # unseen voices unchanged within seed noise (23.1/24.1% -> 23.2/24.6%); see the README.
+    # are laid out anew from single-speaker regions of the train split, with its turn-taking statistics
+    # (measurements: docs/results.md).
     sim_prob: float = 0.5
     sim_min_segment_s: float = 0.5  # shortest single-speaker region used as material
     sim_gain_db: float = 3.0  # per-speaker level in [-g, g] dB
-    # per-speaker mel-axis stretch in [1 - w, 1 + w], one source voice becoming several; off: 0.1 on the demo
-    # corpus (2 seeds) moved test DER 23.2/24.6% -> 25.0/25.5% and validation 18.3/13.7% -> 17.1/18.0%
+    # per-speaker mel-axis stretch in [1 - w, 1 + w], one source voice becoming several; off (docs/results.md:
+    # chosen on test DER, not yet re-decided on validation)
     sim_warp: float = 0.0
     speaker_ids: str = "recording"  # recording: each (recording, speaker) a source; global: RTTM names are people
     # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
@@ -105,6 +103,11 @@ class TrainConfig:
     chunk_s: float = 30.0
     chunk_hop_s: float = 15.0
     cluster_threshold: float = 0.6
+    # where clustering inference's slot embeddings come from (evaluate, diarize, the Diarizer): ge2e (the pretrained
+    # GE2E encoder on each slot's alone speech, chunks of scoring.settings.ENCODER_CHUNKS), head (the model's own
+    # embedding head), or a TorchScript encoder file. Chosen on the unseen-voice validation split (docs/results.md);
+    # validation during training clusters the head's embeddings (the store holds features, not audio).
+    embeddings: str = "ge2e"
     max_steps: int = 0  # >0: stop after this many optimizer steps (smoke tests, benchmarks)
     # fine-tuning (training/init.py): a new run's weights from this checkpoint, with a fresh optimizer and
     # schedule; its normaliser kept (checkpoint) or fitted on this run's train split (refit)
@@ -268,6 +271,7 @@ ADDED_FIELDS: dict[str, Any] = {
     # c87c6a8: no speaker-embedding head, so no clustering (its chunk and threshold settings were never used)
     "embed_loss_weight": 0.0, "embed_dim": 64, "embed_margin": 0.2,
     "chunk_s": 30.0, "chunk_hop_s": 15.0, "cluster_threshold": 0.6,
+    "embeddings": "head",  # 2026-12-07: clustering used the head's embeddings (the pretrained encoder came after)
 }
 
 #: Fields that may differ between a checkpoint and the run resuming it: how a run runs, not what it trains.

@@ -153,10 +153,12 @@ class EncoderBlock(nn.Module):
 
 
 class EEND(nn.Module):
-    """SA-EEND: Transformer encoder with per-frame multi-label speaker outputs.
+    """SA-EEND: Transformer encoder with per-frame speaker outputs, and optionally one embedding per slot.
 
     Input projection (Linear + LayerNorm) -> ``blocks`` pre-norm encoder
-    layers -> LayerNorm -> Linear to ``max_speakers`` logits per frame.
+    layers -> LayerNorm -> Linear to ``max_speakers`` logits per frame (PIT), or to one logit per
+    powerset class (each set of at most ``max_overlap`` speakers); with ``embed_dim`` > 0, an
+    embedding head pools the encoder's frames into one unit vector per slot (:meth:`slot_embeddings`).
 
     There is no positional encoding, as in the original SA-EEND: each input
     frame is already a spliced context window, so local temporal order is in
@@ -280,9 +282,7 @@ class EEND(nn.Module):
         A frame weighs the probability that the slot speaks there alone, p_s x prod_{k != s} (1 - p_k),
         from the model's own activity, detached: inference has nothing else, the embedding loss should
         shape who a slot is, not when it speaks, and overlapped frames hold two voices (pyannote leaves
-        them out of its embeddings too). Applied at inference to a model trained with plain activity weights,
-        it moved the median cosine distance between different speakers' slots on the demo's 5-7-speaker
-        test set from 0.31 to 0.55 (same speaker: 0.07 to 0.06); see docs/results.md.
+        them out of its embeddings too); the measurement that chose it is in docs/results.md.
         """
         with torch.autocast(device_type=h.device.type, enabled=False):
             activity = self.activity(logits.detach())

@@ -1,17 +1,17 @@
-"""A model run over whole recordings from the store: speaker posteriors of every frame (validation,
-inference), by stitching overlapping chunks or, for a model with an embedding head, by clustering the
-chunks' speakers across the recording (any number of speakers)."""
+"""A model run over whole recordings from the store: what the segmentation step of the pipeline
+(:mod:`scoring.pipeline`) takes: stitched posteriors of every frame, or each chunk's slots with their
+embeddings for clustering (validation during training, and inference)."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from agencerdas.scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
-from agencerdas.scoring.stitch import InferenceConfig, chunk_starts, stitched_posteriors
+from agencerdas.scoring.pipeline import Chunks
+from agencerdas.scoring.settings import PipelineSettings
+from agencerdas.scoring.stitch import chunk_starts, stitched_posteriors
 
 from .config import TrainConfig
 from .windows import WindowFormat, cut_window
@@ -19,15 +19,13 @@ from .windows import WindowFormat, cut_window
 
 #: Chunks of one recording run through the model together (inputs held: batch x window x D floats).
 CHUNK_BATCH = 32
-#: A chunk's slot takes part in clustering when it is active this long (an embedding pooled over a few
-#: frames is mostly noise); shorter slots are then assigned to the clusters found.
-CLUSTER_MIN_ACTIVE_S = 1.0
 
 
 def predictor(model: torch.nn.Module, device: torch.device, autocast: AbstractContextManager):
     """``predict(x)`` speaker probabilities, no gradients: one chunk (n, D) -> (n, S), or a stack of
     chunks (B, n, D) -> (B, n, S) run as one batch on ``device``; ``predict(x, embeddings=True)`` gives
-    the slots' embeddings too: ((B, n, S), (B, S, E)) for a stack (a model with an embedding head)."""
+    the slots' embeddings too: ((B, n, S), (B, S, E)) for a stack (zeros (B, S, 1) for a model without the
+    embedding head, whose slots a pretrained encoder embeds)."""
 
     def predict(x: np.ndarray, embeddings: bool = False):
         single = x.ndim == 2
@@ -36,6 +34,8 @@ def predictor(model: torch.nn.Module, device: torch.device, autocast: AbstractCo
             output = model(inputs[None] if single else inputs)
         probs = model.activity(output.logits).cpu().numpy()
         if embeddings:
+            if output.embeddings is None:  # no head: a pretrained encoder embeds the slots instead
+                return probs, np.zeros((*probs.shape[::2], 1), dtype=np.float32)
             return probs, output.embeddings.float().cpu().numpy()
         return probs[0] if single else probs
 
@@ -68,23 +68,6 @@ def recording_posteriors(predict, features, fmt: WindowFormat, frames: int, wind
     return stitched_posteriors(predict, read, n_model, window, step, batch)
 
 
-@dataclass
-class Chunks:
-    """What the model says of each chunk of a recording, before clustering.
-
-    Attributes:
-        starts: (C,) first model frame of each chunk.
-        activity: (C, L, S) float32 slot posteriors.
-        embeddings: (C, S, E) float32 unit vectors, one per slot.
-        frames: the recording's length in model frames (the chunks cover [0, frames)).
-    """
-
-    starts: np.ndarray
-    activity: np.ndarray
-    embeddings: np.ndarray
-    frames: int
-
-
 def recording_chunks(predict, features, fmt: WindowFormat, frames: int, window: int, overlap: float = 0.5,
                      batch: int = CHUNK_BATCH) -> Chunks:
     """:class:`Chunks` of a whole recording of ``frames`` base frames: chunks of ``window`` model frames
@@ -101,49 +84,22 @@ def recording_chunks(predict, features, fmt: WindowFormat, frames: int, window: 
     return Chunks(np.asarray(starts, dtype=np.int64), np.concatenate(activity), np.concatenate(embeddings), n_model)
 
 
-def clustered_posteriors(chunks: Chunks, inf: InferenceConfig, frame_shift_s: float) -> np.ndarray:
-    """Posteriors (model frames, K) of the K speakers found by clustering ``chunks``' slots.
-
-    Slots active at least :data:`CLUSTER_MIN_ACTIVE_S` are clustered (average linkage on cosine
-    distances, two slots of one chunk never joined; ``inf``'s threshold or number of speakers);
-    then every other slot is assigned to the nearest cluster centroid, one chunk at a time and never
-    two slots of a chunk to one speaker; each speaker's posteriors are its slots' overlap-added.
-    """
-    threshold = 0.5 if inf.max_overlap is not None else inf.threshold
-    active = active_slots(chunks.activity, threshold, 1)
-    confident = active_slots(chunks.activity, threshold, max(1, round(CLUSTER_MIN_ACTIVE_S / frame_shift_s)))
-    # A short clip may have no slot active that long: its speech is still clustered, on what there is.
-    labels = cluster_slots(chunks.embeddings, confident if confident.any() else active, inf.cluster_threshold,
-                           inf.num_speakers, inf.min_speakers, inf.max_speakers)
-    # Every other slot goes to a speaker its chunk lacks, as pyannote assigns them: one left out would leave
-    # its speaker's frames averaged down by the other chunks covering them.
-    labels = assign_slots(chunks.embeddings, labels, np.ones_like(active))
-    post = overlap_add(chunks.activity, labels, chunks.starts, chunks.frames)
-    # Nobody speaks: one silent speaker keeps the shape every consumer of posteriors expects.
-    return post if post.shape[1] else np.zeros((chunks.frames, 1), dtype=np.float32)
-
-
-def inference_settings(cfg: TrainConfig, frame_shift_s: float, clustering: bool, tuned: dict | None = None,
-                       **speakers: int | None) -> InferenceConfig:
-    """The inference of a model trained with ``cfg`` (``frame_shift_s`` seconds per model frame): stitched
-    training windows, or clustered chunks of ``chunk_s`` every ``chunk_hop_s``; decisions from ``tuned``
-    (a tuned.json) where given, else ``cfg``'s; ``speakers``: num/min/max_speakers for clustering."""
-    settings = tuned or {}
+def pipeline_settings(cfg: TrainConfig, frame_shift_s: float, clustering: bool, **choices) -> PipelineSettings:
+    """The pipeline of a model trained with ``cfg`` (``frame_shift_s`` seconds per model frame), as configured:
+    stitched training windows, or clustered chunks of ``chunk_s`` every ``chunk_hop_s``; decisions from
+    ``cfg``. ``choices``: any other :class:`PipelineSettings` field (numbers of speakers, embeddings, ...)."""
     chunk = max(1, round(cfg.chunk_s / frame_shift_s))
-    return InferenceConfig(window=chunk if clustering else cfg.window,
-                           overlap=1.0 - min(chunk, round(cfg.chunk_hop_s / frame_shift_s)) / chunk if clustering else 0.5,
-                           threshold=settings.get("threshold", cfg.threshold),
-                           fill_speech=settings.get("fill_speech", cfg.fill_speech),
-                           median_frames=settings.get("median_frames", cfg.median_frames),
-                           max_overlap=cfg.max_overlap if cfg.powerset else None, clustering=clustering,
-                           cluster_threshold=settings.get("cluster_threshold", cfg.cluster_threshold), **speakers)
+    return PipelineSettings(window=chunk if clustering else cfg.window,
+                            overlap=1.0 - min(chunk, round(cfg.chunk_hop_s / frame_shift_s)) / chunk if clustering else 0.5,
+                            threshold=cfg.threshold, fill_speech=cfg.fill_speech, median_frames=cfg.median_frames,
+                            max_overlap=cfg.max_overlap if cfg.powerset else None, clustering=clustering,
+                            cluster_threshold=cfg.cluster_threshold, **choices)
 
 
-def whole_recording(predict, features, fmt: WindowFormat, frames: int, inf: InferenceConfig,
-                    frame_shift_s: float) -> np.ndarray:
-    """Speaker posteriors (model frames, S or K) of a whole recording of ``frames`` base frames, by ``inf``:
-    stitched (S slots) or clustered (K speakers found)."""
-    if inf.clustering:
-        chunks = recording_chunks(predict, features, fmt, frames, inf.window, inf.overlap)
-        return clustered_posteriors(chunks, inf, frame_shift_s)
-    return recording_posteriors(predict, features, fmt, frames, inf.window, inf.overlap)
+def recording_outputs(predict, features, fmt: WindowFormat, frames: int,
+                      settings: PipelineSettings) -> Chunks | np.ndarray:
+    """What the model says of a whole recording of ``frames`` base frames, as ``settings`` run it: the
+    recording's :class:`~scoring.pipeline.Chunks` (clustering) or its stitched posteriors (model frames, S)."""
+    if settings.clustering:
+        return recording_chunks(predict, features, fmt, frames, settings.window, settings.overlap)
+    return recording_posteriors(predict, features, fmt, frames, settings.window, settings.overlap)

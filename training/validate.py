@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from agencerdas.scoring.binarize import activity_to_segments
 from agencerdas.scoring.der import DERSettings, score
+from agencerdas.scoring.pipeline import turns
 from agencerdas.scoring.reference import load_reference
+from agencerdas.scoring.tuning import TuningSet, der_scorer, tune
 
 from .data import WindowPlan
 from .loss import frame_error_counts
 from .objective import diarization_loss
-from .posteriors import inference_settings, predictor, whole_recording
+from .posteriors import pipeline_settings, predictor, recording_outputs
 from .windows import WindowFormat
 
 
@@ -36,37 +37,65 @@ def window_metrics(trainer) -> dict:
     return {"val_loss": loss / batches, "val_frame_error": (miss + false_alarm + confusion) / max(1, speech)}
 
 
+def _voices_heard(data) -> dict[str, bool]:
+    """Whether each validation recording's voices all speak in the train split too (``seen``), by name:
+    meaningful for a corpus that names its voices across recordings (e.g. the demo's)."""
+    heard = {speaker for rec in data.train for speaker in rec.speakers}
+    return {rec.source or rec.features: bool(rec.speakers) and set(rec.speakers) <= heard for rec in data.validation}
+
+
 @torch.no_grad()
 def der_metrics(trainer) -> tuple[dict, dict | None]:
-    """DER of whole validation recordings (stitched, or clustered for a model with the embedding head), scored by pyannote.metrics, and the first
-    scored recording as an example for a figure (reference, hypothesis, posteriors, frame shift, name)."""
+    """DER of whole validation recordings through the pipeline as inference runs it by default (stitched, or
+    clustered for a model with the embedding head), scored by pyannote.metrics, and the first scored recording
+    as an example for a figure (reference, hypothesis, posteriors, frame shift, name).
+
+    With clustering, the cluster threshold is tuned on these recordings at every DER epoch
+    (:func:`scoring.tuning.tune` over :data:`~scoring.tuning.CLUSTER_THRESHOLDS` at the configured decision
+    threshold and median): the DER that chooses best.pt is then that of the model as ``evaluate --tune``
+    will run it, not at a threshold fitted to another epoch's embeddings. The chunks are run once; only
+    the clustering is repeated. ``val_der_seen``/``val_der_unseen`` split it by whether the train split
+    holds a recording's voices, where both kinds exist.
+    """
     cfg, data, rt = trainer.cfg, trainer.data, trainer.rt
     predict = predictor(trainer.model, rt.device, rt.autocast())
     shift = cfg.downsample * data.shift_s
     fmt = WindowFormat(trainer.normalizer, cfg.downsample, cfg.pooling)
-    inf = inference_settings(cfg, shift, clustering=cfg.embeds)  # as `evaluate` runs this model by default
-    refs, hyps, uems, sources, example = {}, {}, {}, set(), None
+    settings = pipeline_settings(cfg, shift, clustering=cfg.embeds)  # as `evaluate` runs this model by default
+    outputs, refs, uems, durations, sources = {}, {}, {}, {}, set()
     for rec in data.validation:
         frames = data.capped(rec)
         reference = load_reference(data.store, rec, frames)
         if not reference.uem:  # nothing of its UEM lies within the audio cap: nothing to score
             continue
-        feats = data.store.open("features", rec.features)["feats"]
-        post = whole_recording(predict, feats, fmt, frames, inf, shift)
         name = rec.source or rec.features
-        decided = inf.decide(post)
-        hyps[name] = activity_to_segments(decided, shift,
-                                          max_end_s=frames * shift / cfg.downsample)
-        refs[name], uems[name] = reference.segments, reference.uem
+        outputs[name] = recording_outputs(predict, data.store.open("features", rec.features)["feats"], fmt, frames,
+                                          settings)
+        refs[name], uems[name], durations[name] = reference.segments, reference.uem, frames * data.shift_s
         sources.add(reference.source)
-        example = example or {"reference": refs[name], "hypothesis": hyps[name], "posteriors": post,
-                               "frame_shift_s": shift, "name": name}
     if not refs:
         return {}, None
-    report = score(refs, hyps, uems, DERSettings(collar_s=cfg.collar_s))
-    return {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
-            "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"],
-            "val_reference": "; ".join(sorted(sources))}, example
+    der_settings = DERSettings(collar_s=cfg.collar_s)
+    chosen, _ = tune(TuningSet(outputs, refs, uems, durations), settings, shift, der_scorer(der_settings),
+                     thresholds=(settings.threshold,), medians=(settings.median_frames,))
+    hyps, decided = {}, {}
+    for name, out in outputs.items():
+        hyps[name], decided[name] = turns(out, chosen, shift, durations[name])
+    report = score(refs, hyps, uems, der_settings)
+    record = {"val_der": report.overall["der"], "val_missed": report.overall["missed_rate"],
+              "val_false_alarm": report.overall["false_alarm_rate"], "val_confusion": report.overall["confusion_rate"],
+              "val_reference": "; ".join(sorted(sources))}
+    if settings.clustering:
+        record["val_cluster_threshold"] = chosen.cluster_threshold
+    heard = _voices_heard(data)
+    for kind, names in (("seen", [n for n in refs if heard[n]]), ("unseen", [n for n in refs if not heard[n]])):
+        if 0 < len(names) < len(refs):
+            record[f"val_der_{kind}"] = score({n: refs[n] for n in names}, {n: hyps[n] for n in names},
+                                              {n: uems[n] for n in names}, der_settings).overall["der"]
+    first = next(iter(refs))
+    example = {"reference": refs[first], "hypothesis": hyps[first], "posteriors": decided[first].posteriors,
+               "frame_shift_s": shift, "name": first}
+    return record, example
 
 
 def validate(trainer, with_der: bool) -> tuple[dict, dict | None]:

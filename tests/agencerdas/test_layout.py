@@ -18,9 +18,10 @@ ALLOWED = {
     "pipeline": {"stores"},
     "scoring": {"stores"},
     "training": {"stores", "scoring"},
-    "inference": {"stores", "pipeline", "scoring", "training"},
-    "bench": {"stores", "pipeline", "training"},
-    "agencerdas": {"stores", "pipeline", "training", "inference", "bench"},
+    "pretrained": {"stores"},
+    "inference": {"stores", "pipeline", "scoring", "training", "pretrained"},
+    "bench": {"stores", "pipeline", "scoring", "training", "inference"},
+    "agencerdas": {"stores", "pipeline", "scoring", "training", "inference", "bench", "pretrained"},
 }
 
 

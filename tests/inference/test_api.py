@@ -15,6 +15,7 @@ from pyannote.core import Annotation
 from agencerdas import Diarizer, train
 from agencerdas.inference.diarize import diarize
 from agencerdas.pipeline.rttm import parse_rttm
+from agencerdas.scoring.cluster import SpeakerCountWarning
 from agencerdas.stores.errors import AgencerdasError
 from tests.builders import PITCHES, voiced
 from tests.fresh import loaded_by
@@ -76,6 +77,94 @@ def test_bad_audio_raises_the_project_error(model, tmp_path):
         diarizer(np.zeros(16000, np.float32), sample_rate=0)
     with pytest.raises(AgencerdasError, match="far beyond full scale"):
         diarizer(np.full(16000, 1e30, np.float32), sample_rate=16000)
+
+
+def test_pcm_integer_waveforms_are_scaled_to_full_scale(model, recording):
+    _, audio = recording
+    diarizer = Diarizer.from_checkpoint(model, device="cpu")
+    floats = _turns(diarizer(audio, sample_rate=16000))
+    # as a WAV file holds them: int16 32767 is full scale, not 32767 times it
+    assert _turns(diarizer(np.round(audio * 32767).astype(np.int16), sample_rate=16000)) == floats
+    assert _turns(diarizer(np.round(audio * (2**31 - 1)).astype(np.int32), sample_rate=16000)) == floats
+    eight_bit = diarizer(np.round(audio * 127 + 128).astype(np.uint8), sample_rate=16000)  # 8-bit WAV: centred on 128
+    assert abs(eight_bit.get_timeline().duration() - diarizer(audio, sample_rate=16000).get_timeline().duration()) < 2.0
+
+
+@pytest.mark.parametrize("audio, rate, message", [
+    (np.zeros(16000, np.float32), 1, "sample_rate=1 Hz is outside"),
+    (np.zeros(16000, np.float32), 10**9, "sample_rate=1000000000 Hz is outside"),
+    (np.array(["0.1", "0.2"]), 16000, "not audio"),
+    ([[0.0, 0.1], [0.2]], 16000, "not an array of samples"),
+    (np.zeros(16000, np.complex64), 16000, "complex"),
+    (np.zeros(16000, np.int64), 16000, "int64"),
+])
+def test_a_waveform_that_is_not_audio_at_a_usable_rate_is_refused_by_name(model, audio, rate, message):
+    with pytest.raises(AgencerdasError, match=message):
+        Diarizer.from_checkpoint(model, device="cpu")(audio, sample_rate=rate)
+
+
+def test_a_path_says_what_is_wrong_with_it_and_bytes_are_a_path(model, recording, tmp_path):
+    path, _ = recording
+    diarizer = Diarizer.from_checkpoint(model, device="cpu")
+    with pytest.raises(AgencerdasError, match="is a directory"):
+        diarizer(tmp_path)
+    with pytest.raises(AgencerdasError, match="missing.wav does not exist"):
+        diarizer(tmp_path / "missing.wav")
+    assert _turns(diarizer(bytes(path))) == _turns(diarizer(path))
+
+
+def test_a_rate_with_a_file_or_none_with_a_waveform_is_refused_by_name(model, recording):
+    path, audio = recording
+    diarizer = Diarizer.from_checkpoint(model, device="cpu")
+    with pytest.raises(AgencerdasError, match="sample_rate=16000 is for waveforms"):
+        diarizer(path, sample_rate=16000)
+    with pytest.raises(AgencerdasError, match="a waveform needs its sample_rate in Hz"):
+        diarizer(audio)
+    with pytest.raises(AgencerdasError, match="uri must be a string"):
+        diarizer(audio, sample_rate=16000, uri=3)
+    with pytest.raises(AgencerdasError, match="the checkpoint must be a path .* got ndarray"):
+        Diarizer.from_checkpoint(audio)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"num_speakers": 2.5}, "num_speakers=2.5 must be a whole number"),
+    ({"num_speakers": "3"}, "num_speakers='3' must be a whole number"),
+    ({"max_speakers": True}, "max_speakers=True must be a whole number"),
+    ({"chunk_s": "10"}, r"chunk_s \(--chunk-s\) must be a positive number of seconds, got '10'"),
+    ({"chunk_s": 10, "chunk_hop_s": 20}, r"chunk_hop_s \(--chunk-hop-s\) = 20 s must be"),
+    ({"chunk_s": 5, "clustering": "off"}, "stitches its training windows"),
+])
+def test_wrong_speaker_numbers_and_chunks_are_refused_before_the_model_loads(model, arguments, message):
+    with pytest.raises(AgencerdasError, match=message):
+        Diarizer.from_checkpoint(model, device="cpu", **arguments)
+
+
+def test_a_recording_whose_chunks_would_overflow_clustering_is_refused_before_the_model_runs(model):
+    diarizer = Diarizer.from_checkpoint(model, device="cpu", chunk_s=1, chunk_hop_s=0.5)
+    ten_hours = 10 * 3600 * 100  # base frames of 10 ms
+    with pytest.raises(AgencerdasError, match=r"10.0 h of audio .* more than the 8192 slots .* longer --chunk-hop-s"):
+        diarizer.diarize_features(None, ten_hours, 36000.0)  # refused before any feature is read
+
+
+def test_a_number_of_speakers_that_cannot_be_given_is_said_not_silent(model, recording, tmp_path):
+    path, _ = recording
+    # one 30-s chunk in which both voices speak, each in its own slot: one speaker cannot be had
+    with pytest.warns(SpeakerCountWarning, match=r"asked for exactly 1 speaker\(s\), found 2: 2 slots speak together"):
+        assert len(Diarizer.from_checkpoint(model, device="cpu", num_speakers=1)(path).labels()) == 2
+    with pytest.warns(SpeakerCountWarning, match=r"asked for exactly 50 speaker\(s\), found 2: only 2 chunk slot"):
+        Diarizer.from_checkpoint(model, device="cpu", num_speakers=50)(path)
+    summary = diarize([path], model, tmp_path / "out", device="cpu", max_speakers=1)
+    assert summary.speaker_notes == [(str(path), summary.speaker_notes[0][1])]
+    assert "at most 1 speaker(s), found 2" in summary.speaker_notes[0][1]
+    printed = summary.format()
+    assert "1 RTTM(s) written (1 with another number of speakers than asked)" in printed
+    assert f"SPEAKERS {path}: asked for at most 1" in printed
+
+
+def test_a_one_sample_file_gives_an_rttm_the_project_reads_back(model, tmp_path):
+    sf.write(tmp_path / "onesample.wav", np.array([0.5], np.float32), 16000)
+    assert not diarize([tmp_path / "onesample.wav"], model, tmp_path / "out", device="cpu").failures
+    assert parse_rttm(tmp_path / "out" / "onesample.rttm") == {}
 
 
 def test_train_from_python_takes_the_cli_s_overrides_and_protects_a_finished_run(toy, tmp_path):

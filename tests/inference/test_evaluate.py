@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from agencerdas.cli import main
-from agencerdas.inference.evaluate import TUNE_MEDIANS, TUNE_THRESHOLDS, EvalRequest, evaluate
+from agencerdas.inference.evaluate import EvalRequest, evaluate
+from agencerdas.scoring.tuning import MEDIANS, THRESHOLDS
 from agencerdas.inference.model import load_model
 from agencerdas.stores import hash_file
 from agencerdas.stores.errors import AgencerdasError
@@ -41,7 +42,7 @@ def test_tune_saves_its_choice_with_the_run_and_later_inference_uses_it(toy, mod
     # Scoring the train split, so tuning on the validation split is not tuning on the scored recordings.
     report = evaluate(EvalRequest(model=model, store=toy.url, split="train", tune=True, timelines=0, device="cpu"))
     tuned = json.loads((run / "tuned.json").read_text())
-    assert tuned["threshold"] in TUNE_THRESHOLDS and tuned["median_frames"] in TUNE_MEDIANS
+    assert tuned["threshold"] in THRESHOLDS and tuned["median_frames"] in MEDIANS
     assert tuned["fill_speech"] is False  # tuned with the run's own decision rule, and recorded with it
     assert report["tuned"] == tuned
     (validation,) = toy.view.split("validation")
@@ -79,17 +80,23 @@ def test_tuned_settings_of_another_checkpoint_are_ignored_with_a_warning(model):
             loaded = load_model(model, torch.device("cpu"))
         assert loaded.inference == configured and loaded.tuned is None
 
-    bound = {**other, "checkpoint_xxh3": hash_file(model), "clustering": True, "cluster_threshold": 0.45}
+    bound = {**other, **configured.tuned_record(), "threshold": 0.9, "median_frames": 21, "cluster_threshold": 0.45,
+             "checkpoint_xxh3": hash_file(model)}
     (model.parent / "tuned.json").write_text(json.dumps(bound))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded = load_model(model, torch.device("cpu"))
-    assert (loaded.inference.threshold, loaded.inference.median_frames, loaded.inference.fill_speech) == (0.9, 21, True)
+    assert (loaded.inference.threshold, loaded.inference.median_frames) == (0.9, 21)
     assert loaded.inference.clustering and loaded.inference.cluster_threshold == 0.45
-    # Tuned for the other inference (clustering here, stitching asked): its values would not fit.
-    with pytest.warns(UserWarning, match="tuned for clustering inference, and this one stitches"):
-        loaded = load_model(model, torch.device("cpu"), clustering="off")
-    assert loaded.tuned is None and loaded.inference.threshold == configured.threshold
+    # Tuned for another pipeline (clustering here, stitching asked; or written before tuned.json recorded the
+    # chunks): its values would not fit, and are refused by name.
+    for asked, written, differs in (({"clustering": "off"}, bound, "clustering: tuned True, here False"),
+                                    ({}, {k: v for k, v in bound.items() if k != "window"}, "window: tuned None"),
+                                    ({}, {**bound, "fill_speech": not configured.fill_speech}, "fill_speech: tuned")):
+        (model.parent / "tuned.json").write_text(json.dumps(written))
+        with pytest.warns(UserWarning, match=rf"tuned for another pipeline \(.*{re.escape(differs)}.*\): not applied"):
+            loaded = load_model(model, torch.device("cpu"), **asked)
+        assert loaded.tuned is None and loaded.inference.threshold == configured.threshold
 
 
 def test_tuning_on_the_scored_recordings_is_refused_unless_asked_and_then_flagged(toy, model):
@@ -115,6 +122,26 @@ def test_tuning_on_the_scored_recordings_is_refused_unless_asked_and_then_flagge
     assert later["inference"]["threshold"] == report["tuned"]["threshold"]
 
 
+@pytest.mark.parametrize("chunks", [{}, {"chunk_s": 6.0, "chunk_hop_s": 2.0},
+                                    {"chunk_s": 6.0, "chunk_hop_s": 2.0, "embeddings": "ge2e", "vad": "silero"}])
+def test_evaluate_on_the_tuning_data_with_the_tuned_settings_reproduces_the_tuned_der(toy, model, chunks):
+    request = dict(model=model, store=toy.url, timelines=0, device="cpu", split="train", **chunks)
+    tuning = evaluate(EvalRequest(**request, tune=True, tune_on_scored=True))
+    tuned = json.loads((model.parent / "tuned.json").read_text())
+    assert tuned["clustering"] is True  # the toy model has the embedding head: tuned with clustering
+    assert tuning["der"]["overall"]["der"] == pytest.approx(tuned["der"], abs=1e-9)
+    assert (tuned["embeddings"], tuned["vad"]) == (chunks.get("embeddings", "head"), chunks.get("vad", "none"))
+    later = evaluate(EvalRequest(**request))  # applied from tuned.json alone
+    assert later["der"]["overall"]["der"] == pytest.approx(tuned["der"], abs=1e-9)
+    assert {k: later["inference"][k] for k in ("threshold", "median_frames", "cluster_threshold", "window")} == {
+        k: tuned[k] for k in ("threshold", "median_frames", "cluster_threshold", "window")}
+    # the same checkpoint under other chunks: the tuned values are refused, not applied
+    other = {"chunk_s": 4.0, "chunk_hop_s": 2.0} if chunks else {"chunk_s": 6.0, "chunk_hop_s": 2.0}
+    with pytest.warns(UserWarning, match=r"tuned for another pipeline \(window: tuned"):
+        refused = load_model(model, torch.device("cpu"), **other)
+    assert refused.tuned is None
+
+
 def _store_copy(toy, tmp_path) -> str:
     """The toy store is shared read-only; evaluating an audio directory writes features and a view."""
     return str(shutil.copytree(toy.url, tmp_path / "store"))
@@ -130,6 +157,16 @@ def test_tune_with_an_audio_dir_tunes_on_validation_and_scores_the_test_set(toy,
     report = json.loads((model.parent / "eval" / "report.json").read_text())
     assert report["split"] == "all" and sorted(report["der"]["per_recording"]) == ["rec00", "rec01"]
     assert report["tuned"]["data"]["split"] == "validation" and report["optimistic"] is False
+
+
+def test_a_number_of_speakers_the_recordings_cannot_give_is_in_the_report_and_the_table(toy, model, capsys):
+    # issue 29: 50 speakers cannot come from one short recording's few chunk slots; said, not silent
+    assert main(["evaluate", "--model", str(model), "--store", toy.url, "--num-speakers", "50", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "speakers asked for (--num/--min/--max-speakers) not given on 1 of 1 recording(s)" in printed
+    unmet = json.loads((model.parent / "eval" / "report.json").read_text())["speaker_count_unmet"]
+    assert list(unmet) == toy.view.split("validation")
+    assert next(iter(unmet.values())).startswith("asked for exactly 50 speaker(s), found ")
 
 
 def test_tune_refuses_an_audio_dir_holding_the_recordings_it_tunes_on(toy, model, tmp_path):

@@ -7,6 +7,8 @@ and leave `store verify` clean. A new option is covered by adding a row.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,10 +17,10 @@ import pytest
 import torch
 
 from agencerdas.pipeline.runner import FeaturesRequest, build_features
-from agencerdas.stores import Store
+from agencerdas.stores import Store, hash_file
 from tests.builders import make_corpus
 from tests.conftest import TINY
-from tests.corpora import hostile_descriptions
+from tests.corpora import hostile_descriptions, write_kaldi
 from tests.reliability.helpers import Zygote, assert_no_traceback
 
 #: (id, argv with {root} for the world's directory, a text the error message must contain)
@@ -48,6 +50,17 @@ ROWS = [
     ("batch-not-a-number", ["train", "--store", "{root}/store", "--out", "{root}/new-run", *TINY, "BATCH=abc"],
      "batch='abc'"),
     ("unknown-override", ["train", "--store", "{root}/store", "--out", "{root}/new-run", "EPOCS=3"], "valid names"),
+    # training settings (issue 29): overrides anywhere, bounded before any work, a run never its own source
+    ("unknown-override-after-an-option", ["train", "--store", "{root}/store", *TINY, "--out", "{root}/new-run",
+                                          "EPOCS=3"], "valid names"),
+    ("powerset-of-8-million-classes", ["train", "--store", "{root}/store", "--out", "{root}/new-run", *TINY,
+                                       "LOSS=powerset", "MAX_SPEAKERS=64", "MAX_OVERLAP=5"], "8303633 classes"),
+    ("embed-margin-1e38", ["train", "--store", "{root}/store", "--out", "{root}/new-run", *TINY, "EMBED_MARGIN=1e38"],
+     "embed_margin must be in [0.0, 1.0]"),
+    ("init-from-the-run-it-overwrites", ["train", "--store", "{root}/store", "--out", "{root}/run", "--overwrite",
+                                         *TINY, "INIT_FROM={root}/run/best.pt"], "lies inside --out"),
+    ("resume-with-an-init-from-it-never-reads", ["train", "--store", "{root}/store", "--out", "{root}/run", "--resume",
+                                                 *TINY, "--init-from", "{root}/run/best.pt"], "never reads INIT_FROM"),
     ("validation-fraction-nan", ["features", "{root}/corpus/audio", "--store", "{root}/store",
                                  "--validation-fraction", "nan"], "--validation-fraction"),
     ("n-mels-0", ["features", "{root}/corpus/audio", "--store", "{root}/store", "--n-mels", "0"], "--n-mels"),
@@ -92,6 +105,38 @@ ROWS = [
                        "{root}/corpus/rtm"], "rtm"),
     ("uem-dir-typo", ["features", "{root}/corpus/audio", "--store", "{root}/store", "--rttm-dir", "{root}/corpus/rttm",
                       "--uem-dir", "{root}/corpus/uem-typo"], "uem-typo"),
+    # inference inputs (issue 29): what a path is, the chunks, tuned.json, evaluate's outputs, simulate's weights
+    ("diarize-a-fifo", ["diarize", "{root}/pipe.wav", "--model", "{root}/run/best.pt", "--out", "{root}/new-out"],
+     "pipe.wav is a pipe or FIFO"),
+    ("diarize-a-directory", ["diarize", "{root}/corpus/audio", "--model", "{root}/run/best.pt", "--out",
+                             "{root}/new-out"], "audio is a directory"),
+    ("model-a-fifo", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", "{root}/pipe.wav", "--out",
+                      "{root}/new-out"], "pipe.wav is not a regular file"),
+    ("chunk-hop-above-chunk", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", "{root}/run/best.pt", "--out",
+                               "{root}/new-out", "--chunk-s", "10", "--chunk-hop-s", "20"], "(--chunk-hop-s) = 20 s"),
+    ("chunk-of-a-few-frames", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", "{root}/run/best.pt", "--out",
+                               "{root}/new-out", "--chunk-s", "0.01"], "(--chunk-s) = 0.01 s"),
+    ("chunks-every-frame", ["evaluate", "--model", "{root}/run/best.pt", "--store", "{root}/store", "--out",
+                            "{root}/new-out", "--chunk-s", "0.2", "--chunk-hop-s", "0.2"], "(--chunk-s) = 0.2 s"),
+    ("chunk-s-when-stitching", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", "{root}/run/best.pt", "--out",
+                                "{root}/new-out", "--clustering", "off", "--chunk-s", "5"], "stitches"),
+    *[(f"tuned-json-{name}", ["diarize", "{root}/corpus/audio/rec00.wav", "--model", f"{{root}}/tuned-{name}/best.pt",
+                               "--out", "{root}/new-out"], f"tuned-{name}/tuned.json: {says}")
+      for name, says in (("not-json", "not JSON"), ("list", "holds a JSON list"),
+                         ("threshold-text", "field 'threshold'"), ("threshold-nan", "field 'threshold'"),
+                         ("median-fraction", "field 'median_frames'"), ("median-huge", "field 'median_frames'"),
+                         ("median-negative", "field 'median_frames'"),
+                         ("cluster-threshold-nan", "field 'cluster_threshold'"),
+                         ("fill-speech-text", "field 'fill_speech'"))],
+    ("evaluate-default-out-is-a-file", ["evaluate", "--model", "{root}/eval-blocked/best.pt", "--store",
+                                        "{root}/store"], "eval-blocked/eval is a file"),
+    ("tune-json-is-a-directory", ["evaluate", "--model", "{root}/tune-blocked/best.pt", "--store", "{root}/store",
+                                  "--tune"], "tuned.json is a directory"),
+    ("simulate-weights-overflow", ["simulate", "{root}/new-corpus", "--speakers", "2:1e308,3:1e308"], "--speakers"),
+    ("simulate-duplicate-count", ["simulate", "{root}/new-corpus", "--speakers", "2:1,2:0"], "already has a weight"),
+    ("simulate-rate-1-hz", ["simulate", "{root}/new-corpus", "--rates", "1"], "sample rate 1 (--rates)"),
+    ("simulate-endless-recording", ["simulate", "{root}/new-corpus", "--min-duration", "1e299", "--max-duration",
+                                    "1e300"], "--max-duration"),
     # corpus descriptions (issue 32): each error stops the run by name before anything is written
     ("protocol-unknown", ["features", "--protocol", "Tones.SpeakerDiarization.Nope", "--database-yml",
                           "{root}/described/protocol/database.yml", "--store", "{root}/store"],
@@ -108,6 +153,9 @@ ROWS = [
      "tones_supervisions.jsonl:2: supervision duration -0.5 is negative"),
     ("kaldi-command-entry", ["features", "--store", "{root}/store", "--kaldi-dir", "{root}/described/kaldi-command"],
      "wav.scp:1: recording 'rec00' is a shell command"),
+    # issue 29: a speaker name of two words is refused by file:line, not cut to its first word and merged
+    ("rttm-speaker-name-of-two-words", ["features", "--store", "{root}/store", "--kaldi-dir",
+                                        "{root}/described/kaldi-spaced-names"], "kaldi-spaced-names/rttm:2: 11 fields"),
     ("recording-id-twice", ["features", "--store", "{root}/store", "--manifest", "{root}/described/twice.json"],
      "recording id 'rec00' is declared twice"),
     ("manifest-missing", ["features", "--store", "{root}/store", "--manifest", "{root}/described/none.jsonl"],
@@ -119,6 +167,12 @@ ROWS = [
     ("export-out-is-a-file", ["export", "--store", "{root}/store", "--format", "lhotse", "--out", "{root}/a-file"],
      "a-file is a file"),
 ]
+
+#: tuned.json beside a copy of the good checkpoint, bound to it, with one field broken (name -> file text or fields).
+BAD_TUNED = {"not-json": "{threshold: 0.5", "list": "[0.5, 11]", "threshold-text": {"threshold": "0.5"},
+             "threshold-nan": {"threshold": float("nan")}, "median-fraction": {"median_frames": 3.5},
+             "median-huge": {"median_frames": 100000001}, "median-negative": {"median_frames": -3},
+             "cluster-threshold-nan": {"cluster_threshold": float("nan")}, "fill-speech-text": {"fill_speech": "no"}}
 
 
 class _Payload:
@@ -142,6 +196,34 @@ def _write_checkpoints(root: Path) -> None:
     torch.save({**good, "config": {**good["config"], "dim": "abc"}}, root / "bad-config.pt")
     torch.save({**good, "model": {k: v * float("nan") if v.is_floating_point() else v
                                   for k, v in good["model"].items()}}, root / "nan.pt")
+    digest = hash_file(root / "run" / "best.pt")
+    for name, broken in BAD_TUNED.items():
+        (root / f"tuned-{name}").mkdir()
+        shutil.copy(root / "run" / "best.pt", root / f"tuned-{name}" / "best.pt")
+        fields = {"threshold": 0.5, "median_frames": 11, "fill_speech": True, "clustering": True,
+                  "cluster_threshold": 0.6, "der": 0.2, "checkpoint": "best.pt", "checkpoint_xxh3": digest,
+                  "data": {"view": "default", "split": "validation", "audio_dir": None, "recordings": 1,
+                           "features": []}}
+        text = broken if isinstance(broken, str) else json.dumps({**fields, **broken})
+        (root / f"tuned-{name}" / "tuned.json").write_text(text)
+    for blocked in ("eval-blocked", "tune-blocked"):
+        (root / blocked).mkdir()
+        shutil.copy(root / "run" / "best.pt", root / blocked / "best.pt")
+    (root / "eval-blocked" / "eval").write_text("someone's notes\n")  # where evaluate's report would go
+    (root / "tune-blocked" / "tuned.json").mkdir()  # where --tune would write
+    os.mkfifo(root / "pipe.wav")  # opening it for reading waits for a writer forever
+
+
+def _spaced_names(directory: Path, corpus: Path) -> None:
+    """A Kaldi data dir of the corpus whose rttm names two speakers 'Alice Smith' and 'Alice Jones' (line 2 on)."""
+    from agencerdas.pipeline.discover import discover
+
+    recs = discover(corpus / "audio", corpus / "rttm").recordings
+    write_kaldi(directory, recs)
+    rec = recs[0].rec_id
+    (directory / "rttm").write_text(f";; two speakers who share a first name\n"
+                                    f"SPEAKER {rec} 1 0.0 1.0 <NA> <NA> Alice Smith <NA> <NA>\n"
+                                    f"SPEAKER {rec} 1 2.0 1.0 <NA> <NA> Alice Jones <NA> <NA>\n")
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +232,7 @@ def world(tmp_path_factory, toy) -> Path:
     root = tmp_path_factory.mktemp("hostile")
     audio, rttm = make_corpus(root / "corpus", n=3, seconds=6.0)
     hostile_descriptions(root / "described", root / "corpus")
+    _spaced_names(root / "described" / "kaldi-spaced-names", root / "corpus")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AGENCERDAS_CACHE_DIR", str(tmp_path_factory.mktemp("hostile-cache")))
         assert build_features(FeaturesRequest(audio, str(root / "store"), rttm_dir=rttm, jobs=1, progress=False,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from agencerdas.scoring.cluster import active_slots, assign_slots, cluster_slots, overlap_add
+from agencerdas.scoring.cluster import (SpeakerCountWarning, active_slots, assign_slots, cluster_slots, overlap_add,
+                                        speaker_count_notes)
 from agencerdas.scoring.stitch import chunk_starts
 from agencerdas.stores.errors import AgencerdasError
 
@@ -74,8 +77,11 @@ def test_identical_slots_of_one_chunk_stay_apart():
     embeddings = np.zeros((3, 2, 4))
     embeddings[:, :, 0] = 1.0  # every slot the same vector: distance 0 everywhere
     active = np.ones((3, 2), dtype=bool)
-    for kwargs in ({}, {"num_speakers": 1}, {"max_speakers": 1}):
-        labels = cluster_slots(embeddings, active, threshold=2.0, **kwargs)
+    labels = cluster_slots(embeddings, active, threshold=2.0)
+    assert _no_chunk_repeats_a_speaker(labels) and _count(labels) == 2
+    for kwargs, asked in (({"num_speakers": 1}, "exactly 1"), ({"max_speakers": 1}, "at most 1")):
+        with pytest.warns(SpeakerCountWarning, match=f"asked for {asked} speaker.s., found 2: 2 slots speak together"):
+            labels = cluster_slots(embeddings, active, threshold=2.0, **kwargs)
         assert _no_chunk_repeats_a_speaker(labels)
         assert _count(labels) == 2
 
@@ -91,7 +97,8 @@ def test_cannot_link_holds_when_large_clusters_would_average_it_away():
     active = np.zeros((201, 2), dtype=bool)
     active[0] = True
     active[1:, 0] = True
-    labels = cluster_slots(embeddings, active, threshold=2.0, num_speakers=1)
+    with pytest.warns(SpeakerCountWarning, match="found 2"):
+        labels = cluster_slots(embeddings, active, threshold=2.0, num_speakers=1)
     assert labels[0, 0] != labels[0, 1]
     assert _count(labels) == 2
 
@@ -100,7 +107,8 @@ def test_constraint_holds_on_random_slots_merged_as_far_as_possible():
     rng = np.random.default_rng(4)
     embeddings = _unit(rng.normal(size=(100, 4, 8)))
     active = rng.random((100, 4)) < 0.7
-    labels = cluster_slots(embeddings, active, threshold=2.0, num_speakers=1)
+    with pytest.warns(SpeakerCountWarning, match="every pair of the speakers found speaks together"):
+        labels = cluster_slots(embeddings, active, threshold=2.0, num_speakers=1)
     assert _no_chunk_repeats_a_speaker(labels)
     assert _count(labels) >= active.sum(axis=1).max()
     assert np.array_equal(labels >= 0, active)
@@ -130,7 +138,8 @@ def test_inactive_slots_get_minus_one_whatever_their_embedding():
 
 
 def test_no_active_slot_gives_all_minus_one():
-    labels = cluster_slots(np.ones((3, 2, 4)), np.zeros((3, 2), dtype=bool), threshold=0.5, num_speakers=2)
+    with pytest.warns(SpeakerCountWarning, match="found 0"):
+        labels = cluster_slots(np.ones((3, 2, 4)), np.zeros((3, 2), dtype=bool), threshold=0.5, num_speakers=2)
     assert labels.dtype == np.int64 and labels.tolist() == [[-1, -1]] * 3
 
 
@@ -172,9 +181,26 @@ def test_min_and_max_speakers_bound_the_count():
 def test_unreachable_counts_give_the_closest_possible():
     embeddings, active, _ = _speakers_in_chunks(n_chunks=1, seed=6)
     n_active = int(active.sum())
-    assert _count(cluster_slots(embeddings, active, threshold=0.5, num_speakers=1)) == n_active
+    with pytest.warns(SpeakerCountWarning, match=f"found {n_active}: {n_active} slots speak together in one chunk"):
+        assert _count(cluster_slots(embeddings, active, threshold=0.5, num_speakers=1)) == n_active
     embeddings = _unit(np.random.default_rng(7).normal(size=(3, 1, 4)))
-    assert _count(cluster_slots(embeddings, np.ones((3, 1), dtype=bool), threshold=0.0, num_speakers=5)) == 3
+    with pytest.warns(SpeakerCountWarning, match="at least 5 speaker.s., found 3: only 3 chunk slot"):
+        assert _count(cluster_slots(embeddings, np.ones((3, 1), dtype=bool), threshold=0.0, min_speakers=5)) == 3
+    with pytest.warns(SpeakerCountWarning, match="exactly 2 speaker.s., found 0: no chunk slot speaks"):
+        cluster_slots(embeddings, np.zeros((3, 1), dtype=bool), threshold=0.5, num_speakers=2)
+
+
+def test_a_count_that_is_met_says_nothing_and_notes_collect_only_the_count_warnings():
+    embeddings, active, _ = _speakers_in_chunks(n_chunks=3)
+    with speaker_count_notes() as notes:
+        cluster_slots(embeddings, active, threshold=0.5, num_speakers=int(active.sum(axis=1).max()))
+    assert notes == []
+    embeddings = _unit(np.random.default_rng(7).normal(size=(3, 1, 4)))
+    with pytest.warns(UserWarning, match="another warning"):
+        with speaker_count_notes() as notes:
+            cluster_slots(embeddings, np.ones((3, 1), dtype=bool), threshold=0.0, num_speakers=5)
+            warnings.warn("another warning", UserWarning)
+    assert len(notes) == 1 and notes[0].startswith("asked for exactly 5 speaker(s), found 3")
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -182,6 +208,9 @@ def test_unreachable_counts_give_the_closest_possible():
     {"min_speakers": 0},
     {"min_speakers": 4, "max_speakers": 2},
     {"num_speakers": 5, "max_speakers": 3},
+    {"num_speakers": 2.5},
+    {"num_speakers": "3"},
+    {"max_speakers": True},
 ])
 def test_impossible_speaker_counts_are_user_errors(kwargs):
     embeddings, active, _ = _speakers_in_chunks(n_chunks=3)

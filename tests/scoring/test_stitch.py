@@ -9,8 +9,9 @@ import pytest
 
 from agencerdas.pipeline.rttm import Segment, format_rttm, parse_rttm
 from agencerdas.stores.errors import AgencerdasError
-from agencerdas.scoring.binarize import activity_to_segments, binarize, tune
-from agencerdas.scoring.stitch import InferenceConfig, iter_stitched, stitched_posteriors
+from agencerdas.scoring.binarize import activity_to_segments, binarize
+from agencerdas.scoring.settings import PipelineSettings
+from agencerdas.scoring.stitch import iter_stitched, stitched_posteriors
 
 
 def _truth(n_frames: int, n_speakers: int, seed: int) -> np.ndarray:
@@ -122,11 +123,11 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="predict returned shape"):
         stitched_posteriors(lambda x: np.zeros((len(x) - 1, 2)), read, 1000, window=100, step=50)
     with pytest.raises(AgencerdasError, match="median_frames"):
-        InferenceConfig(median_frames=4)
+        PipelineSettings(median_frames=4)
     with pytest.raises(AgencerdasError, match="overlap"):
-        InferenceConfig(overlap=1.0)
-    assert InferenceConfig(window=500, overlap=0.5).step == 250
-    assert InferenceConfig(window=500, overlap=0.9).step == 50
+        PipelineSettings(overlap=1.0)
+    assert PipelineSettings(window=500, overlap=0.5).step == 250
+    assert PipelineSettings(window=500, overlap=0.9).step == 50
 
 
 def test_binarize_thresholds_then_median_filters_per_speaker():
@@ -186,27 +187,6 @@ def test_activity_to_segments_frames_to_seconds():
     assert len(activity_to_segments(activity, 0.5, min_duration_s=1.0)) == 2
     with pytest.raises(ValueError, match="speaker names"):
         activity_to_segments(activity, 0.5, speaker_names=["a"])
-
-
-def test_tune_picks_the_best_threshold():
-    truth = _truth(1200, 2, seed=6)
-    # Speech at 0.6, silence at 0.35: only a threshold between them is right.
-    posteriors = {"r1": np.where(truth > 0, 0.6, 0.35).astype(np.float32)}
-    references = {"r1": activity_to_segments(truth > 0, 0.1, speaker_names=["x", "y"])}
-    threshold, width, error = tune(
-        posteriors, references, None, frame_shift_s=0.1, thresholds=[0.3, 0.5, 0.7], median_widths=[1, 3]
-    )
-    assert (threshold, width) == (0.5, 1)
-    assert error == pytest.approx(0.0, abs=1e-9)
-
-    calls = []
-
-    def scorer(refs, hyps, uems) -> float:
-        calls.append(len(hyps["r1"]))
-        return 1.0  # all settings tie: the first one wins
-
-    assert tune(posteriors, references, None, 0.1, [0.7, 0.5], [3, 1], scorer=scorer) == (0.7, 3, 1.0)
-    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("batch", [2, 3, 50])

@@ -64,9 +64,10 @@ def test_unknown_override_lists_valid_names():
         assert name in message
 
 
-@pytest.mark.parametrize("item", ["EPOCHS", "preset=original"])
-def test_override_without_value_or_of_the_preset_is_rejected(item):
-    with pytest.raises(AgencerdasError, match="valid names"):
+@pytest.mark.parametrize("item, says", [("EPOCHS", "has no value; give it as EPOCHS=VALUE"),
+                                         ("preset=original", "valid names")])
+def test_override_without_value_or_of_the_preset_is_rejected(item, says):
+    with pytest.raises(AgencerdasError, match=says):
         resolve("optimized", [item])
 
 
