@@ -29,7 +29,7 @@ def _says_default(before: str, after: str) -> bool:
     """Whether "default" is near the span with no other backticked span in between (a list of choices
     names the default once, after its own span)."""
     at = before.rfind("default")
-    if at >= 0 and not set(before[at:]) & set("`),"):  # "`A=1` (default), `A=2`": the default is A=1
+    if at >= 0 and not set(before[at:]) & set("`)"):  # "`A=1` (default), `A=2`": the default is A=1
         return True
     at = after.find("default")
     return at >= 0 and "`" not in after[:at]
@@ -60,3 +60,10 @@ def test_the_documents_state_some_defaults():
 @pytest.mark.parametrize("where, pair", statements())
 def test_a_stated_default_is_the_config_s(where, pair):
     assert resolve("optimized", [pair]) == resolve("optimized"), f"{where} states {pair} as a default"
+
+
+def test_a_list_of_choices_states_only_the_one_called_default():
+    text = "Training takes `PSEUDO=include` (default), `PSEUDO=exclude` or `PSEUDO=weight=0.5`; by default `EPOCHS=15`"
+    spans = [(m.start(), m.end()) for m in re.finditer(r"`[^`]+`", text)]
+    said = [_says_default(text[max(0, a - NEAR) : a].lower(), text[b : b + NEAR].lower()) for a, b in spans]
+    assert said == [True, False, False, True]
