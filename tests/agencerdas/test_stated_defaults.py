@@ -32,7 +32,7 @@ def _says_default(before: str, after: str) -> bool:
     if at >= 0 and not set(before[at:]) & set("`)"):  # "`A=1` (default), `A=2`": the default is A=1
         return True
     at = after.find("default")
-    return at >= 0 and "`" not in after[:at]
+    return at >= 0 and not set(after[:at]) & set("`;")  # "`A=2`; by default `B=1`": that default is B's
 
 
 def statements() -> list[tuple[str, str]]:
