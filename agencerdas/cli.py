@@ -168,9 +168,8 @@ SPEAKERS: list[Arg] = [
        help="clustering: hop between chunk starts (default: the run's CHUNK_HOP_S)"),
     _a("--embeddings", metavar="head|ge2e|PATH",
        help="where the chunks' speaker embeddings come from: the model's head, ge2e (resemblyzer's pretrained "
-            "speaker encoder on the audio where each speaker speaks alone; chunks 15 s every 7.5 s unless --chunk-s "
-            "says otherwise), or a TorchScript encoder file (docs/pretrained.md); default: the run's EMBEDDINGS "
-            "(ge2e; head for runs trained before it)"),
+            "speaker encoder on the audio where each speaker speaks alone), or a TorchScript encoder file "
+            "(docs/pretrained.md); default: the run's EMBEDDINGS (ge2e; head for runs trained before it)"),
     _a("--count", choices=("threshold", "eigengap"),
        help="how clustering finds the number of speakers: the cosine threshold (default) or the eigengap (NME-SC)"),
     _a("--vad", default="none", choices=("none", "silero"),

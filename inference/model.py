@@ -35,7 +35,7 @@ from agencerdas.stores import hash_file
 from agencerdas.stores.errors import AgencerdasError
 
 from agencerdas.scoring.pipeline import Chunks, cluster_speakers
-from agencerdas.scoring.settings import ENCODER_CHUNKS, PipelineSettings
+from agencerdas.scoring.settings import PipelineSettings
 from agencerdas.scoring.stitch import chunk_starts
 from agencerdas.training.checkpoint import load_checkpoint, load_weights
 from agencerdas.training.config import TrainConfig
@@ -157,8 +157,8 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
 
     ``checkpoint_xxh3`` is the file's hash when the caller has just computed it (not hashed again).
     ``clustering`` is ``auto``, ``on`` or ``off`` (see the module's doc); the numbers of speakers, when
-    given, are obeyed by clustering, and ``chunk_s``/``chunk_hop_s`` replace the run's chunks (an encoder's
-    own defaults with ``embeddings`` other than ``head``: :data:`scoring.settings.ENCODER_CHUNKS`).
+    given, are obeyed by clustering, and ``chunk_s``/``chunk_hop_s`` replace the run's chunks (whatever the
+    embeddings: 30-s chunks every 15 s were best on validation for GE2E too, docs/results.md).
     ``embeddings``, ``count`` and ``vad``: see :class:`~scoring.settings.PipelineSettings`; the pretrained
     components they name are loaded here, once. ``embeddings`` None takes the run's ``EMBEDDINGS`` (``ge2e``
     for runs trained since it became the default, ``head`` for older runs, which so evaluate as before).
@@ -173,8 +173,6 @@ def load_model(path: Path, device: torch.device, checkpoint_xxh3: str | None = N
     if embeddings is None:  # the run's own choice; stitching has no slots to embed
         embeddings = "head" if clustering == "off" else config.embeddings
     clustered = _clustering(clustering, config, path, embeddings)
-    if embeddings != "head" and chunk_s is None and chunk_hop_s is None:
-        chunk_s, chunk_hop_s = ENCODER_CHUNKS
     config = _with_chunks(config, chunk_s, chunk_hop_s, shift, clustered, path)  # checked before any work
     digest = checkpoint_xxh3 or hash_file(Path(path))
     inference = pipeline_settings(config, shift, clustered, num_speakers=num_speakers, min_speakers=min_speakers,

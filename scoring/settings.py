@@ -28,10 +28,6 @@ COUNT_RULES = ("threshold", "eigengap")
 VAD_CHOICES = ("none", "silero")
 #: The fields that make a pipeline what it is: values tuned under other ones are refused, not applied.
 STRUCTURE = ("window", "overlap", "fill_speech", "max_overlap", "clustering", "embeddings", "count", "vad")
-#: Clustering chunks (length, hop; seconds) with a pretrained encoder's embeddings unless --chunk-s says
-#: otherwise: short chunks hold purer slots, which pays off only with an encoder that tells unseen voices apart
-#: (chosen on validation: docs/results.md).
-ENCODER_CHUNKS = (15.0, 7.5)
 #: The values ``evaluate --tune`` chooses.
 TUNED = ("threshold", "median_frames", "cluster_threshold")
 

@@ -104,7 +104,7 @@ class TrainConfig:
     chunk_hop_s: float = 15.0
     cluster_threshold: float = 0.6
     # where clustering inference's slot embeddings come from (evaluate, diarize, the Diarizer): ge2e (the pretrained
-    # GE2E encoder on each slot's alone speech, chunks of scoring.settings.ENCODER_CHUNKS), head (the model's own
+    # GE2E encoder on each slot's alone speech, in the chunks above), head (the model's own
     # embedding head), or a TorchScript encoder file. Chosen on the unseen-voice validation split (docs/results.md);
     # validation during training clusters the head's embeddings (the store holds features, not audio).
     embeddings: str = "ge2e"
