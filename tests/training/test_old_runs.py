@@ -10,7 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from agencerdas.inference.model import load_model
 from agencerdas.stores.errors import AgencerdasError
 from agencerdas.training import config as config_module
 from agencerdas.training.checkpoint import load_checkpoint
@@ -64,6 +66,9 @@ def test_a_run_saved_by_an_earlier_version_resumes_as_its_error_says(toy, tmp_pa
     step = load_checkpoint(run / "last.pt")["step"]
     assert [r["epoch"] for r in _resume(toy, run, *shlex.split(said.group(1)))] == [2]
     assert load_checkpoint(run / "last.pt")["step"] > step
+    # and it evaluates as before: its slots keep the head's embeddings (or stitching), never a pretrained encoder
+    as_saved = _old_run(commit, tmp_path / "as-saved") / "best.pt"
+    assert load_model(as_saved, torch.device("cpu")).inference.embeddings == "head"
 
 
 def test_a_field_without_a_row_in_the_table_is_named_not_a_key_error(toy, tmp_path, monkeypatch):
