@@ -72,16 +72,18 @@ help: ## Show this help and the variables you can set
 	@echo "  override, e.g. EPOCHS=3 BATCH=8 LR=5e-4"
 	@echo "  INIT_FROM=RUN/best.pt fine-tunes from another run's weights; TB_DIR=$(TB_DIR) for make tensorboard"
 
-# resemblyzer is installed for its GE2E weights only (agencerdas.pretrained.ge2e reads pretrained.pt and
-# never imports the package), without its dependencies: the others are the project's own, and webrtcvad,
-# needed only by its import, is a C build from source (and `typing` an old backport). pip cannot skip a
-# dependency's dependencies from pyproject.toml, hence this line.
+# resemblyzer and silero-vad are installed for their weights only (agencerdas.pretrained reads resemblyzer's
+# pretrained.pt and silero's TorchScript file, and never imports either package), without their dependencies:
+# the others are the project's own; resemblyzer's webrtcvad, needed only by its import, is a C build from source
+# (and `typing` an old backport), and silero's torchaudio resolves to a build for another torch (a CUDA one that
+# fails to load beside the pinned CPU torch). pip cannot skip a dependency's dependencies from pyproject.toml,
+# hence this line; silero-vad < 7: its file's parameters are read by name.
 $(BIN)/agencerdas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]" "$(TORCH)"
-	$(BIN)/pip install --quiet --no-deps "resemblyzer==0.1.4"
+	$(BIN)/pip install --quiet --no-deps "resemblyzer==0.1.4" "silero-vad>=6.2,<7"
 	@touch $@
 
 install: $(BIN)/agencerdas ## Create .venv with TORCH (default torch==2.13.0) and the project (editable, test extras)

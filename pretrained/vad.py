@@ -34,7 +34,7 @@ from .files import package_file
 SAMPLE_RATE = 16_000
 HOP = 512  # samples per frame: 32 ms
 CONTEXT = 64  # samples of the previous frame each frame also sees
-INSTALL = "pip install silero-vad==6.2.3"
+INSTALL = "pip install --no-deps 'silero-vad>=6.2,<7'"
 #: Our parameter names -> the TorchScript model's (its 16 kHz network; the file also holds an 8 kHz one).
 _JIT_NAMES = {
     "stft_conv.weight": "_model.stft.forward_basis_buffer",

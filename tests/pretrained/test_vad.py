@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -22,10 +24,15 @@ def vad() -> SileroVAD:
 @pytest.fixture(scope="module")
 def silero_utils():
     """silero's ``utils_vad`` module, loaded from its file: importing the ``silero_vad`` package would
-    run its ``__init__``, which sets torch's thread count for the whole test process."""
-    spec = importlib.util.spec_from_file_location("silero_utils_vad", package_file("silero_vad", "utils_vad.py", "pip install silero-vad"))
+    run its ``__init__``, which sets torch's thread count for the whole test process. Its top-level
+    ``import torchaudio`` serves only its audio I/O; the project installs silero-vad without it, so a
+    stand-in module takes its place while the file loads (``get_speech_timestamps`` never uses it)."""
+    path = package_file("silero_vad", "utils_vad.py", vad_module.INSTALL)
+    spec = importlib.util.spec_from_file_location("silero_utils_vad", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))
+        spec.loader.exec_module(module)
     return module
 
 
@@ -110,6 +117,6 @@ def test_damaged_or_foreign_model_file_says_to_reinstall(tmp_path, monkeypatch):
     torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(foreign))  # TorchScript, but not Silero's
     for path in (garbage, foreign):
         monkeypatch.setattr(vad_module, "package_file", lambda *args, path=path: path)
-        with pytest.raises(AgencerdasError, match=r"not the Silero VAD 6 TorchScript model .*reinstall it with `pip install silero-vad") as caught:
+        with pytest.raises(AgencerdasError, match=r"not the Silero VAD 6 TorchScript model .*reinstall it with `pip install --no-deps 'silero-vad") as caught:
             SileroVAD.load()
         assert str(path) in str(caught.value)
