@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agencerdas.inference.api import Diarizer
-    from .api import train
+    from agencerdas.training.api import train
 
 __all__ = ["Diarizer", "train"]
 
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
         return Diarizer
     if name == "train":
-        from .api import train
+        from agencerdas.training.api import train
 
         return train
     raise AttributeError(f"module 'agencerdas' has no attribute {name!r}")

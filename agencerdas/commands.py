@@ -13,7 +13,8 @@ from pathlib import Path
 
 from agencerdas.stores.errors import AgencerdasError
 
-from .outputs import output_dir, output_file, run_dir
+from agencerdas.stores.outputs import output_dir, output_file
+from agencerdas.training.rundir import check_run_dir
 
 
 def _storage_options(args: argparse.Namespace) -> dict:
@@ -146,7 +147,7 @@ def train_command(args: argparse.Namespace) -> int:
     cfg = resolve(args.preset, [*args.overrides, *([f"INIT_FROM={args.init_from}"] if args.init_from else [])])
     out = Path(args.out or f"runs/{args.preset}")
     if int(os.environ.get("RANK", 0)) == 0:  # the writer; under torchrun a failed rank 0 stops every rank
-        run_dir(out, args.resume, args.overwrite)
+        check_run_dir(out, args.resume, args.overwrite)
     history = train(cfg, args.store, args.view, out, resume=args.resume, storage_options=_storage_options(args),
                     progress=not args.quiet, allow_view_change=args.resume_on_changed_view)
     if history and int(os.environ.get("RANK", 0)) == 0:

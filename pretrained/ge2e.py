@@ -93,7 +93,8 @@ class GE2E(nn.Module):
             # The checkpoint also holds the GE2E loss's similarity scale and bias: not part of the encoder.
             encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity_")})
         except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as exc:
-            # torch's own message would suggest weights_only=False: the one thing never to do here.
+            # torch's own message suggests turning the weights-only load off, which lets the file run code: the
+            # one thing never to do here, so its text is left out.
             raise AgencerdasError(f"{path}: not resemblyzer's GE2E weights (torch.load or the parameters failed: "
                                   f"{type(exc).__name__}); reinstall it with `{INSTALL}`") from exc
         return encoder.to(device).eval()

@@ -7,6 +7,9 @@ refused naming that holder. The kernel drops the lock when its holder dies, so a
 leaves nothing that blocks the next one: a ``flock`` lives as long as any copy of its descriptor, so a
 child forked by the run (DataLoader workers, which outlive a killed parent by seconds) closes its copy
 at once. The file is never deleted, so two processes can never lock two different files of one name.
+
+Before any of that, :func:`check_run_dir` says whether ``train`` (the command and the Python API) may use the
+directory at all: a run already there is continued only with ``--resume`` and replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,26 @@ import time
 from pathlib import Path
 
 from agencerdas.stores.errors import AgencerdasError
+from agencerdas.stores.outputs import output_dir
 
 #: Files whose presence says a directory holds a training run.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
 #: What a run writes into its directory besides config.json, TensorBoard's event files and eval/.
 RUN_ARTIFACTS = ("metrics.jsonl", "tuned.json", "best.pt", "last.pt", "corpus-stats.txt")
 LOCK_NAME = ".lock"
+
+def check_run_dir(path: Path, resume: bool, overwrite: bool) -> Path:
+    """``--out`` of ``train``: a new run's directory, or the run to resume; an existing run is never
+    replaced unless ``overwrite``."""
+    output_dir(path, "--out")
+    if resume and overwrite:
+        raise AgencerdasError("--resume continues the run in --out and --overwrite replaces it; give one of them")
+    found = [name for name in RUN_FILES if (Path(path) / name).exists()]
+    if found and not (resume or overwrite):
+        raise AgencerdasError(f"--out {path} already holds a run ({', '.join(found)}); continue it with --resume, "
+                              "replace it with --overwrite, or give another --out")
+    return path
+
 
 #: Descriptors of the locks this process holds: a forked child closes its copies (see the module's docstring).
 _HELD: set[int] = set()

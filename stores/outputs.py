@@ -1,8 +1,8 @@
 """Where the commands write, checked before any work starts: every path may be someone's data.
 
 An output directory must be a directory (or creatable as one), writable, and outside any feature
-store (a store's ``gc`` owns what lies inside it). A run directory that already holds a run is
-replaced only when asked (``--overwrite``) and continued only with ``--resume``.
+store (a store's ``gc`` owns what lies inside it). A training run's directory has its own rules on top
+(``training.rundir.check_run_dir``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agencerdas.stores import find_store_root
-from agencerdas.stores.errors import AgencerdasError
-from agencerdas.training.rundir import RUN_FILES  # torch-free: what marks a run, one list for the trainer too
+from .errors import AgencerdasError
+from .layout import find_store_root
 
 
 def output_dir(path: Path, flag: str) -> Path:
@@ -37,19 +36,6 @@ def output_file(path: Path, flag: str) -> Path:
     _check_creatable(path.parent, flag)
     if path.exists() and not os.access(path, os.W_OK):
         raise AgencerdasError(f"{flag} {path} exists and is not writable by this user")
-    return path
-
-
-def run_dir(path: Path, resume: bool, overwrite: bool) -> Path:
-    """``--out`` of ``train``: a new run's directory, or the run to resume; an existing run is never
-    replaced unless ``overwrite``."""
-    output_dir(path, "--out")
-    if resume and overwrite:
-        raise AgencerdasError("--resume continues the run in --out and --overwrite replaces it; give one of them")
-    found = [name for name in RUN_FILES if (Path(path) / name).exists()]
-    if found and not (resume or overwrite):
-        raise AgencerdasError(f"--out {path} already holds a run ({', '.join(found)}); continue it with --resume, "
-                              "replace it with --overwrite, or give another --out")
     return path
 
 

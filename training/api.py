@@ -10,7 +10,7 @@ from typing import Any
 
 from agencerdas.stores.errors import AgencerdasError
 
-from .outputs import run_dir
+from .rundir import check_run_dir
 
 #: What ``overrides`` may be: "EPOCHS=3 LR=5e-4" (split as a shell would), {"EPOCHS": 3}, or an iterable of
 #: "KEY=VALUE" strings and (KEY, VALUE) pairs.
@@ -29,8 +29,8 @@ def train(store: str, view: str = "default", out: str | Path | None = None, pres
     continued only with ``resume`` and replaced only with ``overwrite``. Returns the per-epoch
     records written to ``out/metrics.jsonl``.
     """
-    from agencerdas.training.config import resolve
-    from agencerdas.training.loop import train as fit
+    from .config import resolve
+    from .loop import train as fit  # torch: loaded on the first call, not with the package
 
     cfg = resolve(preset, override_list(overrides))
     if out is None:
@@ -38,7 +38,7 @@ def train(store: str, view: str = "default", out: str | Path | None = None, pres
     if not isinstance(out, (str, os.PathLike)):
         raise AgencerdasError(f"train(out=...) must be a directory path (str or Path), got {type(out).__name__} {out!r}")
     if int(os.environ.get("RANK", 0)) == 0:  # the writer; under torchrun a failed rank 0 stops every rank
-        run_dir(Path(out), resume, overwrite)
+        check_run_dir(Path(out), resume, overwrite)
     return fit(cfg, store, view, Path(out), resume=resume, storage_options=storage_options, progress=progress)
 
 
