@@ -79,18 +79,25 @@ class ModelLabeler:
                          # only for powerset models, so the labels keys of multilabel ones stay as they were
                          **({"max_overlap": inference.max_overlap} if inference.max_overlap is not None else {}),
                          **({"clustering": True, "cluster_threshold": inference.cluster_threshold}
-                            if inference.clustering else {})}
+                            if inference.clustering else {}),
+                         # what hears the audio: only when something does, so older labels keys stay as they were
+                         **({"embeddings": inference.embeddings} if inference.embeddings != "head" else {}),
+                         **({"vad": inference.vad} if inference.vad != "none" else {})}
 
     def describe(self) -> dict:
         return dict(self.settings)
 
     def __call__(self, logmel: np.ndarray, audio: AudioRegion | None = None) -> np.ndarray:
         """Speaker activity (frames, speakers) bool at base frames for logmel (frames, n_mels): the model's slots
-        when it stitches, the speakers found when it clusters."""
+        when it stitches, the speakers found when it clusters (embedded by a pretrained encoder on the ``audio``
+        when the run's pipeline says so, as ``diarize`` does)."""
         lm = _model(self.path, self.settings["checkpoint_xxh3"])
         # the pipeline of the settings recorded above (the same checkpoint file: the same settings)
-        outputs = lm.outputs(predictor(lm.model, torch.device("cpu"), nullcontext()), logmel, len(logmel))
-        active = decide(outputs, lm.inference, lm.frame_shift_s).activity
+        predict = predictor(lm.model, torch.device("cpu"), nullcontext())
+        hears = audio is not None and lm.voices.needs_audio  # without the audio, recording() says what is missing
+        with decoded(audio.path, audio.offset_s, audio.duration_s) if hears else nullcontext() as pcm:
+            outputs, speech = lm.recording(predict, logmel, len(logmel), pcm)
+        active = decide(outputs, lm.inference, lm.frame_shift_s, speech).activity
         return np.repeat(active, lm.config.downsample, axis=0)[: len(logmel)]
 
 

@@ -80,3 +80,29 @@ def test_evaluate_pretrained_tunes_only_on_the_scored_recordings_when_asked(corp
     assert report["tuned"]["tuned_on_scored"] is True
     assert report["tuned"]["der"] == pytest.approx(report["der"]["overall"]["der"], abs=1e-9)  # what it measured
     assert report["inference"]["cluster_threshold"] == report["tuned"]["cluster_threshold"]
+
+
+def test_model_pseudo_labels_of_a_run_that_embeds_with_ge2e_are_what_diarize_writes(toy, corpus, tmp_path):
+    # A run of today's default pipeline (EMBEDDINGS=ge2e) labels with the encoder on the audio, as diarize does.
+    toy.train(tmp_path / "run", "EPOCHS=1", "EMBEDDINGS=ge2e")
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert main(["features", str(corpus / "audio"), "--store", str(tmp_path / "store"), "--jobs", "1", "--quiet",
+                 "--pseudo-model", str(checkpoint)]) == 0
+    assert main(["diarize", *map(str, sorted((corpus / "audio").iterdir())), "--model", str(checkpoint),
+                 "--out", str(tmp_path / "rttm"), "--device", "cpu"]) == 0
+    store = Store(tmp_path / "store", create=False)
+    for rec_id, rec in load_view(store, "default").recordings.items():
+        group = store.open("labels", rec.labels)
+        assert group.attrs["pseudo_method"]["embeddings"] == "ge2e"
+        stored = np.asarray(group["labels"][:])
+        turns = _turns(tmp_path / "rttm" / f"{rec_id}.rttm").get(rec_id, [])
+        expected = np.zeros_like(stored)
+        for column, speaker in enumerate(sorted({t.speaker for t in turns})):
+            for t in (t for t in turns if t.speaker == speaker):
+                expected[round(t.start * 100) : round(t.end * 100), column] = True
+        # the same speakers, frame for frame (an RTTM keeps milliseconds: a turn's end may round one frame off)
+        speakers = [stored[:, c] for c in range(stored.shape[1]) if stored[:, c].any()]
+        written = [expected[:, c] for c in range(expected.shape[1]) if expected[:, c].any()]
+        assert len(speakers) == len(written) and speakers
+        for column in speakers:
+            assert min(int((column != other).sum()) for other in written) <= 1
